@@ -1,0 +1,277 @@
+//! The encoding ladder: `pipelines/ladder.toml` parsed and validated, and the choice of
+//! renditions for one source.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::MediaInfo;
+
+/// Errors in the ladder file; all of them stop start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum LadderError {
+    #[error("cannot read ladder file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid ladder file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Audio settings shared by every rendition.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AudioPreset {
+    pub codec: String,
+    pub bitrate_kbps: u32,
+    pub channels: u32,
+    pub sample_rate: u32,
+}
+
+/// x264 settings shared by every rung (and by both back ends).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VideoPreset {
+    pub preset: String,
+    pub profile: String,
+    pub max_fps: u32,
+}
+
+/// One rung of the ladder as written in the file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rung {
+    pub name: String,
+    /// Short side in pixels (height for landscape, width for portrait).
+    pub height: u32,
+    pub bitrate_kbps: u32,
+}
+
+/// The whole ladder file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Ladder {
+    pub segment_seconds: u32,
+    pub audio: AudioPreset,
+    pub video: VideoPreset,
+    #[serde(rename = "rung")]
+    pub rungs: Vec<Rung>,
+}
+
+/// A rendition to produce for one particular source.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Rendition {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_kbps: u32,
+}
+
+const X264_PRESETS: &[&str] = &[
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+];
+
+impl Ladder {
+    /// Reads and validates a ladder file.
+    pub fn load(path: &Path) -> Result<Ladder, LadderError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LadderError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| LadderError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates ladder TOML text.
+    pub fn parse(text: &str) -> Result<Ladder, String> {
+        let ladder: Ladder = toml::from_str(text).map_err(|e| e.to_string())?;
+        ladder.validate()?;
+        Ok(ladder)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=30).contains(&self.segment_seconds) {
+            return Err("segment_seconds must be between 1 and 30".into());
+        }
+        if self.rungs.is_empty() {
+            return Err("at least one [[rung]] is required".into());
+        }
+        if !X264_PRESETS.contains(&self.video.preset.as_str()) {
+            return Err(format!("unknown x264 preset {:?}", self.video.preset));
+        }
+        if !["baseline", "main", "high"].contains(&self.video.profile.as_str()) {
+            return Err(format!("unsupported H.264 profile {:?}", self.video.profile));
+        }
+        if !(1..=120).contains(&self.video.max_fps) {
+            return Err("video.max_fps must be between 1 and 120".into());
+        }
+        if self.audio.codec != "aac" {
+            return Err("only audio.codec = \"aac\" is supported".into());
+        }
+        if !(16..=512).contains(&self.audio.bitrate_kbps) || !(1..=2).contains(&self.audio.channels) {
+            return Err("audio bitrate must be 16–512 kbps and channels 1 or 2".into());
+        }
+        if ![22050, 32000, 44100, 48000].contains(&self.audio.sample_rate) {
+            return Err("audio.sample_rate must be 22050, 32000, 44100 or 48000".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &self.rungs {
+            if r.name.is_empty()
+                || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                || r.name == "audio"
+            {
+                return Err(format!("rung name {:?} must be [A-Za-z0-9_-]+ and not \"audio\"", r.name));
+            }
+            if !names.insert(r.name.clone()) {
+                return Err(format!("duplicate rung name {:?}", r.name));
+            }
+            if r.height < 16 || r.height > 4320 || r.height % 2 != 0 {
+                return Err(format!("rung {}: height must be even, 16–4320", r.name));
+            }
+            if r.bitrate_kbps < 50 || r.bitrate_kbps > 100_000 {
+                return Err(format!("rung {}: bitrate_kbps must be 50–100000", r.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The renditions for a source of display size `width`×`height` (after rotation), highest first.
+    ///
+    /// Never upscales; portrait stays portrait; every dimension is even; a source smaller than the
+    /// lowest rung gets one rendition at its own (even) size.
+    pub fn renditions_for(&self, width: u32, height: u32) -> Vec<Rendition> {
+        let (w, h) = (width.max(2), height.max(2));
+        let portrait = h > w;
+        let short = w.min(h);
+        let long = w.max(h);
+        let mut rungs: Vec<&Rung> = self.rungs.iter().collect();
+        rungs.sort_by(|a, b| b.height.cmp(&a.height));
+        let mut out: Vec<Rendition> = rungs
+            .iter()
+            .filter(|r| r.height <= short)
+            .map(|r| {
+                let s = r.height;
+                let l = even((long as u64 * s as u64) as f64 / short as f64);
+                let (rw, rh) = if portrait { (s, l) } else { (l, s) };
+                Rendition { name: r.name.clone(), width: rw, height: rh, bitrate_kbps: r.bitrate_kbps }
+            })
+            .collect();
+        if out.is_empty() {
+            let lowest = rungs.last().expect("validated: at least one rung");
+            let area_ratio = (w as f64 * h as f64)
+                / ((lowest.height as f64 * 16.0 / 9.0) * lowest.height as f64);
+            let kbps = ((lowest.bitrate_kbps as f64 * area_ratio).round() as u32).max(100);
+            let (ew, eh) = (even(w as f64), even(h as f64));
+            out.push(Rendition {
+                name: format!("{}p", ew.min(eh)),
+                width: ew,
+                height: eh,
+                bitrate_kbps: kbps.min(lowest.bitrate_kbps),
+            });
+        }
+        out
+    }
+
+    /// The renditions for a probed source.
+    pub fn renditions_for_media(&self, info: &MediaInfo) -> Vec<Rendition> {
+        match &info.video {
+            Some(v) => self.renditions_for(v.display_width, v.display_height),
+            None => Vec::new(),
+        }
+    }
+
+    /// Output frame rate for a source rate: the source's own, capped at `max_fps` by halving.
+    pub fn output_fps(&self, fps_num: u32, fps_den: u32) -> (u32, u32) {
+        let (mut n, mut d) = if fps_num == 0 || fps_den == 0 { (30, 1) } else { (fps_num, fps_den) };
+        // Absurd rates from broken headers or VFR containers (e.g. 1000/1) are treated as 30.
+        if n as f64 / d as f64 > 240.0 || (n as f64 / d as f64) < 1.0 {
+            (n, d) = (30, 1);
+        }
+        while n as f64 / d as f64 > self.video.max_fps as f64 + 0.01 {
+            d *= 2;
+        }
+        (n, d)
+    }
+
+    /// Frames between keyframes: one GOP per segment.
+    pub fn gop_frames(&self, fps_num: u32, fps_den: u32) -> u32 {
+        ((self.segment_seconds as f64 * fps_num as f64 / fps_den as f64).round() as u32).max(1)
+    }
+}
+
+/// Rounds to the nearest even integer, at least 2.
+fn even(x: f64) -> u32 {
+    let v = (x / 2.0).round() as u32 * 2;
+    v.max(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ladder() -> Ladder {
+        Ladder::parse(include_str!("../pipelines/ladder.toml")).expect("shipped ladder is valid")
+    }
+
+    fn names(r: &[Rendition]) -> Vec<(String, u32, u32)> {
+        r.iter().map(|r| (r.name.clone(), r.width, r.height)).collect()
+    }
+
+    #[test]
+    fn landscape_720p_skips_1080p() {
+        let r = ladder().renditions_for(1280, 720);
+        assert_eq!(
+            names(&r),
+            vec![("720p".into(), 1280, 720), ("480p".into(), 854, 480), ("360p".into(), 640, 360)]
+        );
+    }
+
+    #[test]
+    fn portrait_keeps_orientation() {
+        let r = ladder().renditions_for(1080, 1920);
+        assert_eq!(r[0], Rendition { name: "1080p".into(), width: 1080, height: 1920, bitrate_kbps: 5000 });
+        assert!(r.iter().all(|x| x.height > x.width));
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn tiny_source_gets_one_rendition_at_own_even_size() {
+        let r = ladder().renditions_for(161, 121);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].width, r[0].height), (162, 122));
+        assert!(r[0].bitrate_kbps <= 800 && r[0].bitrate_kbps >= 100);
+    }
+
+    #[test]
+    fn odd_sizes_become_even() {
+        for (w, h) in [(853, 479), (1921, 1081), (479, 853), (641, 361)] {
+            for r in ladder().renditions_for(w, h) {
+                assert_eq!(r.width % 2, 0, "{w}x{h} -> {r:?}");
+                assert_eq!(r.height % 2, 0, "{w}x{h} -> {r:?}");
+                assert!(r.width <= w + 1 && r.height <= h + 1, "no upscale: {w}x{h} -> {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        let good = include_str!("../pipelines/ladder.toml");
+        assert!(Ladder::parse(&good.replace("segment_seconds = 4", "segment_seconds = 0")).is_err());
+        assert!(Ladder::parse(&good.replace("height = 720", "height = 721")).is_err());
+        assert!(Ladder::parse(&good.replace("name = \"480p\"", "name = \"720p\"")).is_err());
+        assert!(Ladder::parse(&good.replace("preset = \"veryfast\"", "preset = \"warp\"")).is_err());
+        assert!(Ladder::parse(&format!("{good}\nbogus = 1\n")).is_err());
+        assert!(Ladder::parse("segment_seconds = 4").is_err());
+    }
+
+    #[test]
+    fn fps_and_gop() {
+        let l = ladder();
+        assert_eq!(l.output_fps(30, 1), (30, 1));
+        assert_eq!(l.output_fps(120, 1), (60, 1));
+        assert_eq!(l.output_fps(0, 0), (30, 1));
+        assert_eq!(l.output_fps(30000, 1001), (30000, 1001));
+        assert_eq!(l.gop_frames(30, 1), 120);
+        assert_eq!(l.gop_frames(30000, 1001), 120);
+    }
+}

@@ -1,0 +1,350 @@
+//! Packaging: the manifests (HLS master + media playlists, DASH MPD) that Cascade writes itself
+//! from the segments a back end reports, so both back ends publish the same shape; plus segment
+//! encryption and playback tokens.
+
+pub mod crypto;
+pub mod dash;
+pub mod hls;
+pub mod token;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ladder::Rendition;
+use dash::{DashRep, DashSegment, Presentation};
+use hls::{HlsSegment, KeyLine};
+
+/// Name of the audio representation in the DASH tree.
+pub const AUDIO_REP: &str = "audio";
+/// HLS master playlist path under the video's media dir.
+pub const HLS_MASTER: &str = "hls/master.m3u8";
+/// DASH manifest path under the video's media dir.
+pub const DASH_MPD: &str = "dash/manifest.mpd";
+/// HLS media playlist name inside each rung dir.
+pub const HLS_MEDIA: &str = "index.m3u8";
+/// URI of the key relative to a media playlist (`hls/{rung}/index.m3u8` → `hls/key`).
+pub const KEY_URI: &str = "../key";
+
+/// Where a segment belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Track {
+    /// MPEG-TS segment of the HLS rung with this name.
+    Hls(String),
+    /// CMAF segment of this DASH representation (a rung name, or `audio`).
+    Dash(String),
+}
+
+/// What the packager needs to know about the job.
+#[derive(Debug, Clone)]
+pub struct PackageSpec {
+    pub out_dir: PathBuf,
+    pub renditions: Vec<Rendition>,
+    pub has_audio: bool,
+    pub segment_seconds: u32,
+    pub fps: (u32, u32),
+    pub audio_bitrate_kbps: u32,
+    pub audio_sample_rate: u32,
+    pub key: Option<KeyLine>,
+    pub source_duration: f64,
+    /// URL of Cascade's clock for dynamic MPDs (players here have no internet time server).
+    pub utc_timing_url: String,
+}
+
+/// A rendition as reported in the video record once packaged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RenditionSummary {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// Peak bits per second (HLS BANDWIDTH), measured once finished.
+    pub bandwidth: u64,
+    /// Average bits per second.
+    pub average_bandwidth: u64,
+    pub codecs: String,
+}
+
+#[derive(Debug, Default)]
+struct DashTrack {
+    segments: Vec<DashSegment>,
+    total_s: f64,
+}
+
+/// Keeps the segment lists of one job and rewrites the manifests as segments land.
+#[derive(Debug)]
+pub struct Packager {
+    spec: PackageSpec,
+    started: DateTime<Utc>,
+    hls: BTreeMap<String, Vec<HlsSegment>>,
+    dash: BTreeMap<String, DashTrack>,
+    video_codecs: BTreeMap<String, String>,
+    playable: bool,
+}
+
+/// Writes a file atomically (temporary name, then rename), so readers never see half of it.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The number in a segment file name (`seg00012.ts` → 12).
+pub fn segment_number(file_name: &str) -> Option<u64> {
+    let stem = file_name.split('.').next()?;
+    let digits: String = stem.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
+    digits.chars().rev().collect::<String>().parse().ok()
+}
+
+const AUDIO_CODECS: &str = "mp4a.40.2";
+const DEFAULT_VIDEO_CODECS: &str = "avc1.640028";
+
+impl Packager {
+    /// Creates the output directories.
+    pub fn new(spec: PackageSpec) -> io::Result<Packager> {
+        for r in &spec.renditions {
+            std::fs::create_dir_all(spec.out_dir.join("hls").join(&r.name))?;
+            std::fs::create_dir_all(spec.out_dir.join("dash").join(&r.name))?;
+        }
+        if spec.has_audio {
+            std::fs::create_dir_all(spec.out_dir.join("dash").join(AUDIO_REP))?;
+        }
+        Ok(Packager {
+            spec,
+            started: Utc::now(),
+            hls: BTreeMap::new(),
+            dash: BTreeMap::new(),
+            video_codecs: BTreeMap::new(),
+            playable: false,
+        })
+    }
+
+    /// The job's spec.
+    pub fn spec(&self) -> &PackageSpec {
+        &self.spec
+    }
+
+    /// Whether master playlist and MPD have been published.
+    pub fn is_playable(&self) -> bool {
+        self.playable
+    }
+
+    /// Records the RFC 6381 codecs string of a rung's video (from the encoder's caps).
+    pub fn set_video_codec(&mut self, rung: &str, codecs: &str) {
+        self.video_codecs.insert(rung.to_string(), codecs.to_string());
+    }
+
+    /// Seconds of media every track has reached (for progress when the back end gives none).
+    pub fn packaged_seconds(&self) -> f64 {
+        let hls = self.spec.renditions.iter().map(|r| {
+            self.hls.get(&r.name).map(|s| s.iter().map(|x| x.duration).sum::<f64>()).unwrap_or(0.0)
+        });
+        hls.fold(f64::INFINITY, f64::min).min(self.spec.source_duration.max(0.0))
+    }
+
+    /// Adds a finished segment; rewrites the track's manifest. Returns true when this segment made
+    /// the video playable (first segment of every track on disk, master + MPD just published).
+    pub fn add_segment(&mut self, track: &Track, path: &Path, duration_s: f64) -> io::Result<bool> {
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| io::Error::other("segment path has no file name"))?
+            .to_string();
+        let bytes = std::fs::metadata(path)?.len();
+        match track {
+            Track::Hls(rung) => {
+                let segs = self.hls.entry(rung.clone()).or_default();
+                segs.push(HlsSegment { uri: file_name, duration: duration_s, bytes });
+                self.write_media_playlist(rung, false)?;
+            }
+            Track::Dash(rep) => {
+                let number = segment_number(&file_name).ok_or_else(|| io::Error::other("segment name has no number"))?;
+                let t = self.dash.entry(rep.clone()).or_default();
+                let start = (t.total_s * dash::TIMESCALE as f64).round() as u64;
+                t.total_s += duration_s;
+                let end = (t.total_s * dash::TIMESCALE as f64).round() as u64;
+                t.segments.push(DashSegment { number, t: start, d: end.saturating_sub(start).max(1), bytes });
+                if self.playable {
+                    self.write_mpd(false)?;
+                }
+            }
+        }
+        if !self.playable && self.all_tracks_started() {
+            self.write_master()?;
+            self.write_mpd(false)?;
+            self.playable = true;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn all_tracks_started(&self) -> bool {
+        let rungs_ok = self.spec.renditions.iter().all(|r| {
+            self.hls.get(&r.name).is_some_and(|s| !s.is_empty())
+                && self.dash.get(&r.name).is_some_and(|s| !s.segments.is_empty())
+                && self.spec.out_dir.join("dash").join(&r.name).join("init00000.mp4").exists()
+        });
+        let audio_ok = !self.spec.has_audio
+            || (self.dash.get(AUDIO_REP).is_some_and(|s| !s.segments.is_empty())
+                && self.spec.out_dir.join("dash").join(AUDIO_REP).join("init00000.mp4").exists());
+        rungs_ok && audio_ok
+    }
+
+    fn write_media_playlist(&self, rung: &str, finished: bool) -> io::Result<()> {
+        let segs = self.hls.get(rung).map(Vec::as_slice).unwrap_or(&[]);
+        let body = hls::media_playlist(segs, self.spec.segment_seconds, self.spec.key.as_ref(), finished);
+        write_atomic(&self.spec.out_dir.join("hls").join(rung).join(HLS_MEDIA), &body)
+    }
+
+    fn fps(&self) -> f64 {
+        self.spec.fps.0 as f64 / self.spec.fps.1.max(1) as f64
+    }
+
+    /// (peak, average) bits per second of a list of (bytes, seconds); `None` without data.
+    fn measured(parts: impl Iterator<Item = (u64, f64)>) -> Option<(u64, u64)> {
+        let parts: Vec<(u64, f64)> = parts.filter(|(_, d)| *d > 0.0).collect();
+        if parts.is_empty() {
+            return None;
+        }
+        let total_bytes: u64 = parts.iter().map(|p| p.0).sum();
+        let total_s: f64 = parts.iter().map(|p| p.1).sum();
+        // A short last segment says little about the peak: only segments of ≥ 1 s count there.
+        let peak = parts
+            .iter()
+            .filter(|(_, d)| *d >= 1.0 || parts.len() == 1)
+            .map(|(b, d)| (*b as f64 * 8.0 / d) as u64)
+            .max()
+            .unwrap_or(0);
+        let avg = (total_bytes as f64 * 8.0 / total_s) as u64;
+        Some((peak.max(avg), avg))
+    }
+
+    /// Per-rung summaries with bandwidths measured from the HLS segments so far (nominal before).
+    pub fn summaries(&self) -> Vec<RenditionSummary> {
+        let audio_bps = if self.spec.has_audio { self.spec.audio_bitrate_kbps as u64 * 1000 } else { 0 };
+        self.spec
+            .renditions
+            .iter()
+            .map(|r| {
+                let nominal = r.bitrate_kbps as u64 * 1000 + audio_bps;
+                let (peak, avg) = self
+                    .hls
+                    .get(&r.name)
+                    .and_then(|s| Self::measured(s.iter().map(|x| (x.bytes, x.duration))))
+                    .unwrap_or((nominal * 11 / 10, nominal));
+                let video = self.video_codecs.get(&r.name).map(String::as_str).unwrap_or(DEFAULT_VIDEO_CODECS);
+                let codecs = if self.spec.has_audio { format!("{video},{AUDIO_CODECS}") } else { video.to_string() };
+                RenditionSummary {
+                    name: r.name.clone(),
+                    width: r.width,
+                    height: r.height,
+                    bandwidth: peak,
+                    average_bandwidth: avg,
+                    codecs,
+                }
+            })
+            .collect()
+    }
+
+    fn write_master(&self) -> io::Result<()> {
+        let variants: Vec<hls::Variant> = self
+            .summaries()
+            .into_iter()
+            .map(|s| hls::Variant {
+                uri: format!("{}/{}", s.name, HLS_MEDIA),
+                // While encoding, advertise at least the nominal rate with headroom: the first
+                // segments of a video can be far below its later peaks.
+                bandwidth: s.bandwidth,
+                average_bandwidth: s.average_bandwidth,
+                codecs: s.codecs,
+                width: s.width,
+                height: s.height,
+                frame_rate: self.fps(),
+            })
+            .collect();
+        write_atomic(&self.spec.out_dir.join(HLS_MASTER), &hls::master_playlist(&variants))
+    }
+
+    fn dash_rep(&self, id: &str, nominal_bps: u64, codecs: String, size: Option<(u32, u32)>, audio: bool) -> DashRep {
+        let track = self.dash.get(id);
+        let segments = track.map(|t| t.segments.clone()).unwrap_or_default();
+        let measured = Self::measured(segments.iter().map(|s| (s.bytes, s.d as f64 / dash::TIMESCALE as f64)));
+        DashRep {
+            id: id.to_string(),
+            bandwidth: measured.map(|m| m.0).unwrap_or(nominal_bps),
+            codecs,
+            width: size.map(|s| s.0),
+            height: size.map(|s| s.1),
+            frame_rate: if audio { None } else { Some(format!("{}/{}", self.spec.fps.0, self.spec.fps.1.max(1))) },
+            audio_sample_rate: if audio { Some(self.spec.audio_sample_rate) } else { None },
+            segments,
+        }
+    }
+
+    fn write_mpd(&self, finished: bool) -> io::Result<()> {
+        let video: Vec<DashRep> = self
+            .spec
+            .renditions
+            .iter()
+            .map(|r| {
+                let codecs = self.video_codecs.get(&r.name).cloned().unwrap_or_else(|| DEFAULT_VIDEO_CODECS.into());
+                self.dash_rep(&r.name, r.bitrate_kbps as u64 * 1000, codecs, Some((r.width, r.height)), false)
+            })
+            .collect();
+        let audio = self.spec.has_audio.then(|| {
+            self.dash_rep(AUDIO_REP, self.spec.audio_bitrate_kbps as u64 * 1000, AUDIO_CODECS.into(), None, true)
+        });
+        let presentation = if finished {
+            let dur = self.dash.values().map(|t| t.total_s).fold(0.0, f64::max);
+            Presentation::Static { duration: Duration::from_secs_f64(dur.max(0.001)) }
+        } else {
+            // Every listed segment must count as available now: the availability start is placed
+            // a whole source duration before the job started, and the window spans it all.
+            let back = chrono::Duration::milliseconds(((self.spec.source_duration + 30.0) * 1000.0) as i64);
+            Presentation::Dynamic {
+                availability_start: self.started - back,
+                window: Duration::from_secs_f64(self.spec.source_duration * 2.0 + 60.0),
+                update_seconds: self.spec.segment_seconds.clamp(1, 4),
+                utc_timing_url: self.spec.utc_timing_url.clone(),
+            }
+        };
+        let body = dash::mpd(&video, audio.as_ref(), &presentation, self.spec.segment_seconds.min(4));
+        write_atomic(&self.spec.out_dir.join(DASH_MPD), body.as_bytes())
+    }
+
+    /// Publishes the final VOD playlists, static MPD and master with measured bandwidths.
+    pub fn finish(&mut self) -> io::Result<Vec<RenditionSummary>> {
+        if !self.all_tracks_started() {
+            return Err(io::Error::other("the back end finished without a segment on every track"));
+        }
+        for r in &self.spec.renditions {
+            self.write_media_playlist(&r.name, true)?;
+        }
+        self.write_mpd(true)?;
+        self.write_master()?;
+        self.playable = true;
+        Ok(self.summaries())
+    }
+
+    /// Duration of the longest track, seconds.
+    pub fn duration(&self) -> f64 {
+        let hls = self.hls.values().map(|s| s.iter().map(|x| x.duration).sum::<f64>());
+        hls.fold(0.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_numbers_come_from_the_stem() {
+        assert_eq!(segment_number("seg00012.m4s"), Some(12));
+        assert_eq!(segment_number("seg00000.ts"), Some(0));
+        assert_eq!(segment_number("init.mp4"), None);
+    }
+}

@@ -1,0 +1,457 @@
+//! The GStreamer back end: decode once, `tee` into one scaler + x264 encoder per rung, one AAC
+//! encode shared by every output; each rung feeds hlssink3 (MPEG-TS, HLS) and hlscmafsink
+//! (CMAF, DASH). Segments are written through Cascade's own writer (encrypting for HLS), and the
+//! playlists the sinks would write are discarded: Cascade writes the manifests itself.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gio::prelude::*;
+use gstreamer as gst;
+use gst::prelude::*;
+use tracing::{debug, info, warn};
+
+use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder};
+use crate::ladder::Rendition;
+use crate::packaging::crypto::{KeyMaterial, SegmentWriter};
+use crate::packaging::{Track, AUDIO_REP};
+use crate::probe::init_gstreamer;
+
+/// The GStreamer back end.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GstTranscoder;
+
+/// Open segment writers of one job, by path, until the sink reports the segment finished.
+type Writers = Arc<Mutex<HashMap<PathBuf, SegmentWriter>>>;
+
+/// Forwards gio writes to the writer registered for one path.
+struct WriterHandle {
+    writers: Writers,
+    path: PathBuf,
+}
+
+impl std::io::Write for WriterHandle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut map = self.writers.lock().map_err(|_| std::io::Error::other("writer lock poisoned"))?;
+        match map.get_mut(&self.path) {
+            Some(w) => w.write(buf),
+            None => Err(std::io::Error::other("segment writer already closed")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let mut map = self.writers.lock().map_err(|_| std::io::Error::other("writer lock poisoned"))?;
+        match map.get_mut(&self.path) {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Sets the pipeline to Null however the job ends.
+struct NullOnDrop(gst::Pipeline);
+
+impl Drop for NullOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, TranscodeError> {
+    let mut b = gst::ElementFactory::make(factory);
+    if let Some(n) = name {
+        b = b.name(n);
+    }
+    b.build().map_err(|_| TranscodeError::Build(format!("GStreamer element {factory:?} is not available")))
+}
+
+fn queue(max_time: Duration) -> Result<gst::Element, TranscodeError> {
+    let q = make("queue", None)?;
+    q.set_property("max-size-buffers", 0u32);
+    q.set_property("max-size-bytes", 0u32);
+    q.set_property("max-size-time", max_time.as_nanos() as u64);
+    Ok(q)
+}
+
+fn link_err(what: &str) -> impl Fn(gst::glib::BoolError) -> TranscodeError + '_ {
+    move |e| TranscodeError::Build(format!("cannot link {what}: {e}"))
+}
+
+fn caps_filter(caps: gst::Caps) -> Result<gst::Element, TranscodeError> {
+    let f = make("capsfilter", None)?;
+    f.set_property("caps", &caps);
+    Ok(f)
+}
+
+/// Everything the bus loop needs to know about the built graph.
+struct Graph {
+    pipeline: gst::Pipeline,
+    writers: Writers,
+    /// Latest encoded timestamp (ns) per rung; the slowest rung is the job's position.
+    positions: Vec<Arc<AtomicU64>>,
+}
+
+/// Connects the signals that make a sink write through Cascade and discard its own playlist.
+fn own_sink_output(sink: &gst::Element, writers: Option<(Writers, Option<KeyMaterial>)>) {
+    sink.connect("get-playlist-stream", false, |_| {
+        // Cascade writes playlists itself (with the key line, EVENT→VOD at EOS).
+        Some(gio::MemoryOutputStream::new_resizable().upcast::<gio::OutputStream>().to_value())
+    });
+    if let Some((writers, key)) = writers {
+        sink.connect("get-fragment-stream", false, move |args| {
+            let location: String = args.get(1)?.get().ok()?;
+            let path = PathBuf::from(&location);
+            let writer = match SegmentWriter::create(&path, key.as_ref()) {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(%location, error = %e, "cannot open segment for writing");
+                    return None;
+                }
+            };
+            writers.lock().ok()?.insert(path.clone(), writer);
+            let handle = WriterHandle { writers: writers.clone(), path };
+            Some(gio::WriteOutputStream::new(handle).upcast::<gio::OutputStream>().to_value())
+        });
+    }
+}
+
+fn hls_sink(req: &TranscodeRequest, r: &Rendition, writers: &Writers) -> Result<gst::Element, TranscodeError> {
+    let dir = req.out_dir.join("hls").join(&r.name);
+    let sink = make("hlssink3", Some(&format!("hls_{}", r.name)))?;
+    sink.set_property("location", dir.join("seg%05d.ts").to_string_lossy().to_string());
+    sink.set_property("playlist-location", dir.join("hlssink3.m3u8").to_string_lossy().to_string());
+    sink.set_property("target-duration", req.ladder.segment_seconds);
+    sink.set_property("playlist-length", 0u32);
+    sink.set_property("max-files", 0u32);
+    sink.set_property_from_str("playlist-type", "vod");
+    sink.set_property("send-keyframe-requests", false);
+    own_sink_output(&sink, Some((writers.clone(), req.key.clone())));
+    Ok(sink)
+}
+
+fn cmaf_sink(req: &TranscodeRequest, rep: &str) -> Result<gst::Element, TranscodeError> {
+    let dir = req.out_dir.join("dash").join(rep);
+    let sink = make("hlscmafsink", Some(&format!("cmaf_{rep}")))?;
+    sink.set_property("location", dir.join("seg%05d.m4s").to_string_lossy().to_string());
+    sink.set_property("init-location", dir.join("init%05d.mp4").to_string_lossy().to_string());
+    sink.set_property("playlist-location", dir.join("hlscmafsink.m3u8").to_string_lossy().to_string());
+    sink.set_property("target-duration", req.ladder.segment_seconds);
+    sink.set_property("playlist-length", 0u32);
+    sink.set_property("max-files", 0u32);
+    sink.set_property_from_str("playlist-type", "vod");
+    sink.set_property("sync", false);
+    own_sink_output(&sink, None);
+    Ok(sink)
+}
+
+/// The chain shared by all rungs: convert, rotate by the orientation tag, constant frame rate.
+/// Returns (head to link decodebin's video pad to, tee).
+fn video_head(p: &gst::Pipeline, req: &TranscodeRequest) -> Result<(gst::Element, gst::Element), TranscodeError> {
+    let (n, d) = req.fps();
+    let convert = make("videoconvert", None)?;
+    let flip = make("videoflip", None)?;
+    flip.set_property_from_str("video-direction", "auto");
+    let rate = make("videorate", None)?;
+    let caps = caps_filter(
+        gst::Caps::builder("video/x-raw").field("format", "I420").field("framerate", gst::Fraction::new(n as i32, d as i32)).build(),
+    )?;
+    let tee = make("tee", Some("vtee"))?;
+    p.add_many([&convert, &flip, &rate, &caps, &tee]).map_err(link_err("video head"))?;
+    gst::Element::link_many([&convert, &flip, &rate, &caps, &tee]).map_err(link_err("video head"))?;
+    Ok((convert, tee))
+}
+
+/// One rung: scale, encode, then into its HLS and CMAF sinks.
+fn video_rung(
+    p: &gst::Pipeline,
+    req: &TranscodeRequest,
+    r: &Rendition,
+    vtee: &gst::Element,
+    hls: &gst::Element,
+    cmaf: &gst::Element,
+) -> Result<Arc<AtomicU64>, TranscodeError> {
+    let (n, d) = req.fps();
+    let gop = req.ladder.gop_frames(n, d);
+    let q = queue(Duration::from_secs(1))?;
+    let scale = make("videoscale", None)?;
+    let scaled = caps_filter(
+        gst::Caps::builder("video/x-raw")
+            .field("width", r.width as i32)
+            .field("height", r.height as i32)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build(),
+    )?;
+    let enc = make("x264enc", Some(&format!("x264_{}", r.name)))?;
+    enc.set_property("bitrate", r.bitrate_kbps);
+    enc.set_property_from_str("speed-preset", &req.ladder.video.preset);
+    enc.set_property("key-int-max", gop);
+    // Identical GOPs in every rung: fixed keyframe interval, no scene-cut keyframes.
+    enc.set_property("option-string", format!("scenecut=0:keyint-min={gop}:open-gop=0"));
+    let enc_caps = caps_filter(
+        gst::Caps::builder("video/x-h264")
+            .field("profile", req.ladder.video.profile.as_str())
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .build(),
+    )?;
+    let etee = make("tee", None)?;
+    let q_hls = queue(Duration::from_secs(30))?;
+    let parse_hls = make("h264parse", None)?;
+    let q_cmaf = queue(Duration::from_secs(30))?;
+    let parse_cmaf = make("h264parse", None)?;
+    let avc = caps_filter(gst::Caps::builder("video/x-h264").field("stream-format", "avc").field("alignment", "au").build())?;
+    p.add_many([&q, &scale, &scaled, &enc, &enc_caps, &etee, &q_hls, &parse_hls, &q_cmaf, &parse_cmaf, &avc])
+        .map_err(link_err("rung"))?;
+    gst::Element::link_many([vtee, &q, &scale, &scaled, &enc, &enc_caps, &etee]).map_err(link_err("rung encoder"))?;
+    gst::Element::link_many([&etee, &q_hls, &parse_hls]).map_err(link_err("rung HLS branch"))?;
+    parse_hls.link_pads(None, hls, Some("video")).map_err(link_err("hlssink3 video"))?;
+    gst::Element::link_many([&etee, &q_cmaf, &parse_cmaf, &avc, cmaf]).map_err(link_err("rung CMAF branch"))?;
+    let position = Arc::new(AtomicU64::new(0));
+    if let Some(pad) = enc_caps.static_pad("src") {
+        let pos = position.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                pos.fetch_max(pts.nseconds(), Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    Ok(position)
+}
+
+/// The audio chain: one AAC encode tee'd to every HLS sink and the CMAF audio sink.
+fn audio_branch(
+    p: &gst::Pipeline,
+    req: &TranscodeRequest,
+    hls_sinks: &[gst::Element],
+    cmaf_audio: &gst::Element,
+) -> Result<gst::Element, TranscodeError> {
+    let a = &req.ladder.audio;
+    let convert = make("audioconvert", None)?;
+    let resample = make("audioresample", None)?;
+    let raw = caps_filter(
+        gst::Caps::builder("audio/x-raw").field("rate", a.sample_rate as i32).field("channels", a.channels as i32).build(),
+    )?;
+    let enc = make("avenc_aac", None)?;
+    enc.set_property("bitrate", (a.bitrate_kbps * 1000) as i32);
+    let parse = make("aacparse", None)?;
+    let atee = make("tee", Some("atee"))?;
+    p.add_many([&convert, &resample, &raw, &enc, &parse, &atee]).map_err(link_err("audio"))?;
+    gst::Element::link_many([&convert, &resample, &raw, &enc, &parse, &atee]).map_err(link_err("audio"))?;
+    for sink in hls_sinks {
+        let q = queue(Duration::from_secs(30))?;
+        p.add(&q).map_err(link_err("audio queue"))?;
+        atee.link(&q).map_err(link_err("audio tee"))?;
+        q.link_pads(None, sink, Some("audio")).map_err(link_err("hlssink3 audio"))?;
+    }
+    let q = queue(Duration::from_secs(30))?;
+    p.add(&q).map_err(link_err("audio queue"))?;
+    gst::Element::link_many([&atee, &q, cmaf_audio]).map_err(link_err("CMAF audio"))?;
+    Ok(convert)
+}
+
+fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
+    init_gstreamer().map_err(TranscodeError::Build)?;
+    if req.renditions.is_empty() {
+        return Err(TranscodeError::Runtime("no renditions to produce".into()));
+    }
+    let p = gst::Pipeline::with_name("cascade-transcode");
+    let writers: Writers = Arc::new(Mutex::new(HashMap::new()));
+    let src = make("filesrc", None)?;
+    src.set_property("location", req.input.to_string_lossy().to_string());
+    let decode = make("decodebin", Some("decode"))?;
+    p.add_many([&src, &decode]).map_err(link_err("source"))?;
+    src.link(&decode).map_err(link_err("decodebin"))?;
+
+    let (video_in, vtee) = video_head(&p, req)?;
+    let mut hls_sinks = Vec::new();
+    let mut positions = Vec::new();
+    for r in &req.renditions {
+        let hls = hls_sink(req, r, &writers)?;
+        let cmaf = cmaf_sink(req, &r.name)?;
+        p.add_many([&hls, &cmaf]).map_err(link_err("sinks"))?;
+        positions.push(video_rung(&p, req, r, &vtee, &hls, &cmaf)?);
+        hls_sinks.push(hls);
+    }
+    let audio_in = if req.media.audio.is_some() {
+        let cmaf_audio = cmaf_sink(req, AUDIO_REP)?;
+        p.add(&cmaf_audio).map_err(link_err("audio sink"))?;
+        Some(audio_branch(&p, req, &hls_sinks, &cmaf_audio)?)
+    } else {
+        None
+    };
+    connect_decoder(&decode, &p, video_in, audio_in);
+    Ok(Graph { pipeline: p, writers, positions })
+}
+
+/// Links the first decoded video and audio pads; anything else goes to a fakesink so it cannot
+/// block the demuxer. Missing expected streams are reported as errors on the bus.
+fn connect_decoder(decode: &gst::Element, p: &gst::Pipeline, video_in: gst::Element, audio_in: Option<gst::Element>) {
+    let weak = p.downgrade();
+    let video_in_c = video_in.clone();
+    let audio_in_c = audio_in.clone();
+    decode.connect_pad_added(move |_, pad| {
+        let Some(p) = weak.upgrade() else { return };
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let kind = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+        let target = if kind.starts_with("video/") {
+            Some(&video_in_c)
+        } else if kind.starts_with("audio/") {
+            audio_in_c.as_ref()
+        } else {
+            None
+        };
+        if let Some(el) = target {
+            if let Some(sinkpad) = el.static_pad("sink") {
+                if !sinkpad.is_linked() && pad.link(&sinkpad).is_ok() {
+                    debug!(%kind, "linked decoded stream");
+                    return;
+                }
+            }
+        }
+        // Extra streams (second audio track, subtitles, data) are drained.
+        if let Ok(fake) = gst::ElementFactory::make("fakesink").property("sync", false).property("async", false).build() {
+            if p.add(&fake).is_ok() {
+                let _ = fake.sync_state_with_parent();
+                if let Some(sp) = fake.static_pad("sink") {
+                    let _ = pad.link(&sp);
+                }
+            }
+        }
+    });
+    let weak = p.downgrade();
+    decode.connect_no_more_pads(move |dec| {
+        let Some(_p) = weak.upgrade() else { return };
+        let missing = |el: &gst::Element| el.static_pad("sink").is_some_and(|pad| !pad.is_linked());
+        let what = if missing(&video_in) {
+            Some("the video stream could not be decoded")
+        } else if audio_in.as_ref().is_some_and(missing) {
+            Some("the audio stream could not be decoded")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            gst::element_error!(dec, gst::StreamError::Decode, ("{}", what));
+        }
+    });
+}
+
+fn rung_codecs(pipeline: &gst::Pipeline, rep: &str) -> Option<String> {
+    let sink = pipeline.by_name(&format!("cmaf_{rep}"))?;
+    let caps = sink.static_pad("sink")?.current_caps()?;
+    gstreamer_pbutils::functions::codec_utils_caps_get_mime_codec(&caps).ok().map(|s| s.to_string())
+}
+
+/// Waits briefly for a file the sink reported: hlscmafsink closes (renames) it right after
+/// posting its message.
+fn wait_for_file(path: &Path) -> bool {
+    for _ in 0..100 {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    path.exists()
+}
+
+impl Transcoder for GstTranscoder {
+    fn name(&self) -> &'static str {
+        "gstreamer"
+    }
+
+    fn run(&self, req: &TranscodeRequest, events: &mut EventSink<'_>, cancel: &AtomicBool) -> Result<(), TranscodeError> {
+        let graph = build(req)?;
+        let pipeline = graph.pipeline.clone();
+        let _null = NullOnDrop(pipeline.clone());
+        let bus = pipeline.bus().ok_or_else(|| TranscodeError::Build("pipeline has no bus".into()))?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| TranscodeError::Build(format!("pipeline refused to start: {e}")))?;
+        info!(renditions = req.renditions.len(), audio = req.media.audio.is_some(), "GStreamer pipeline playing");
+
+        let started = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut last_position = -1.0f64;
+        let mut last_query = Instant::now();
+        let mut codecs_sent: std::collections::HashSet<String> = Default::default();
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(TranscodeError::Cancelled);
+            }
+            if started.elapsed() > req.max_wall {
+                return Err(TranscodeError::TimedOut(req.max_wall.as_secs()));
+            }
+            if last_progress.elapsed() > req.stall_timeout {
+                return Err(TranscodeError::Stalled(req.stall_timeout.as_secs()));
+            }
+            if last_query.elapsed() >= Duration::from_millis(500) {
+                last_query = Instant::now();
+                let slowest = graph.positions.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap_or(0);
+                {
+                    let s = slowest as f64 / 1e9;
+                    if s > last_position + 0.001 {
+                        last_position = s;
+                        last_progress = Instant::now();
+                        events(TranscodeEvent::Position(s)).map_err(TranscodeError::Packaging)?;
+                    }
+                }
+            }
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else { continue };
+            use gst::MessageView;
+            match msg.view() {
+                MessageView::Eos(_) => {
+                    // Segments still open at EOS were all reported; anything left was never listed.
+                    info!(elapsed_s = started.elapsed().as_secs_f64(), "pipeline reached EOS");
+                    return Ok(());
+                }
+                MessageView::Error(err) => {
+                    let src = err.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+                    let details = err.debug().map(|d| d.to_string()).unwrap_or_default();
+                    warn!(%src, error = %err.error(), %details, "pipeline error");
+                    return Err(TranscodeError::Runtime(format!("{} ({src})", err.error())));
+                }
+                MessageView::Element(el) => {
+                    let Some(s) = el.structure() else { continue };
+                    if s.name() != "hls-segment-added" {
+                        continue;
+                    }
+                    let src_name = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+                    let location: String = s.get("location").map_err(|e| TranscodeError::Runtime(e.to_string()))?;
+                    let duration = s
+                        .get::<gst::ClockTime>("duration")
+                        .map(|d| d.nseconds() as f64 / 1e9)
+                        .map_err(|e| TranscodeError::Runtime(e.to_string()))?;
+                    let path = PathBuf::from(&location);
+                    let track = if let Some(rung) = src_name.strip_prefix("hls_") {
+                        let writer = graph.writers.lock().ok().and_then(|mut m| m.remove(&path));
+                        match writer {
+                            Some(mut w) => w.finish().map_err(|e| TranscodeError::Packaging(format!("{location}: {e}")))?,
+                            None => return Err(TranscodeError::Runtime(format!("no writer for segment {location}"))),
+                        }
+                        Track::Hls(rung.to_string())
+                    } else if let Some(rep) = src_name.strip_prefix("cmaf_") {
+                        if !wait_for_file(&path) {
+                            return Err(TranscodeError::Runtime(format!("segment {location} was reported but not written")));
+                        }
+                        if rep != AUDIO_REP && codecs_sent.insert(rep.to_string()) {
+                            if let Some(codecs) = rung_codecs(&pipeline, rep) {
+                                events(TranscodeEvent::VideoCodec { rung: rep.to_string(), codecs })
+                                    .map_err(TranscodeError::Packaging)?;
+                            }
+                        }
+                        Track::Dash(rep.to_string())
+                    } else {
+                        continue;
+                    };
+                    last_progress = Instant::now();
+                    debug!(?track, %location, duration, "segment finished");
+                    events(TranscodeEvent::Segment { track, path, duration }).map_err(TranscodeError::Packaging)?;
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Transcoding back ends behind one trait. A back end turns a source file into segments under
+//! `out_dir/hls/{rung}/` and `out_dir/dash/{rep}/` and reports each finished segment; Cascade's
+//! packaging writes every manifest, so the rest of the system never cares which back end ran.
+
+pub mod gst;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::ladder::{Ladder, Rendition};
+use crate::packaging::crypto::KeyMaterial;
+use crate::packaging::Track;
+use crate::probe::MediaInfo;
+
+/// Everything a back end needs for one job.
+#[derive(Debug, Clone)]
+pub struct TranscodeRequest {
+    pub input: PathBuf,
+    pub out_dir: PathBuf,
+    pub media: MediaInfo,
+    pub ladder: Ladder,
+    pub renditions: Vec<Rendition>,
+    /// Encrypt HLS segments with this key (AES-128-CBC).
+    pub key: Option<KeyMaterial>,
+    /// Fail when the pipeline makes no progress for this long.
+    pub stall_timeout: Duration,
+    /// Fail when the whole job takes longer than this.
+    pub max_wall: Duration,
+}
+
+impl TranscodeRequest {
+    /// Output frame rate (source rate, capped by the ladder).
+    pub fn fps(&self) -> (u32, u32) {
+        let v = self.media.video.as_ref();
+        self.ladder.output_fps(v.map_or(30, |v| v.fps_num), v.map_or(1, |v| v.fps_den))
+    }
+}
+
+/// What a back end reports while it runs.
+#[derive(Debug, Clone)]
+pub enum TranscodeEvent {
+    /// A segment is complete on disk under its final name.
+    Segment { track: Track, path: PathBuf, duration: f64 },
+    /// RFC 6381 codecs string of a rung's video, from the encoder's caps.
+    VideoCodec { rung: String, codecs: String },
+    /// Seconds of the source processed so far.
+    Position(f64),
+}
+
+/// Why a transcode failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TranscodeError {
+    /// The back end could not even start (missing plugin or binary): another back end may work.
+    #[error("cannot build the pipeline: {0}")]
+    Build(String),
+    /// The media failed to decode or encode.
+    #[error("transcoding failed: {0}")]
+    Runtime(String),
+    #[error("transcoding stalled: no progress for {0} s")]
+    Stalled(u64),
+    #[error("transcoding took longer than the limit of {0} s")]
+    TimedOut(u64),
+    #[error("cancelled")]
+    Cancelled,
+    /// The consumer of events refused one (packaging failed: disk full, …).
+    #[error("packaging failed: {0}")]
+    Packaging(String),
+}
+
+impl TranscodeError {
+    /// Stable machine-readable code for the record.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TranscodeError::Build(_) => "backend_unavailable",
+            TranscodeError::Runtime(_) => "transcode_failed",
+            TranscodeError::Stalled(_) => "transcode_stalled",
+            TranscodeError::TimedOut(_) => "transcode_timeout",
+            TranscodeError::Cancelled => "cancelled",
+            TranscodeError::Packaging(_) => "packaging_failed",
+        }
+    }
+}
+
+/// Receives events; an `Err` stops the transcode.
+pub type EventSink<'a> = dyn FnMut(TranscodeEvent) -> Result<(), String> + 'a;
+
+/// A transcoding back end. `run` blocks until the job ends: call it from a blocking thread.
+pub trait Transcoder: Send + Sync {
+    /// `gstreamer` or `ffmpeg`, as stored in the record.
+    fn name(&self) -> &'static str;
+    /// Runs the job to the end, reporting segments as they land.
+    fn run(&self, req: &TranscodeRequest, events: &mut EventSink<'_>, cancel: &AtomicBool) -> Result<(), TranscodeError>;
+}
