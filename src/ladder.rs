@@ -190,13 +190,18 @@ impl Ladder {
         while n as f64 / d as f64 > self.video.max_fps as f64 + 0.01 {
             d *= 2;
         }
-        (n, d)
+        let g = gcd(n, d);
+        (n / g, d / g)
     }
 
     /// Frames between keyframes: one GOP per segment.
     pub fn gop_frames(&self, fps_num: u32, fps_den: u32) -> u32 {
         ((self.segment_seconds as f64 * fps_num as f64 / fps_den as f64).round() as u32).max(1)
     }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a.max(1) } else { gcd(b, a % b) }
 }
 
 /// Rounds to the nearest even integer, at least 2.

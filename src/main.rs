@@ -1,60 +1,184 @@
 //! Cascade: upload a video, get an adaptive HLS (AES-128) + DASH ladder, playable while encoding.
 
+mod app;
+mod config;
+mod error;
+mod http;
 mod jobs;
 mod ladder;
 mod packaging;
 mod probe;
+mod store;
 mod transcode;
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use tracing::{info, warn};
 
-fn usage() -> ! {
-    eprintln!("usage: cascade transcode INPUT --out DIR [--backend gstreamer] [--ladder FILE]");
-    std::process::exit(2)
+const USAGE: &str = "usage:
+  cascade serve [--bind ADDR] [--data-dir DIR] [--web-dir DIR] [--ladder FILE] [--workers N] ...
+      (every CASCADE_* setting also works as a flag: CASCADE_MAX_UPLOAD_BYTES → --max-upload-bytes)
+  cascade transcode INPUT --out DIR [--backend gstreamer] [--ladder FILE] [--clear]
+  cascade probe INPUT";
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CASCADE_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => serve(&args[1..]),
+        Some("transcode") => transcode_cmd(&args[1..]),
+        Some("probe") => probe_cmd(&args[1..]),
+        Some("-h") | Some("--help") | Some("help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("cascade: {e:#}");
+        std::process::exit(1);
+    }
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CASCADE_LOG").unwrap_or_else(|_| "info".into())).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("transcode") => {
-            let mut input = None;
-            let mut out = None;
-            let mut ladder_path = PathBuf::from("pipelines/ladder.toml");
-            let mut it = args[1..].iter();
-            while let Some(a) = it.next() {
-                match a.as_str() {
-                    "--out" => out = it.next().map(PathBuf::from),
-                    "--ladder" => ladder_path = it.next().map(PathBuf::from).unwrap_or_else(|| usage()),
-                    "--backend" => { it.next(); }
-                    _ if input.is_none() => input = Some(PathBuf::from(a)),
-                    _ => usage(),
-                }
-            }
-            let (Some(input), Some(out)) = (input, out) else { usage() };
-            let ladder = ladder::Ladder::load(&ladder_path)?;
-            let media = probe::probe_file(&input, 20).map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
-            println!("{}", serde_json::to_string_pretty(&media)?);
-            if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
-                bail!("{} is not empty", out.display());
-            }
-            std::fs::create_dir_all(out.join("hls")).context("creating output dir")?;
-            let key = packaging::crypto::KeyMaterial::generate();
-            std::fs::write(out.join("hls").join("key"), key.key)?;
-            let cancel = AtomicBool::new(false);
-            let t0 = std::time::Instant::now();
-            let res = jobs::execute::execute(&input, &out, &media, &ladder, Some(&key), &transcode::gst::GstTranscoder, &Default::default(), "/api/time", &mut |p| {
-                match p {
-                    jobs::execute::JobProgress::Playable { .. } => eprintln!("playable after {:.2}s", t0.elapsed().as_secs_f64()),
-                    jobs::execute::JobProgress::Fraction(f) => eprint!("\r{:5.1}%", f * 100.0),
-                }
-            }, &cancel).map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
-            eprintln!("\ndone in {:.2}s: {:?}", t0.elapsed().as_secs_f64(), res);
+fn probe_cmd(args: &[String]) -> anyhow::Result<()> {
+    let input = args.first().ok_or_else(|| anyhow!("{USAGE}"))?;
+    let media = probe::probe_file(PathBuf::from(input).as_path(), 30).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    println!("{}", serde_json::to_string_pretty(&media)?);
+    Ok(())
+}
+
+fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
+    let mut input = None;
+    let mut out = None;
+    let mut ladder_path = PathBuf::from("pipelines/ladder.toml");
+    let mut backend = config::BackendChoice::Gstreamer;
+    let mut encrypt = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => out = Some(PathBuf::from(it.next().ok_or_else(|| anyhow!("--out needs a value"))?)),
+            "--ladder" => ladder_path = PathBuf::from(it.next().ok_or_else(|| anyhow!("--ladder needs a value"))?),
+            "--backend" => backend = it.next().ok_or_else(|| anyhow!("--backend needs a value"))?.parse().map_err(|e: String| anyhow!(e))?,
+            "--clear" => encrypt = false,
+            _ if input.is_none() && !a.starts_with("--") => input = Some(PathBuf::from(a)),
+            other => bail!("unexpected argument {other:?}\n{USAGE}"),
         }
-        _ => usage(),
     }
+    let (Some(input), Some(out)) = (input, out) else { bail!("{USAGE}") };
+    let ladder = ladder::Ladder::load(&ladder_path)?;
+    let media = probe::probe_file(&input, 30).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
+        bail!("{} is not empty", out.display());
+    }
+    std::fs::create_dir_all(out.join("hls")).context("creating the output dir")?;
+    // Debug output is not served: the key sits beside the playlists so local players can read it
+    // (`ffplay -allowed_extensions ALL OUT/hls/master.m3u8`).
+    let key = encrypt.then(packaging::crypto::KeyMaterial::generate);
+    if let Some(k) = &key {
+        std::fs::write(out.join("hls").join("key"), k.key)?;
+    }
+    let backends = jobs::worker::backends(backend);
+    let cancel = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let mut last_err = None;
+    for b in backends {
+        let res = jobs::execute::execute(&input, &out, &media, &ladder, key.as_ref(), b.as_ref(), &Default::default(), "/api/time", &mut |p| match p {
+            jobs::execute::JobProgress::Playable { .. } => info!(seconds = t0.elapsed().as_secs_f64(), "playable"),
+            jobs::execute::JobProgress::Fraction(f) => tracing::debug!(progress = f),
+        }, &cancel);
+        match res {
+            Ok(out_info) => {
+                let summary = serde_json::json!({
+                    "backend": b.name(),
+                    "seconds": t0.elapsed().as_secs_f64(),
+                    "duration_s": out_info.duration_s,
+                    "renditions": out_info.renditions,
+                });
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(backend = b.name(), error = %e, "back end failed");
+                last_err = Some(anyhow!("{}: {e}", e.code()));
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| anyhow!("no back end ran")))
+}
+
+fn serve(args: &[String]) -> anyhow::Result<()> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = config::Config::from_sources(&env, args).map_err(|e| anyhow!(e))?;
+    let ladder = ladder::Ladder::load(&config.ladder_path)?;
+    if let Err(e) = probe::init_gstreamer() {
+        warn!(error = %e, "GStreamer is unavailable; jobs will use the fallback back end where configured");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_server(config, ladder))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
+
+async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::Result<()> {
+    let bind = config.bind;
+    let grace = config.shutdown_grace;
+    let app = {
+        let (c, l) = (config.clone(), ladder.clone());
+        Arc::new(tokio::task::spawn_blocking(move || app::App::open(c, l)).await??)
+    };
+    let recovered = app.store.run(|s| s.recover_running()).await?;
+    if !recovered.is_empty() {
+        warn!(count = recovered.len(), ids = ?recovered, "re-queued jobs a previous process left running");
+    }
+    let workers = jobs::worker::spawn_workers(app.clone());
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+    info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), workers = config.workers, backend = ?config.backend, "Cascade listening");
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stop2 = stop.clone();
+    let server = warp::serve(http::routes(app.clone())).incoming(listener).graceful(async move { stop2.notified().await }).run();
+    let server = tokio::spawn(server);
+
+    shutdown_signal().await;
+    app.shutting_down.store(true, Ordering::SeqCst);
+    stop.notify_waiters();
+    app.wake.notify_waiters();
+    // Running transcodes get the grace period to finish; then they are cancelled and re-queued.
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && !app.running.lock().map(|m| m.is_empty()).unwrap_or(true) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Ok(map) = app.running.lock() {
+        for (id, flag) in map.iter() {
+            info!(video_id = %id, "cancelling running job for shutdown");
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+    // Open connections (SSE streams) get a moment to close; then the server stops regardless.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    app.store.flush().await?;
+    info!("shut down cleanly");
     Ok(())
 }

@@ -161,7 +161,7 @@ mod tests {
         let st = set.representations[0].SegmentTemplate.as_ref().unwrap();
         let tl = &st.SegmentTimeline.as_ref().unwrap().segments;
         assert_eq!(tl.len(), 2, "{text}");
-        assert_eq!((tl[0].t, tl[0].d, tl[0].r), (None, 4000, Some(1)));
+        assert_eq!((tl[0].t, tl[0].d, tl[0].r), (Some(0), 4000, Some(1)));
         assert_eq!(tl[1].d, 1500);
         assert_eq!(parsed.periods[0].adaptations.len(), 2);
     }

@@ -1,0 +1,75 @@
+//! The application error: a stable machine-readable code and the HTTP status, chosen here only.
+
+use warp::http::StatusCode;
+
+/// Every error the HTTP layer can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("too many videos are waiting to be processed ({0} queued); try again later")]
+    QueueFull(usize),
+    #[error("not enough free disk space to accept this upload ({free} bytes free)")]
+    InsufficientStorage { free: u64 },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("range not satisfiable (length {0})")]
+    RangeNotSatisfiable(u64),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("storage error: {0}")]
+    Store(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// Stable code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::NotFound(_) => "not_found",
+            AppError::BadRequest(_) => "bad_request",
+            AppError::TooLarge { .. } => "payload_too_large",
+            AppError::QueueFull(_) => "queue_full",
+            AppError::InsufficientStorage { .. } => "insufficient_storage",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
+            AppError::ShuttingDown => "shutting_down",
+            AppError::Store(_) => "store_error",
+            AppError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl warp::reject::Reject for AppError {}
+
+impl From<sled::Error> for AppError {
+    fn from(e: sled::Error) -> Self {
+        AppError::Store(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for AppError {
+    fn from(e: std::io::Error) -> Self {
+        AppError::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,287 @@
+//! JSON API: upload, list, get, delete, and Server-Sent Events per video.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Buf;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
+use warp::http::StatusCode;
+use warp::multipart::FormData;
+
+use crate::app::{remove_dir, App, VideoView};
+use crate::error::AppError;
+use crate::packaging::crypto::KeyMaterial;
+use crate::store::{Status, VideoRecord};
+
+/// Longest title kept.
+const MAX_TITLE: usize = 200;
+
+/// Free bytes on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// `scheme://host` of the request, for absolute playback URLs.
+pub fn base_url(host: Option<String>, forwarded_proto: Option<String>) -> String {
+    match host {
+        Some(h) if !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) => {
+            let proto = forwarded_proto.filter(|p| p == "https" || p == "http").unwrap_or_else(|| "http".into());
+            format!("{proto}://{h}")
+        }
+        _ => String::new(),
+    }
+}
+
+/// What an upload request carried.
+struct Received {
+    bytes: u64,
+    title: Option<String>,
+    original_name: Option<String>,
+}
+
+/// Streams the multipart body: `file` to `dest`, `title` into memory (bounded).
+async fn receive(mut form: FormData, dest: &Path, limit: u64) -> Result<Received, AppError> {
+    let mut got = Received { bytes: 0, title: None, original_name: None };
+    let mut have_file = false;
+    while let Some(part) = form.try_next().await.map_err(|e| AppError::BadRequest(format!("malformed upload: {e}")))? {
+        match part.name() {
+            "file" if !have_file => {
+                have_file = true;
+                got.original_name = part.filename().map(|s| s.chars().take(MAX_TITLE).collect());
+                let mut file = tokio::fs::File::create(dest).await?;
+                let mut stream = part.stream();
+                while let Some(chunk) = stream.next().await {
+                    let mut chunk = chunk.map_err(|e| AppError::BadRequest(format!("upload interrupted: {e}")))?;
+                    got.bytes += chunk.remaining() as u64;
+                    if got.bytes > limit {
+                        return Err(AppError::TooLarge { limit });
+                    }
+                    while chunk.has_remaining() {
+                        let n = {
+                            let c = chunk.chunk();
+                            file.write_all(c).await?;
+                            c.len()
+                        };
+                        chunk.advance(n);
+                    }
+                }
+                file.sync_all().await?;
+            }
+            "title" => {
+                let mut text = Vec::new();
+                let mut stream = part.stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| AppError::BadRequest(format!("upload interrupted: {e}")))?;
+                    if text.len() < 4 * MAX_TITLE {
+                        text.extend_from_slice(chunk.chunk());
+                    }
+                }
+                let t: String = String::from_utf8_lossy(&text).trim().chars().take(MAX_TITLE).collect();
+                got.title = Some(t).filter(|t| !t.is_empty());
+            }
+            _ => {
+                // Unknown parts are drained and ignored.
+                let mut stream = part.stream();
+                while stream.next().await.is_some() {}
+            }
+        }
+    }
+    if !have_file {
+        return Err(AppError::BadRequest("the form has no `file` field".into()));
+    }
+    Ok(got)
+}
+
+/// `POST /api/videos`.
+pub async fn upload(
+    app: Arc<App>,
+    content_length: Option<u64>,
+    redirect: bool,
+    base: String,
+    form: FormData,
+) -> Result<warp::reply::Response, AppError> {
+    if app.is_shutting_down() {
+        return Err(AppError::ShuttingDown);
+    }
+    let limit = app.config.max_upload_bytes;
+    if content_length.is_some_and(|n| n > limit + 64 * 1024) {
+        return Err(AppError::TooLarge { limit });
+    }
+    let queued = app.store.run(|s| s.jobs()).await?.len();
+    if queued >= app.config.max_queued {
+        return Err(AppError::QueueFull(queued));
+    }
+    if let Some(free) = free_bytes(&app.config.data_dir) {
+        if free < app.config.min_free_bytes + content_length.unwrap_or(0) {
+            return Err(AppError::InsufficientStorage { free });
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let dir = app.upload_dir(&id);
+    tokio::fs::create_dir_all(&dir).await?;
+    let part = dir.join("source.part");
+    let received = match receive(form, &part, limit).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing of a refused or broken upload stays behind.
+            let _ = remove_dir(&dir);
+            warn!(video_id = %id, error = %e, "upload refused");
+            return Err(e);
+        }
+    };
+    tokio::fs::rename(&part, app.source_path(&id)).await?;
+    let now = chrono::Utc::now();
+    let title = received
+        .title
+        .or_else(|| received.original_name.clone().map(|n| n.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(n)))
+        .unwrap_or_else(|| "Untitled video".into());
+    let rec = VideoRecord {
+        id: id.clone(),
+        title,
+        original_name: received.original_name,
+        created_at: now,
+        updated_at: now,
+        status: Status::Queued,
+        progress: 0.0,
+        playable: false,
+        error: None,
+        backend: None,
+        fallback_reason: None,
+        source: None,
+        renditions: vec![],
+        manifests: None,
+        upload_bytes: received.bytes,
+        attempts: 0,
+    };
+    let key = KeyMaterial::generate();
+    let r2 = rec.clone();
+    if let Err(e) = app.store.run(move |s| s.create(&r2, &key)).await {
+        let _ = remove_dir(&dir);
+        return Err(e);
+    }
+    // The upload is acknowledged only once sled has it on disk.
+    app.store.flush().await?;
+    info!(video_id = %id, bytes = received.bytes, "upload accepted");
+    app.notify(&rec);
+    app.wake.notify_waiters();
+    if redirect {
+        let mut r = warp::reply::Response::new(Vec::new().into());
+        *r.status_mut() = StatusCode::SEE_OTHER;
+        r.headers_mut().insert(
+            warp::http::header::LOCATION,
+            warp::http::HeaderValue::from_str(&format!("/watch/{id}")).map_err(|e| AppError::Internal(e.to_string()))?,
+        );
+        return Ok(r);
+    }
+    let positions = app.queue_positions().await?;
+    let view = app.view(rec, positions.get(&id).copied(), &base);
+    Ok(json_response(&view, StatusCode::CREATED))
+}
+
+/// A JSON body with a status.
+pub fn json_response<T: serde::Serialize>(v: &T, status: StatusCode) -> warp::reply::Response {
+    use warp::Reply;
+    warp::reply::with_status(warp::reply::json(v), status).into_response()
+}
+
+/// `GET /api/videos`.
+pub async fn list(app: Arc<App>, base: String) -> Result<warp::reply::Response, AppError> {
+    let recs = app.store.run(|s| s.list()).await?;
+    let positions = app.queue_positions().await?;
+    let videos: Vec<VideoView> = recs
+        .into_iter()
+        .map(|r| {
+            let pos = positions.get(&r.id).copied();
+            app.view(r, pos, &base)
+        })
+        .collect();
+    Ok(json_response(&serde_json::json!({ "videos": videos }), StatusCode::OK))
+}
+
+async fn get_view(app: &App, id: &str, base: &str) -> Result<VideoView, AppError> {
+    let id2 = id.to_string();
+    let rec = app.store.run(move |s| s.get(&id2)).await?.ok_or_else(|| AppError::NotFound(format!("no video {id}")))?;
+    let positions = app.queue_positions().await?;
+    Ok(app.view(rec, positions.get(id).copied(), base))
+}
+
+/// `GET /api/videos/{id}`.
+pub async fn get(app: Arc<App>, id: String, base: String) -> Result<warp::reply::Response, AppError> {
+    Ok(json_response(&get_view(&app, &id, &base).await?, StatusCode::OK))
+}
+
+/// `DELETE /api/videos/{id}`: cancels a running job and removes record, key, source and output.
+pub async fn delete(app: Arc<App>, id: String) -> Result<warp::reply::Response, AppError> {
+    let id2 = id.clone();
+    let existed = app.store.run(move |s| s.delete(&id2)).await?;
+    if !existed {
+        return Err(AppError::NotFound(format!("no video {id}")));
+    }
+    app.store.flush().await?;
+    crate::jobs::worker::cancel(&app, &id);
+    let (up, media) = (app.upload_dir(&id), app.media_dir(&id));
+    tokio::task::spawn_blocking(move || {
+        let _ = remove_dir(&up);
+        let _ = remove_dir(&media);
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?;
+    info!(video_id = %id, "video deleted");
+    let mut r = warp::reply::Response::new(Vec::new().into());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
+
+/// `GET /api/videos/{id}/events`: the record now, then on every change, until it is final.
+pub async fn events(app: Arc<App>, id: String, base: String) -> Result<warp::reply::Response, AppError> {
+    use warp::Reply;
+    let rx = app.events.subscribe();
+    let first = get_view(&app, &id, &base).await?;
+    let updates = tokio_stream::wrappers::BroadcastStream::new(rx);
+    let app2 = app.clone();
+    let id2 = id.clone();
+    let base2 = base.clone();
+    let later = updates.filter_map(move |item| {
+        let (app, id, base) = (app2.clone(), id2.clone(), base2.clone());
+        async move {
+            match item {
+                Ok(rec) if rec.id == id => {
+                    let positions = app.queue_positions().await.unwrap_or_default();
+                    let pos = positions.get(&id).copied();
+                    Some(app.view(rec, pos, &base))
+                }
+                Ok(_) => None,
+                // Missed updates: send the current state instead.
+                Err(_) => get_view(&app, &id, &base).await.ok(),
+            }
+        }
+    });
+    let stream = futures_util::stream::once(async move { first })
+        .chain(later)
+        .scan(false, |finished, v| {
+            let out = if *finished { None } else { Some(v) };
+            if let Some(v) = &out {
+                *finished = v.status.is_final();
+            }
+            async move { out }
+        });
+    let events = sse_events(stream);
+    Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
+}
+
+fn sse_events(s: impl Stream<Item = VideoView> + Send + 'static) -> impl Stream<Item = Result<warp::sse::Event, Infallible>> + Send + 'static {
+    s.map(|v| {
+        Ok(warp::sse::Event::default()
+            .event("video")
+            .json_data(&v)
+            .unwrap_or_else(|_| warp::sse::Event::default().event("error").data("serialization failed")))
+    })
+}

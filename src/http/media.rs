@@ -1,0 +1,176 @@
+//! Token-checked media: `/play/{token}/{path}` serves playlists, MPDs, segments and the key of the
+//! video the token was minted for, with explicit MIME types, Cache-Control and Range support.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use warp::http::{header, HeaderValue, StatusCode};
+
+use crate::app::{now_unix, App};
+use crate::error::AppError;
+
+/// MIME type and whether the file is a manifest (may still change) for a served extension.
+fn media_type(path: &Path) -> Option<(&'static str, bool)> {
+    match path.extension()?.to_str()? {
+        "m3u8" => Some(("application/vnd.apple.mpegurl", true)),
+        "mpd" => Some(("application/dash+xml", true)),
+        "ts" => Some(("video/mp2t", false)),
+        "m4s" => Some(("video/iso.segment", false)),
+        "mp4" => Some(("video/mp4", false)),
+        _ => None,
+    }
+}
+
+/// Turns the URL tail into a relative path inside the media dir, or refuses it. Rejects `..`,
+/// `.`, empty and hidden components (also when percent-encoded), backslashes and NUL.
+pub fn safe_relative(tail: &str) -> Option<PathBuf> {
+    let decoded = percent_encoding::percent_decode_str(tail).decode_utf8().ok()?;
+    if decoded.is_empty() || decoded.contains('\\') || decoded.contains('\0') {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for part in decoded.split('/') {
+        if part.is_empty() || part.starts_with('.') {
+            return None;
+        }
+        out.push(part);
+    }
+    if out.components().all(|c| matches!(c, Component::Normal(_))) {
+        Some(out)
+    } else {
+        None
+    }
+}
+
+/// Parses a single `bytes=` range against a length: `Ok(None)` means the whole file.
+fn parse_range(h: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(h) = h else { return Ok(None) };
+    let spec = h.trim().strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        // Multiple ranges: serve the whole file (allowed by RFC 9110).
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (len.saturating_sub(n), len.saturating_sub(1))
+        }
+        (s, "") => (s.parse().map_err(|_| ())?, len.saturating_sub(1)),
+        (s, e) => {
+            let (s, e): (u64, u64) = (s.parse().map_err(|_| ())?, e.parse().map_err(|_| ())?);
+            (s, e.min(len.saturating_sub(1)))
+        }
+    };
+    if len == 0 || start > end || start >= len {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+fn not_found() -> AppError {
+    AppError::NotFound("no such media file".into())
+}
+
+/// Serves one file of a video's media tree.
+pub async fn serve(
+    app: Arc<App>,
+    token: String,
+    tail: String,
+    range: Option<String>,
+    head_only: bool,
+) -> Result<warp::reply::Response, AppError> {
+    let video_id = app
+        .signer
+        .verify(&token, now_unix())
+        .map_err(|e| AppError::Forbidden(e.to_string()))?;
+    let rel = safe_relative(&tail).ok_or_else(not_found)?;
+    if rel == Path::new("hls").join("key") {
+        let id = video_id.clone();
+        let key = app.store.run(move |s| s.key(&id)).await?.ok_or_else(not_found)?;
+        let mut r = warp::reply::Response::new(key.key.to_vec().into());
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        return Ok(r);
+    }
+    let (mime, is_manifest) = media_type(&rel).ok_or_else(not_found)?;
+    let id = video_id.clone();
+    let rec = app.store.run(move |s| s.get(&id)).await?.ok_or_else(not_found)?;
+    let root = app.media_dir(&video_id);
+    let path = root.join(&rel);
+    let (data, total, range_used) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        // Refuse symlinks anywhere on the way and anything resolving outside the video's dir.
+        let canon_root = std::fs::canonicalize(&root).map_err(|_| not_found())?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|_| not_found())?;
+        if !meta.is_file() {
+            return Err(not_found());
+        }
+        let canon = std::fs::canonicalize(&path).map_err(|_| not_found())?;
+        if !canon.starts_with(&canon_root) || canon != canon_root.join(&rel) {
+            return Err(AppError::Forbidden("path leaves the media tree".into()));
+        }
+        let len = meta.len();
+        let range = parse_range(range.as_deref(), len).map_err(|_| AppError::RangeNotSatisfiable(len))?;
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&canon).map_err(|_| not_found())?;
+        let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
+        let n = if len == 0 { 0 } else { end - start + 1 };
+        let mut buf = vec![0u8; n as usize];
+        if !head_only {
+            f.seek(SeekFrom::Start(start))?;
+            f.read_exact(&mut buf)?;
+        }
+        Ok((buf, len, range))
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))??;
+    let n = data.len();
+    let mut r = if head_only { warp::reply::Response::new(Vec::new().into()) } else { warp::reply::Response::new(data.into()) };
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let cache = if !is_manifest {
+        "private, max-age=31536000, immutable"
+    } else if rec.status.is_final() {
+        "private, max-age=300"
+    } else {
+        "no-cache"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Some((s, e)) = range_used {
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let cr = format!("bytes {s}-{e}/{total}");
+        r.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).map_err(|e| AppError::Internal(e.to_string()))?);
+    }
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(if head_only { total } else { n as u64 }));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traversal_is_refused() {
+        assert_eq!(safe_relative("hls/720p/seg00001.ts"), Some(PathBuf::from("hls/720p/seg00001.ts")));
+        for bad in ["../x", "hls/../../db", "%2e%2e/secret", "hls/%2E%2E/%2e%2e/db", "hls//x", "/etc/passwd", "hls/.hidden", "a\\b", "%00", ""] {
+            assert_eq!(safe_relative(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-3"), 10), Ok(Some((0, 3))));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
+        assert_eq!(parse_range(Some("bytes=-4"), 10), Ok(Some((6, 9))));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 9))));
+        assert!(parse_range(Some("bytes=10-"), 10).is_err());
+        assert!(parse_range(Some("bytes=4-2"), 10).is_err());
+        assert!(parse_range(Some("items=1-2"), 10).is_err());
+    }
+}

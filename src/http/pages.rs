@@ -1,0 +1,90 @@
+//! Pages and static assets from the web dir; the player libraries come from `web/node_modules`
+//! (installed from the lock file), served by Cascade itself so nothing loads from another origin.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use warp::{Filter, Rejection, Reply};
+
+use crate::app::App;
+
+/// Served when `web/upload.html` is missing: an upload form that works without JavaScript.
+const FALLBACK_UPLOAD: &str = r#"<!doctype html><html lang="en"><meta charset="utf-8"><title>Upload · Cascade</title>
+<h1>Upload a video</h1><form method="post" action="/api/videos?redirect=1" enctype="multipart/form-data">
+<p><label>Title <input name="title"></label></p><p><input type="file" name="file" accept="video/*" required></p>
+<p><button>Upload</button></p></form></html>"#;
+
+fn mime_for(name: &str) -> &'static str {
+    match name.rsplit('.').next().unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn file_reply(path: PathBuf, cache: &'static str) -> Result<warp::reply::Response, Rejection> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            let mut r = warp::reply::Response::new(bytes.into());
+            r.headers_mut().insert("content-type", warp::http::HeaderValue::from_static(mime_for(&name)));
+            r.headers_mut().insert("cache-control", warp::http::HeaderValue::from_static(cache));
+            Ok(r)
+        }
+        Err(_) => Err(warp::reject::not_found()),
+    }
+}
+
+fn page(app: &Arc<App>, name: &'static str) -> PathBuf {
+    app.config.web_dir.join(name)
+}
+
+/// The page and asset routes.
+pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let a = app.clone();
+    let index = warp::path::end().and(warp::get()).and_then(move || file_reply(page(&a, "index.html"), "no-cache"));
+    let a = app.clone();
+    let upload = warp::path!("upload").and(warp::get()).and_then(move || {
+        let path = page(&a, "upload.html");
+        async move {
+            match file_reply(path, "no-cache").await {
+                Ok(r) => Ok::<_, Rejection>(r),
+                Err(_) => Ok(warp::reply::html(FALLBACK_UPLOAD).into_response()),
+            }
+        }
+    });
+    let a = app.clone();
+    let watch = warp::path!("watch" / String).and(warp::get()).and_then(move |_id: String| file_reply(page(&a, "watch.html"), "no-cache"));
+    let a = app.clone();
+    let assets = warp::path!("assets" / String).and(warp::get()).and_then(move |name: String| {
+        let ok = !name.starts_with('.') && !name.contains('/') && !name.contains('\\') && !name.contains("..");
+        let path = a.config.web_dir.join(&name);
+        async move {
+            if !ok {
+                return Err(warp::reject::not_found());
+            }
+            file_reply(path, "public, max-age=300").await
+        }
+    });
+    let a = app.clone();
+    let vendor = warp::path!("vendor" / String).and(warp::get()).and_then(move |name: String| {
+        let nm = a.config.web_dir.join("node_modules");
+        let path = match name.as_str() {
+            "hls.min.js" => Some(nm.join("hls.js/dist/hls.min.js")),
+            "dash.all.min.js" => Some(nm.join("dashjs/dist/modern/umd/dash.all.min.js")),
+            _ => None,
+        };
+        async move {
+            match path {
+                Some(p) => file_reply(p, "public, max-age=86400").await,
+                None => Err(warp::reject::not_found()),
+            }
+        }
+    });
+    index.or(upload).or(watch).or(assets).or(vendor)
+}

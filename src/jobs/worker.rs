@@ -1,0 +1,295 @@
+//! The worker pool: claims queued jobs from sled, runs them, records the outcome.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, instrument, warn, Instrument};
+
+use super::execute::{execute, JobProgress, Limits};
+use crate::app::{remove_dir, App};
+use crate::config::BackendChoice;
+use crate::error::AppError;
+use crate::packaging::{DASH_MPD, HLS_MASTER};
+use crate::probe::{probe_file, ProbeError};
+use crate::store::{ErrorInfo, JobRecord, Manifests, SourceInfo, Status};
+use crate::transcode::gst::GstTranscoder;
+use crate::transcode::{TranscodeError, Transcoder};
+
+/// Starts `config.workers` workers; they stop when the app shuts down.
+pub fn spawn_workers(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..app.config.workers)
+        .map(|n| {
+            let app = app.clone();
+            tokio::spawn(async move { worker_loop(app, n).await }.instrument(tracing::info_span!("worker", n)))
+        })
+        .collect()
+}
+
+async fn worker_loop(app: Arc<App>, n: usize) {
+    info!(n, "worker started");
+    while !app.is_shutting_down() {
+        let claimed = app.store.run(|s| s.claim_next()).await;
+        match claimed {
+            Ok(Some(job)) => {
+                if let Err(e) = run_job(&app, &job).await {
+                    error!(video_id = %job.video_id, error = %e, "job bookkeeping failed");
+                }
+            }
+            Ok(None) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), app.wake.notified()).await;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot claim a job");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    info!(n, "worker stopped");
+}
+
+/// Marks a video failed and removes its job.
+async fn fail(app: &App, id: &str, code: &str, message: String) -> Result<(), AppError> {
+    warn!(video_id = %id, code, %message, "job failed");
+    let (code, id2) = (code.to_string(), id.to_string());
+    let rec = app
+        .store
+        .run(move |s| {
+            let r = s.update(&id2, |v| {
+                v.status = Status::Failed;
+                v.playable = false;
+                v.error = Some(ErrorInfo { code: code.clone(), message: message.clone() });
+            })?;
+            s.finish_job(&id2)?;
+            Ok(r)
+        })
+        .await?;
+    app.store.flush().await?;
+    // Nothing half-made stays published for a failed video.
+    let _ = remove_dir(&app.media_dir(id));
+    if let Some(r) = rec {
+        app.notify(&r);
+    }
+    Ok(())
+}
+
+pub fn backends(choice: BackendChoice) -> Vec<Box<dyn Transcoder>> {
+    match choice {
+        BackendChoice::Gstreamer | BackendChoice::Auto => vec![Box::new(GstTranscoder)],
+        // The FFmpeg back end is not built yet: forcing it falls back to GStreamer with a warning.
+        BackendChoice::Ffmpeg => {
+            warn!("the FFmpeg back end is not available in this build; using GStreamer");
+            vec![Box::new(GstTranscoder)]
+        }
+    }
+}
+
+#[instrument(skip_all, fields(video_id = %job.video_id))]
+async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
+    let id = job.video_id.clone();
+    let max_attempts = app.config.max_attempts;
+    let id2 = id.clone();
+    let Some(rec) = app
+        .store
+        .run(move |s| {
+            s.update(&id2, |v| {
+                v.status = Status::Processing;
+                v.attempts += 1;
+                v.progress = 0.0;
+                v.playable = false;
+                v.error = None;
+                v.renditions.clear();
+                v.manifests = None;
+            })
+        })
+        .await?
+    else {
+        // Deleted while queued.
+        let id2 = id.clone();
+        app.store.run(move |s| s.finish_job(&id2)).await?;
+        return Ok(());
+    };
+    app.notify(&rec);
+    if rec.attempts > max_attempts {
+        return fail(app, &id, "too_many_attempts", format!("the job was interrupted {} times; giving up", rec.attempts - 1)).await;
+    }
+    // A previous run (crash, restart) may have left partial output: start from scratch.
+    let media_dir = app.media_dir(&id);
+    remove_dir(&media_dir)?;
+    std::fs::create_dir_all(&media_dir)?;
+
+    let source = app.source_path(&id);
+    let probe_src = source.clone();
+    let probed = tokio::task::spawn_blocking(move || probe_file(&probe_src, 30))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let media = match probed {
+        Ok(m) => m,
+        Err(e) => {
+            let code = if matches!(e, ProbeError::Internal(_)) { "probe_failed" } else { e.code() };
+            return fail(app, &id, code, e.to_string()).await;
+        }
+    };
+    info!(duration_s = media.duration_s, video = ?media.video, audio = media.audio.is_some(), "probed");
+    let (id2, src_info) = (id.clone(), SourceInfo::from_media(&media));
+    if let Some(r) = app.store.run(move |s| s.update(&id2, |v| v.source = src_info.clone())).await? {
+        app.notify(&r);
+    }
+    let id2 = id.clone();
+    let Some(key) = app.store.run(move |s| s.key(&id2)).await? else {
+        return fail(app, &id, "internal_error", "the video's key is missing".into()).await;
+    };
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.insert(id.clone(), cancel.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobProgress>();
+    // Progress reaches the store (and SSE listeners) from here, off the transcoding thread.
+    let progress_task = {
+        let app = app.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let id2 = id.clone();
+                let res = app
+                    .store
+                    .run(move |s| {
+                        s.update(&id2, |v| match &p {
+                            JobProgress::Fraction(f) => v.progress = v.progress.max(*f),
+                            JobProgress::Playable { renditions } => {
+                                v.playable = true;
+                                v.renditions = renditions.clone();
+                                v.manifests = Some(Manifests { hls: HLS_MASTER.into(), dash: DASH_MPD.into() });
+                            }
+                        })
+                    })
+                    .await;
+                if let Ok(Some(r)) = res {
+                    app.notify(&r);
+                }
+            }
+        })
+    };
+
+    let limits = Limits {
+        stall_timeout: app.config.stall_timeout,
+        wall_factor: app.config.job_timeout_factor,
+        min_wall: Duration::from_secs(300),
+    };
+    let ladder = app.ladder.clone();
+    let choice = app.config.backend;
+    let (src2, dir2, cancel2) = (source.clone(), media_dir.clone(), cancel.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut first_error: Option<TranscodeError> = None;
+        let mut last = None;
+        for backend in backends(choice) {
+            if first_error.is_some() {
+                let _ = remove_dir(&dir2);
+                let _ = std::fs::create_dir_all(&dir2);
+            }
+            let mut on_progress = |p: JobProgress| {
+                let _ = tx.send(p);
+            };
+            let res = execute(&src2, &dir2, &media, &ladder, Some(&key), backend.as_ref(), &limits, "/api/time", &mut on_progress, &cancel2);
+            match res {
+                Ok(out) => return (backend.name(), Ok(out), first_error),
+                Err(e @ TranscodeError::Cancelled) => return (backend.name(), Err(e), first_error),
+                Err(e) => {
+                    warn!(backend = backend.name(), error = %e, "back end failed");
+                    last = Some(backend.name());
+                    if first_error.is_none() {
+                        first_error = Some(e.clone());
+                    }
+                    if choice != BackendChoice::Auto {
+                        return (backend.name(), Err(e), None);
+                    }
+                }
+            }
+        }
+        let e = first_error.clone().unwrap_or(TranscodeError::Build("no back end".into()));
+        (last.unwrap_or("gstreamer"), Err(e), None)
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("transcode task panicked: {e}")));
+    let _ = progress_task.await;
+    app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.remove(&id);
+    let (backend_name, result, fallback) = outcome?;
+
+    let id2 = id.clone();
+    let exists = app.store.run(move |s| s.get(&id2)).await?.is_some();
+    if !exists {
+        // Deleted while running: make sure nothing the pipeline wrote after the delete remains.
+        let _ = remove_dir(&media_dir);
+        let _ = remove_dir(&app.upload_dir(&id));
+        return Ok(());
+    }
+    match result {
+        Ok(out) => {
+            let id2 = id.clone();
+            let reason = fallback.map(|e| e.to_string());
+            let rec = app
+                .store
+                .run(move |s| {
+                    let r = s.update(&id2, |v| {
+                        v.status = Status::Ready;
+                        v.progress = 1.0;
+                        v.playable = true;
+                        v.renditions = out.renditions.clone();
+                        v.manifests = Some(Manifests { hls: HLS_MASTER.into(), dash: DASH_MPD.into() });
+                        v.backend = Some(backend_name.to_string());
+                        v.fallback_reason = reason.clone();
+                        if let Some(src) = v.source.as_mut() {
+                            if src.duration_s <= 0.0 {
+                                src.duration_s = out.duration_s;
+                            }
+                        }
+                    })?;
+                    s.finish_job(&id2)?;
+                    Ok(r)
+                })
+                .await?;
+            app.store.flush().await?;
+            info!("job ready");
+            if let Some(r) = rec {
+                app.notify(&r);
+            }
+            Ok(())
+        }
+        Err(TranscodeError::Cancelled) => {
+            // Shutdown: the job goes back to the queue and runs again from scratch on restart.
+            let id2 = id.clone();
+            let rec = app
+                .store
+                .run(move |s| {
+                    s.requeue(&id2)?;
+                    s.update(&id2, |v| {
+                        v.status = Status::Queued;
+                        v.progress = 0.0;
+                        v.playable = false;
+                        v.attempts = v.attempts.saturating_sub(1);
+                    })
+                })
+                .await?;
+            app.store.flush().await?;
+            let _ = remove_dir(&media_dir);
+            info!("job cancelled and re-queued");
+            if let Some(r) = rec {
+                app.notify(&r);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let id2 = id.clone();
+            let b = backend_name.to_string();
+            app.store.run(move |s| s.update(&id2, |v| v.backend = Some(b.clone()))).await?;
+            fail(app, &id, e.code(), e.to_string()).await
+        }
+    }
+}
+
+/// Cancels a running job (delete, shutdown). Returns whether one was running.
+pub fn cancel(app: &App, id: &str) -> bool {
+    match app.running.lock() {
+        Ok(map) => map.get(id).map(|c| c.store(true, Ordering::SeqCst)).is_some(),
+        Err(_) => false,
+    }
+}
