@@ -33,6 +33,8 @@ pub struct VideoPreset {
     pub preset: String,
     pub profile: String,
     pub max_fps: u32,
+    /// B-frames between reference frames (x264 `bframes`).
+    pub bframes: u32,
 }
 
 /// One rung of the ladder as written in the file.
@@ -101,6 +103,9 @@ impl Ladder {
         }
         if !["baseline", "main", "high"].contains(&self.video.profile.as_str()) {
             return Err(format!("unsupported H.264 profile {:?}", self.video.profile));
+        }
+        if self.video.bframes > 16 {
+            return Err("video.bframes must be 0–16".into());
         }
         if !(1..=120).contains(&self.video.max_fps) {
             return Err("video.max_fps must be between 1 and 120".into());

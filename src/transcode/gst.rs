@@ -188,6 +188,7 @@ fn video_rung(
     enc.set_property("bitrate", r.bitrate_kbps);
     enc.set_property_from_str("speed-preset", &req.ladder.video.preset);
     enc.set_property("key-int-max", gop);
+    enc.set_property("bframes", req.ladder.video.bframes);
     // Identical GOPs in every rung: fixed keyframe interval, no scene-cut keyframes.
     enc.set_property("option-string", format!("scenecut=0:keyint-min={gop}:open-gop=0"));
     let enc_caps = caps_filter(

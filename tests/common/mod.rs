@@ -1,0 +1,310 @@
+//! Shared helpers for the integration tests: a real `cascade serve` process on a free loopback
+//! port with its own data dir, clips generated with ffmpeg at test time, and real parsers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts a server with a fresh data dir and extra `CASCADE_*` settings.
+    pub async fn start(env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::start_in(&dir, env).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on an existing data dir (restart tests).
+    pub async fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cascade"));
+        cmd.arg("serve")
+            .current_dir(repo())
+            .env("CASCADE_BIND", format!("127.0.0.1:{port}"))
+            .env("CASCADE_DATA_DIR", data_dir)
+            .env("CASCADE_MIN_FREE_BYTES", "0")
+            .env("CASCADE_LOG", "info,warp=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(data_dir.with_extension("log")).unwrap()))
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start cascade");
+        let server = Server {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = server.client.get(server.url("/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy; log: {}", server.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Uploads a file; returns (status, JSON body).
+    pub async fn upload(&self, path: &Path, title: &str) -> (u16, Value) {
+        let bytes = tokio::fs::read(path).await.unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let form = reqwest::multipart::Form::new()
+            .text("title", title.to_string())
+            .part("file", reqwest::multipart::Part::bytes(bytes).file_name(name));
+        let r = self.client.post(self.url("/api/videos")).multipart(form).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Uploads and returns the new id (asserting 201).
+    pub async fn upload_ok(&self, path: &Path, title: &str) -> String {
+        let (status, body) = self.upload(path, title).await;
+        assert_eq!(status, 201, "upload of {} failed: {body}", path.display());
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn get_video(&self, id: &str) -> Value {
+        self.client.get(self.url(&format!("/api/videos/{id}"))).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Polls the record until `pred` holds (panics with the record and log after `timeout`).
+    pub async fn wait_for(&self, id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.get_video(id).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting on {id}: {v}\n--- server log ---\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the video is `ready` or `failed`.
+    pub async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_for(id, timeout, |v| v["status"] == "ready" || v["status"] == "failed").await
+    }
+
+    pub async fn get_text(&self, url: &str) -> (u16, String) {
+        let r = self.client.get(url).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// Sends a request with this exact path (no client-side normalisation); returns status and body.
+    pub async fn raw_get(&self, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
+
+    /// Kills the server hard (SIGKILL).
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// Runs a command with a timeout; returns (success, stderr).
+pub async fn run(cmd: &str, args: &[&str], timeout: Duration) -> (bool, String) {
+    let child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(_) => (false, format!("{cmd} timed out after {timeout:?}")),
+    }
+}
+
+/// Decodes every stream of `url` with ffmpeg; Err with ffmpeg's complaints.
+pub async fn ffmpeg_decode(url: &str) -> Result<(), String> {
+    let (ok, out) = run("ffmpeg", &["-nostdin", "-v", "error", "-xerror", "-i", url, "-map", "0", "-f", "null", "-"], Duration::from_secs(180)).await;
+    if ok && out.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(out)
+    }
+}
+
+/// Duration ffprobe reports for a URL or file.
+pub async fn ffprobe_duration(url: &str) -> f64 {
+    let (ok, out) = run("ffprobe", &["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", url], Duration::from_secs(60)).await;
+    assert!(ok, "ffprobe {url}: {out}");
+    out.trim().lines().last().unwrap_or("").trim().parse().unwrap_or_else(|_| panic!("ffprobe duration of {url}: {out:?}"))
+}
+
+fn clips_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// A clip generated with ffmpeg's lavfi sources, cached for the test binary's run.
+/// `video` is a lavfi video source spec, `audio` an optional audio source spec.
+pub async fn clip(name: &str, video: &str, audio: Option<&str>, seconds: f64, extra: &[&str]) -> PathBuf {
+    let path = clips_dir().join(name);
+    if path.exists() {
+        return path;
+    }
+    let secs = seconds.to_string();
+    let mut args: Vec<&str> = vec!["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", video];
+    if let Some(a) = audio {
+        args.extend(["-f", "lavfi", "-i", a]);
+    }
+    args.extend(["-t", secs.as_str()]);
+    if extra.is_empty() {
+        args.extend(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-pix_fmt", "yuv420p"]);
+        if audio.is_some() {
+            args.extend(["-c:a", "aac", "-b:a", "96k"]);
+        }
+    } else {
+        args.extend(extra);
+    }
+    let tmp = path.with_extension("tmp.".to_string() + path.extension().unwrap().to_str().unwrap());
+    let tmp_s = tmp.to_string_lossy().to_string();
+    args.push(&tmp_s);
+    let (ok, out) = run("ffmpeg", &args, Duration::from_secs(300)).await;
+    assert!(ok, "generating {name}: {out}");
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// 1280x720 30 fps with a 440 Hz tone.
+pub async fn clip_720p(name: &str, seconds: f64) -> PathBuf {
+    clip(name, "testsrc2=size=1280x720:rate=30", Some("sine=frequency=440:sample_rate=48000"), seconds, &[]).await
+}
+
+/// A file with these bytes.
+pub fn bytes_file(name: &str, data: &[u8]) -> PathBuf {
+    let p = clips_dir().join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Parses a master playlist from a URL.
+pub async fn master(server: &Server, url: &str) -> m3u8_rs::MasterPlaylist {
+    let (status, text) = server.get_text(url).await;
+    assert_eq!(status, 200, "{url}: {text}");
+    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MasterPlaylist(m)) => m,
+        other => panic!("not a master playlist at {url}: {other:?}\n{text}"),
+    }
+}
+
+/// Parses a media playlist from a URL.
+pub async fn media_playlist(server: &Server, url: &str) -> (m3u8_rs::MediaPlaylist, String) {
+    let (status, text) = server.get_text(url).await;
+    assert_eq!(status, 200, "{url}: {text}");
+    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(m)) => (m, text),
+        other => panic!("not a media playlist at {url}: {other:?}\n{text}"),
+    }
+}
+
+/// Parses an MPD from a URL.
+pub async fn mpd(server: &Server, url: &str) -> dash_mpd::MPD {
+    let (status, text) = server.get_text(url).await;
+    assert_eq!(status, 200, "{url}: {text}");
+    dash_mpd::parse(&text).unwrap_or_else(|e| panic!("MPD at {url} does not parse: {e}\n{text}"))
+}
+
+/// URL of a media playlist next to a master URL.
+pub fn sibling(master_url: &str, rel: &str) -> String {
+    let base = &master_url[..master_url.rfind('/').unwrap() + 1];
+    format!("{base}{rel}")
+}
+
+/// All files under a directory, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sends an upload whose file part is `file_bytes` long by hand: with `declared` the request says
+/// `Content-Length: declared` and sends no body at all; without it, the body is chunked and
+/// never finished. Returns the status line's code and the response text.
+pub async fn raw_upload(port: u16, declared: Option<u64>, file_bytes: usize) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let boundary = "cascadeboundary";
+    let head = match declared {
+        Some(n) => format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {n}\r\n\r\n"),
+        None => format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    };
+    s.write_all(head.as_bytes()).await.unwrap();
+    if declared.is_none() {
+        let preamble = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n");
+        let mut body = preamble.into_bytes();
+        body.extend(std::iter::repeat_n(b'x', file_bytes));
+        for chunk in body.chunks(64 * 1024) {
+            let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk.to_vec(), b"\r\n".to_vec()].concat();
+            if s.write_all(&framed).await.is_err() {
+                break;
+            }
+        }
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
