@@ -243,37 +243,36 @@ pub async fn delete(app: Arc<App>, id: String) -> Result<warp::reply::Response, 
 /// `GET /api/videos/{id}/events`: the record now, then on every change, until it is final.
 pub async fn events(app: Arc<App>, id: String, base: String) -> Result<warp::reply::Response, AppError> {
     use warp::Reply;
-    let rx = app.events.subscribe();
+    let mut updates = app.events.subscribe();
     let first = get_view(&app, &id, &base).await?;
-    let updates = tokio_stream::wrappers::BroadcastStream::new(rx);
-    let app2 = app.clone();
-    let id2 = id.clone();
-    let base2 = base.clone();
-    let later = updates.filter_map(move |item| {
-        let (app, id, base) = (app2.clone(), id2.clone(), base2.clone());
-        async move {
-            match item {
+    let (tx, rx) = tokio::sync::mpsc::channel::<VideoView>(16);
+    tokio::spawn(async move {
+        let mut fin = first.status.is_final();
+        if tx.send(first).await.is_err() {
+            return;
+        }
+        while !fin {
+            let view = match updates.recv().await {
                 Ok(rec) if rec.id == id => {
-                    let positions = app.queue_positions().await.unwrap_or_default();
-                    let pos = positions.get(&id).copied();
-                    Some(app.view(rec, pos, &base))
+                    let pos = app.queue_positions().await.unwrap_or_default().get(&id).copied();
+                    app.view(rec, pos, &base)
                 }
-                Ok(_) => None,
+                Ok(_) => continue,
                 // Missed updates: send the current state instead.
-                Err(_) => get_view(&app, &id, &base).await.ok(),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => match get_view(&app, &id, &base).await {
+                    Ok(v) => v,
+                    Err(_) => return,
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            fin = view.status.is_final();
+            // A send error means the client went away.
+            if tx.send(view).await.is_err() {
+                return;
             }
         }
     });
-    let stream = futures_util::stream::once(async move { first })
-        .chain(later)
-        .scan(false, |finished, v| {
-            let out = if *finished { None } else { Some(v) };
-            if let Some(v) = &out {
-                *finished = v.status.is_final();
-            }
-            async move { out }
-        });
-    let events = sse_events(stream);
+    let events = sse_events(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
 }
 

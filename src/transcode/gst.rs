@@ -213,9 +213,15 @@ fn video_rung(
     let position = Arc::new(AtomicU64::new(0));
     if let Some(pad) = enc_caps.static_pad("src") {
         let pos = position.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
-                pos.fetch_max(pts.nseconds(), Ordering::Relaxed);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            // x264enc offsets its timestamps (by 1000 h on 1.22, to keep DTS positive) and its
+            // segment with them: the stream time is what tells how far into the source we are.
+            let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
+            let stream_time = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .and_then(|ev| ev.segment().downcast_ref::<gst::ClockTime>().and_then(|seg| seg.to_stream_time(pts)));
+            if let Some(t) = stream_time {
+                pos.fetch_max(t.nseconds(), Ordering::Relaxed);
             }
             gst::PadProbeReturn::Ok
         });

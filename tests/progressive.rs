@@ -1,0 +1,125 @@
+//! Playable while encoding: EVENT playlists with their key line and a dynamic MPD while the job
+//! runs, VOD/static at the end; SSE reports the way there.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playable_while_processing_then_vod() {
+    let server = Server::start(&[]).await;
+    let src = clip_720p("long720.mp4", 60.0).await;
+    let id = server.upload_ok(&src, "Long clip").await;
+
+    // Follow the SSE stream in the background.
+    let events_url = server.url(&format!("/api/videos/{id}/events"));
+    let sse = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let r = client.get(&events_url).send().await.unwrap();
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let mut body = r.bytes_stream();
+        let mut text = String::new();
+        let mut records = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(400);
+        while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline.into(), body.next()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(end) = text.find("\n\n") {
+                let ev: String = text[..end].to_string();
+                text = text[end + 2..].to_string();
+                if let Some(data) = ev.lines().find_map(|l| l.strip_prefix("data:")) {
+                    records.push(serde_json::from_str::<Value>(data.trim()).unwrap());
+                }
+            }
+        }
+        records
+    });
+
+    let v = server
+        .wait_for(&id, Duration::from_secs(300), |v| v["playable"] == true || v["status"] == "ready" || v["status"] == "failed")
+        .await;
+    assert_eq!(v["status"], "processing", "the video must be playable before it is ready: {v}");
+    let progress_at_playable = v["progress"].as_f64().unwrap();
+    assert!(progress_at_playable < 0.9, "playable only at {progress_at_playable}");
+    let hls = v["playback"]["hls"].as_str().unwrap().to_string();
+    let dash = v["playback"]["dash"].as_str().unwrap().to_string();
+    let m = master(&server, &hls).await;
+    assert_eq!(m.variants.len(), 3);
+    let mpd_now = mpd(&server, &dash).await;
+    assert_eq!(mpd_now.mpdtype.as_deref(), Some("dynamic"));
+    assert!(!mpd_now.UTCTiming.is_empty(), "dynamic MPD needs a UTCTiming pointing at Cascade");
+    let timing = mpd_now.UTCTiming[0].value.clone().unwrap();
+    let (status, body) = server.get_text(&server.url(&timing)).await;
+    assert_eq!(status, 200);
+    assert!(chrono::DateTime::parse_from_rfc3339(body.trim()).is_ok(), "{body}");
+    // The MPD's segments exist.
+    let rep = &mpd_now.periods[0].adaptations[0].representations[0];
+    let init = rep.SegmentTemplate.as_ref().unwrap().initialization.clone().unwrap();
+    assert_eq!(server.client.get(sibling(&dash, &init)).send().await.unwrap().status().as_u16(), 200);
+
+    // While processing: every published media playlist is EVENT, has no ENDLIST, and carries the
+    // key line before its first segment.
+    let mut checks = 0;
+    let mut saw_growth = false;
+    let mut first_len = None;
+    loop {
+        let rec = server.get_video(&id).await;
+        if rec["status"] != "processing" {
+            break;
+        }
+        for var in &m.variants {
+            let (pl, text) = media_playlist(&server, &sibling(&hls, &var.uri)).await;
+            if server.get_video(&id).await["status"] != "processing" {
+                break;
+            }
+            if pl.end_list {
+                // The final rewrite can land just before the record says ready.
+                continue;
+            }
+            assert_eq!(pl.playlist_type, Some(m3u8_rs::MediaPlaylistType::Event), "{text}");
+            assert!(!pl.segments.is_empty());
+            let key = pl.segments[0].key.as_ref().unwrap_or_else(|| panic!("no key line: {text}"));
+            assert_eq!(key.method, m3u8_rs::KeyMethod::AES128);
+            assert!(key.iv.as_ref().unwrap().starts_with("0x"));
+            checks += 1;
+            if var.uri.starts_with("360p") {
+                let n = pl.segments.len();
+                if first_len.is_some_and(|f| n > f) {
+                    saw_growth = true;
+                }
+                first_len.get_or_insert(n);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(checks >= 3, "too few checks while processing ({checks})");
+    assert!(saw_growth, "the playlists never grew while processing");
+
+    let v = server.wait_final(&id, Duration::from_secs(300)).await;
+    assert_eq!(v["status"], "ready", "{v}");
+    for var in &m.variants {
+        let (pl, text) = media_playlist(&server, &sibling(&hls, &var.uri)).await;
+        assert!(pl.end_list, "{text}");
+        assert_eq!(pl.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod));
+    }
+    let mpd_end = mpd(&server, &dash).await;
+    assert_eq!(mpd_end.mpdtype.as_deref(), Some("static"));
+    let d = mpd_end.mediaPresentationDuration.unwrap().as_secs_f64();
+    assert!((d - 60.0).abs() <= 0.5, "{d}");
+    let d = ffprobe_duration(&hls).await;
+    assert!((d - 60.0).abs() <= 0.5, "{d}");
+
+    // SSE saw the whole story, in order, and ended by itself after `ready`.
+    let records = tokio::time::timeout(Duration::from_secs(30), sse).await.expect("SSE stream did not end").unwrap();
+    let statuses: Vec<&str> = records.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.last(), Some(&"ready"), "{statuses:?}");
+    assert!(statuses.contains(&"processing"));
+    let first_playable = records.iter().position(|r| r["playable"] == true).expect("an event with playable");
+    assert_eq!(records[first_playable]["status"], "processing");
+    let progresses: Vec<f64> = records.iter().map(|r| r["progress"].as_f64().unwrap()).collect();
+    assert!(progresses.windows(2).filter(|w| w[1] < w[0]).count() <= 1, "progress went backwards: {progresses:?}");
+    assert!(progresses.iter().filter(|p| **p > 0.0 && **p < 1.0).count() >= 3, "{progresses:?}");
+}
