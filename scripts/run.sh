@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Quick start: install what is missing, build, and serve Cascade at http://localhost:8000/upload
+# with embedded defaults (sled + ./data). Every CASCADE_* variable is honoured (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --locked
+echo "Cascade: open http://localhost:${CASCADE_PORT:-8000}/upload"
+exec ./target/release/cascade serve "$@"

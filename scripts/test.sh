@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, then unit + integration tests (real GStreamer and
+# FFmpeg pipelines on clips generated at test time) and the browser tests (real Chromium playing
+# through dash.js and hls.js against a real Cascade server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh --with-browser
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== cargo test"
+cargo build --locked --all-targets
+cargo test --locked -- --test-threads="${CASCADE_TEST_THREADS:-2}"
+
+echo "== browser tests"
+./tests/browser/run.sh

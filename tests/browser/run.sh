@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Browser tests: a real Cascade server (the debug build) on a free loopback port with a fresh data
+# dir, clips generated with ffmpeg, and tests/browser/run.mjs driving Debian's Chromium through
+# playwright-core. Everything is bounded by timeouts; the server is stopped on every exit path.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=./target/debug/cascade
+[[ -x $bin ]] || cargo build --locked
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/clips" "$work/data"
+gen() { # name seconds
+  timeout 300 ffmpeg -nostdin -v error -y -f lavfi -i "testsrc2=size=1280x720:rate=30" \
+    -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$2" -c:v libx264 -preset ultrafast -crf 28 \
+    -pix_fmt yuv420p -c:a aac -b:a 96k "$work/clips/$1"
+}
+gen short.mp4 12
+gen long.mp4 60
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+CASCADE_BIND="127.0.0.1:$port" CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 \
+  "$bin" serve >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/server.log"; exit 1; }
+
+mkdir -p test-artifacts
+status=0
+CASCADE_URL="http://127.0.0.1:$port" CASCADE_CLIPS="$work/clips" \
+  timeout 1200 node tests/browser/run.mjs || status=$?
+if ((status)); then
+  echo "--- server log (tail) ---"
+  tail -50 "$work/server.log"
+fi
+exit $status
