@@ -52,7 +52,7 @@ fn main() {
 
 fn probe_cmd(args: &[String]) -> anyhow::Result<()> {
     let input = args.first().ok_or_else(|| anyhow!("{USAGE}"))?;
-    let media = probe::probe_file(PathBuf::from(input).as_path(), 30).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    let media = probe::probe_any(PathBuf::from(input).as_path(), 30).map_err(|e| anyhow!("{}: {e}", e.code()))?;
     println!("{}", serde_json::to_string_pretty(&media)?);
     Ok(())
 }
@@ -76,7 +76,7 @@ fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
     }
     let (Some(input), Some(out)) = (input, out) else { bail!("{USAGE}") };
     let ladder = ladder::Ladder::load(&ladder_path)?;
-    let media = probe::probe_file(&input, 30).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    let media = probe::probe_any(&input, 30).map_err(|e| anyhow!("{}: {e}", e.code()))?;
     if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
         bail!("{} is not empty", out.display());
     }
@@ -89,10 +89,11 @@ fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
     }
     let backends = jobs::worker::backends(backend);
     let cancel = AtomicBool::new(false);
+    let scratch = tempfile_dir()?;
     let t0 = Instant::now();
     let mut last_err = None;
     for b in backends {
-        let res = jobs::execute::execute(&input, &out, &media, &ladder, key.as_ref(), b.as_ref(), &Default::default(), "/api/time", &mut |p| match p {
+        let res = jobs::execute::execute(&input, &out, &scratch, &media, &ladder, key.as_ref(), b.as_ref(), &Default::default(), "/api/time", &mut |p| match p {
             jobs::execute::JobProgress::Playable { .. } => info!(seconds = t0.elapsed().as_secs_f64(), "playable"),
             jobs::execute::JobProgress::Fraction(f) => tracing::debug!(progress = f),
         }, &cancel);
@@ -114,6 +115,13 @@ fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
         }
     }
     Err(last_err.unwrap_or_else(|| anyhow!("no back end ran")))
+}
+
+/// A private scratch dir for one CLI run (removed at exit by the OS's tmp cleaning or the next run).
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("cascade-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 fn serve(args: &[String]) -> anyhow::Result<()> {

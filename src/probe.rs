@@ -171,6 +171,112 @@ fn media_info_from(info: &pbutils::DiscovererInfo) -> Result<MediaInfo, ProbeErr
     Ok(media)
 }
 
+/// Runs a command with a time limit; kills it when the limit passes. Returns stdout on success.
+fn run_with_timeout(cmd: &mut std::process::Command, timeout: std::time::Duration) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut out = child.stdout.take().ok_or("no stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => {
+                let v = reader.join().unwrap_or_default();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return if status.success() { Ok(v) } else { Err(err.trim().chars().take(500).collect()) };
+            }
+            None if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("timed out".into());
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+fn parse_ratio(s: &str) -> (u32, u32) {
+    match s.split_once('/') {
+        Some((a, b)) => (a.parse().unwrap_or(0), b.parse().unwrap_or(0)),
+        None => (s.parse().unwrap_or(0), 1),
+    }
+}
+
+/// Probes with `ffprobe` (the fallback when GStreamer cannot read a file or has no plugins).
+pub fn probe_ffprobe(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeError> {
+    let out = run_with_timeout(
+        std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+            .arg(path),
+        std::time::Duration::from_secs(timeout_s),
+    )
+    .map_err(ProbeError::Unsupported)?;
+    let j: serde_json::Value = serde_json::from_slice(&out).map_err(|e| ProbeError::Unsupported(e.to_string()))?;
+    let streams = j["streams"].as_array().cloned().unwrap_or_default();
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video" && s["disposition"]["attached_pic"].as_i64().unwrap_or(0) == 0)
+        .map(|v| {
+            let (w, h) = (v["width"].as_u64().unwrap_or(0) as u32, v["height"].as_u64().unwrap_or(0) as u32);
+            let rot_side = v["side_data_list"]
+                .as_array()
+                .and_then(|l| l.iter().find_map(|d| d["rotation"].as_f64()))
+                .or_else(|| v["tags"]["rotate"].as_str().and_then(|r| r.parse().ok()))
+                .unwrap_or(0.0);
+            let rotation = ((-(rot_side as i64)).rem_euclid(360)) as u32;
+            let (fps_num, fps_den) = parse_ratio(v["avg_frame_rate"].as_str().filter(|r| *r != "0/0").or(v["r_frame_rate"].as_str()).unwrap_or("0/0"));
+            let (dw, dh) = if rotation == 90 || rotation == 270 { (h, w) } else { (w, h) };
+            VideoInfo {
+                codec: v["codec_name"].as_str().unwrap_or("unknown").to_string(),
+                width: w,
+                height: h,
+                display_width: dw,
+                display_height: dh,
+                fps_num,
+                fps_den,
+                rotation,
+            }
+        });
+    let audio = streams.iter().find(|s| s["codec_type"] == "audio").map(|a| AudioInfo {
+        codec: a["codec_name"].as_str().unwrap_or("unknown").to_string(),
+        channels: a["channels"].as_u64().unwrap_or(0) as u32,
+        sample_rate: a["sample_rate"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0),
+    });
+    let duration_s = j["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    let media = MediaInfo { duration_s, container: j["format"]["format_name"].as_str().map(String::from), video, audio };
+    validate(&media)?;
+    Ok(media)
+}
+
+/// GStreamer's probe, and `ffprobe` when GStreamer cannot read the file (missing plugins, broken
+/// install) but FFmpeg might. Verdicts about the file itself (empty, no video, absurd) stand.
+pub fn probe_any(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeError> {
+    match probe_file(path, timeout_s) {
+        Ok(m) => Ok(m),
+        Err(e @ (ProbeError::Empty | ProbeError::NoVideo | ProbeError::Absurd(_))) => Err(e),
+        Err(gst_err) => match probe_ffprobe(path, timeout_s) {
+            Ok(m) => {
+                tracing::warn!(error = %gst_err, "GStreamer could not probe the file; using ffprobe's result");
+                Ok(m)
+            }
+            Err(ProbeError::Unsupported(_)) => Err(gst_err),
+            Err(e) => Err(e),
+        },
+    }
+}
+
 /// Rejects what no pipeline should be started for.
 pub fn validate(m: &MediaInfo) -> Result<(), ProbeError> {
     let Some(v) = &m.video else {

@@ -50,6 +50,7 @@ pub struct JobOutput {
 pub fn execute(
     input: &Path,
     out_dir: &Path,
+    scratch_dir: &Path,
     media: &MediaInfo,
     ladder: &Ladder,
     key: Option<&KeyMaterial>,
@@ -63,6 +64,7 @@ pub fn execute(
     let req = TranscodeRequest {
         input: input.to_path_buf(),
         out_dir: out_dir.to_path_buf(),
+        scratch_dir: scratch_dir.to_path_buf(),
         media: media.clone(),
         ladder: ladder.clone(),
         renditions: renditions.clone(),

@@ -11,8 +11,9 @@ use crate::app::{remove_dir, App};
 use crate::config::BackendChoice;
 use crate::error::AppError;
 use crate::packaging::{DASH_MPD, HLS_MASTER};
-use crate::probe::{probe_file, ProbeError};
+use crate::probe::{probe_any, ProbeError};
 use crate::store::{ErrorInfo, JobRecord, Manifests, SourceInfo, Status};
+use crate::transcode::ffmpeg::FfmpegTranscoder;
 use crate::transcode::gst::GstTranscoder;
 use crate::transcode::{TranscodeError, Transcoder};
 
@@ -73,14 +74,12 @@ async fn fail(app: &App, id: &str, code: &str, message: String) -> Result<(), Ap
     Ok(())
 }
 
+/// The back ends to try, in order, for a setting.
 pub fn backends(choice: BackendChoice) -> Vec<Box<dyn Transcoder>> {
     match choice {
-        BackendChoice::Gstreamer | BackendChoice::Auto => vec![Box::new(GstTranscoder)],
-        // The FFmpeg back end is not built yet: forcing it falls back to GStreamer with a warning.
-        BackendChoice::Ffmpeg => {
-            warn!("the FFmpeg back end is not available in this build; using GStreamer");
-            vec![Box::new(GstTranscoder)]
-        }
+        BackendChoice::Gstreamer => vec![Box::new(GstTranscoder)],
+        BackendChoice::Ffmpeg => vec![Box::new(FfmpegTranscoder)],
+        BackendChoice::Auto => vec![Box::new(GstTranscoder), Box::new(FfmpegTranscoder)],
     }
 }
 
@@ -120,7 +119,7 @@ async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
 
     let source = app.source_path(&id);
     let probe_src = source.clone();
-    let probed = tokio::task::spawn_blocking(move || probe_file(&probe_src, 30))
+    let probed = tokio::task::spawn_blocking(move || probe_any(&probe_src, 30))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
     let media = match probed {
@@ -178,6 +177,7 @@ async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
     let ladder = app.ladder.clone();
     let choice = app.config.backend;
     let (src2, dir2, cancel2) = (source.clone(), media_dir.clone(), cancel.clone());
+    let scratch = app.upload_dir(&id).join("scratch");
     let outcome = tokio::task::spawn_blocking(move || {
         let mut first_error: Option<TranscodeError> = None;
         let mut last = None;
@@ -189,7 +189,7 @@ async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
             let mut on_progress = |p: JobProgress| {
                 let _ = tx.send(p);
             };
-            let res = execute(&src2, &dir2, &media, &ladder, Some(&key), backend.as_ref(), &limits, "/api/time", &mut on_progress, &cancel2);
+            let res = execute(&src2, &dir2, &scratch, &media, &ladder, Some(&key), backend.as_ref(), &limits, "/api/time", &mut on_progress, &cancel2);
             match res {
                 Ok(out) => return (backend.name(), Ok(out), first_error),
                 Err(e @ TranscodeError::Cancelled) => return (backend.name(), Err(e), first_error),

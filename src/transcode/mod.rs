@@ -2,6 +2,7 @@
 //! `out_dir/hls/{rung}/` and `out_dir/dash/{rep}/` and reports each finished segment; Cascade's
 //! packaging writes every manifest, so the rest of the system never cares which back end ran.
 
+pub mod ffmpeg;
 pub mod gst;
 
 use std::path::PathBuf;
@@ -18,6 +19,8 @@ use crate::probe::MediaInfo;
 pub struct TranscodeRequest {
     pub input: PathBuf,
     pub out_dir: PathBuf,
+    /// Private scratch space outside the media tree (key files for FFmpeg).
+    pub scratch_dir: PathBuf,
     pub media: MediaInfo,
     pub ladder: Ladder,
     pub renditions: Vec<Rendition>,

@@ -1,0 +1,492 @@
+//! The FFmpeg back end: one `ffmpeg` process per job. One decode, `split` into a scaler per rung,
+//! libx264 with the ladder's settings, one AAC encode, and the `tee` muxer feeding one `hls`
+//! slave per rung (MPEG-TS, AES-128 via `hls_key_info_file`) and one `dash` slave (CMAF) — every
+//! stream encoded once. FFmpeg's own playlists and MPD are written into a hidden work dir and only
+//! read to learn which segments are finished; Cascade's packaging writes the published manifests,
+//! so both back ends publish the same shape.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder};
+use crate::packaging::{Track, AUDIO_REP};
+
+/// The FFmpeg back end.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FfmpegTranscoder;
+
+/// Name of the work dir inside the output dir (hidden: the media routes never serve it).
+pub const WORK_DIR: &str = ".ffmpeg";
+
+/// Everything needed to run and follow one ffmpeg process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub args: Vec<String>,
+    /// (rung, playlist ffmpeg writes for it).
+    pub hls_playlists: Vec<(String, PathBuf)>,
+    /// Where ffmpeg writes the DASH output.
+    pub dash_dir: PathBuf,
+    /// DASH representation names by ffmpeg stream index (rungs, then `audio`).
+    pub dash_reps: Vec<String>,
+}
+
+fn s(v: impl Into<String>) -> String {
+    v.into()
+}
+
+/// Builds the ffmpeg arguments (never through a shell). Pure: unit-tested below.
+pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Plan {
+    let (fn_, fd) = req.fps();
+    let gop = req.ladder.gop_frames(fn_, fd);
+    let n = req.renditions.len();
+    let has_audio = req.media.audio.is_some();
+    let v = &req.ladder.video;
+    let a = &req.ladder.audio;
+
+    let mut graph = format!("[0:v:0]fps={fn_}/{fd},format=yuv420p,split={n}");
+    for i in 0..n {
+        graph.push_str(&format!("[s{i}]"));
+    }
+    // ffmpeg's DASH muxer refuses rungs of different display aspect in one adaptation set, and
+    // even sizes rarely keep it exactly (854x480 is not 16:9): every rung gets the source's.
+    let (dw, dh) = req
+        .media
+        .video
+        .as_ref()
+        .map(|v| (v.display_width.max(1), v.display_height.max(1)))
+        .unwrap_or((req.renditions[0].width, req.renditions[0].height));
+    for (i, r) in req.renditions.iter().enumerate() {
+        graph.push_str(&format!(";[s{i}]scale={}:{}:flags=bicubic,setdar={dw}/{dh}[v{i}]", r.width, r.height));
+    }
+
+    let mut args: Vec<String> = vec![
+        s("-hide_banner"), s("-nostdin"), s("-y"), s("-loglevel"), s("error"), s("-nostats"),
+        s("-progress"), s("pipe:1"),
+        s("-i"), req.input.to_string_lossy().to_string(),
+        s("-filter_complex"), graph,
+    ];
+    for i in 0..n {
+        args.extend([s("-map"), format!("[v{i}]")]);
+    }
+    if has_audio {
+        args.extend([s("-map"), s("0:a:0")]);
+    }
+    // x264 exactly as the GStreamer back end configures x264enc: fixed GOP, no scene-cut
+    // keyframes, closed GOPs, CBR-like VBV with a 600 ms buffer (x264enc's default).
+    args.extend([
+        s("-c:v"), s("libx264"),
+        s("-preset"), v.preset.clone(),
+        s("-profile:v"), v.profile.clone(),
+        s("-bf"), v.bframes.to_string(),
+        s("-g"), gop.to_string(),
+        s("-keyint_min"), gop.to_string(),
+        s("-sc_threshold"), s("0"),
+        s("-x264-params"), s("open-gop=0"),
+    ]);
+    for (i, r) in req.renditions.iter().enumerate() {
+        let k = r.bitrate_kbps;
+        args.extend([
+            format!("-b:v:{i}"), format!("{k}k"),
+            format!("-maxrate:v:{i}"), format!("{k}k"),
+            format!("-bufsize:v:{i}"), format!("{}k", k * 6 / 10),
+        ]);
+    }
+    if has_audio {
+        args.extend([
+            s("-c:a"), s("aac"),
+            s("-b:a"), format!("{}k", a.bitrate_kbps),
+            s("-ac"), a.channels.to_string(),
+            s("-ar"), a.sample_rate.to_string(),
+        ]);
+    }
+
+    let mut slaves = Vec::new();
+    let mut hls_playlists = Vec::new();
+    for (i, r) in req.renditions.iter().enumerate() {
+        // Stream indices, not `v:0` specifiers: ':' separates the tee slave's options.
+        let select = if has_audio { format!("{i},{n}") } else { i.to_string() };
+        let seg = req.out_dir.join("hls").join(&r.name).join("seg%05d.ts");
+        let playlist = work.join(format!("{}.m3u8", r.name));
+        let mut opts = format!(
+            "f=hls:select={select}:hls_time={}:hls_list_size=0:hls_playlist_type=event:hls_flags=temp_file+independent_segments:hls_segment_filename={}",
+            req.ladder.segment_seconds,
+            seg.display()
+        );
+        if let Some(k) = key_info {
+            opts.push_str(&format!(":hls_key_info_file={}", k.display()));
+        }
+        slaves.push(format!("[{opts}]{}", playlist.display()));
+        hls_playlists.push((r.name.clone(), playlist));
+    }
+    let dash_dir = work.join("dash");
+    let sets = if has_audio { "id=0,streams=v id=1,streams=a" } else { "id=0,streams=v" };
+    slaves.push(format!(
+        "[f=dash:seg_duration={}:use_template=1:use_timeline=1:window_size=0:remove_at_exit=0:dash_segment_type=mp4:adaptation_sets={sets}:init_seg_name=init-$RepresentationID$.m4s:media_seg_name=seg-$RepresentationID$-$Number%05d$.m4s]{}",
+        req.ladder.segment_seconds,
+        dash_dir.join("manifest.mpd").display()
+    ));
+    args.extend([s("-f"), s("tee"), slaves.join("|")]);
+
+    let mut dash_reps: Vec<String> = req.renditions.iter().map(|r| r.name.clone()).collect();
+    if has_audio {
+        dash_reps.push(AUDIO_REP.to_string());
+    }
+    Plan { args, hls_playlists, dash_dir, dash_reps }
+}
+
+/// RFC 6381 codecs string from the `avcC` box of an init segment (`avc1.PPCCLL`).
+pub fn avc_codecs_from_init(data: &[u8]) -> Option<String> {
+    let pos = data.windows(4).position(|w| w == b"avcC")?;
+    let b = data.get(pos + 5..pos + 8)?;
+    Some(format!("avc1.{:02X}{:02X}{:02X}", b[0], b[1], b[2]))
+}
+
+/// Kills the process if the job ends any other way than by its exit.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// What has been reported so far, per track.
+#[derive(Default)]
+struct Seen {
+    hls: HashMap<String, usize>,
+    dash: HashMap<usize, usize>,
+}
+
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            std::fs::copy(from, to)?;
+            std::fs::remove_file(from)
+        }
+    }
+}
+
+/// Reports segments ffmpeg has finished since the last call.
+fn scan(req: &TranscodeRequest, plan: &Plan, seen: &mut Seen, events: &mut EventSink<'_>) -> Result<(), TranscodeError> {
+    let pkg = |e: String| TranscodeError::Packaging(e);
+    for (rung, playlist) in &plan.hls_playlists {
+        let Ok(text) = std::fs::read(playlist) else { continue };
+        let Ok(m3u8_rs::Playlist::MediaPlaylist(pl)) = m3u8_rs::parse_playlist_res(&text) else { continue };
+        let done = seen.hls.entry(rung.clone()).or_default();
+        for seg in pl.segments.iter().skip(*done) {
+            let name = Path::new(&seg.uri).file_name().map(|n| n.to_owned()).unwrap_or_default();
+            let path = req.out_dir.join("hls").join(rung).join(name);
+            events(TranscodeEvent::Segment { track: Track::Hls(rung.clone()), path, duration: seg.duration as f64 }).map_err(pkg)?;
+            *done += 1;
+        }
+    }
+    let Ok(text) = std::fs::read_to_string(plan.dash_dir.join("manifest.mpd")) else { return Ok(()) };
+    let mpd = match parse_ffmpeg_mpd(&text) {
+        Ok(m) => m,
+        Err(e) => {
+            debug!(error = %e, "ffmpeg's MPD does not parse yet");
+            return Ok(());
+        }
+    };
+    for set in mpd.periods.iter().flat_map(|p| p.adaptations.iter()) {
+        for rep in &set.representations {
+            let Some(idx) = rep.id.as_deref().and_then(|i| i.parse::<usize>().ok()) else { continue };
+            let Some(name) = plan.dash_reps.get(idx) else { continue };
+            let Some(tmpl) = rep.SegmentTemplate.as_ref().or(set.SegmentTemplate.as_ref()) else { continue };
+            let timescale = tmpl.timescale.unwrap_or(1).max(1) as f64;
+            let mut number = tmpl.startNumber.unwrap_or(1);
+            let mut list = Vec::new();
+            for s in tmpl.SegmentTimeline.iter().flat_map(|t| t.segments.iter()) {
+                for _ in 0..=s.r.unwrap_or(0).max(0) {
+                    list.push((number, s.d as f64 / timescale));
+                    number += 1;
+                }
+            }
+            let done = seen.dash.entry(idx).or_default();
+            let dir = req.out_dir.join("dash").join(name);
+            for (num, dur) in list.iter().skip(*done) {
+                if *done == 0 {
+                    let init = plan.dash_dir.join(format!("init-{idx}.m4s"));
+                    let data = std::fs::read(&init).map_err(|e| pkg(format!("{}: {e}", init.display())))?;
+                    crate::packaging::write_atomic(&dir.join("init00000.mp4"), &data).map_err(|e| pkg(e.to_string()))?;
+                    if name != AUDIO_REP {
+                        if let Some(codecs) = avc_codecs_from_init(&data) {
+                            events(TranscodeEvent::VideoCodec { rung: name.clone(), codecs }).map_err(pkg)?;
+                        }
+                    }
+                }
+                let from = plan.dash_dir.join(format!("seg-{idx}-{num:05}.m4s"));
+                let to = dir.join(format!("seg{num:05}.m4s"));
+                move_file(&from, &to).map_err(|e| pkg(format!("{}: {e}", from.display())))?;
+                events(TranscodeEvent::Segment { track: Track::Dash(name.clone()), path: to, duration: *dur }).map_err(pkg)?;
+                *done += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses the MPD ffmpeg writes (its empty `ServiceDescription`/`ProgramInformation` are dropped
+/// first: dash-mpd rejects them).
+fn parse_ffmpeg_mpd(text: &str) -> Result<dash_mpd::MPD, String> {
+    dash_mpd::parse(text).map_err(|e| e.to_string())
+}
+
+fn stderr_tail(buf: &Mutex<String>) -> String {
+    let t = buf.lock().map(|s| s.clone()).unwrap_or_default();
+    let t = t.trim();
+    if t.is_empty() { "ffmpeg failed without a message".into() } else { t.to_string() }
+}
+
+impl Transcoder for FfmpegTranscoder {
+    fn name(&self) -> &'static str {
+        "ffmpeg"
+    }
+
+    fn run(&self, req: &TranscodeRequest, events: &mut EventSink<'_>, cancel: &AtomicBool) -> Result<(), TranscodeError> {
+        if req.renditions.is_empty() {
+            return Err(TranscodeError::Runtime("no renditions to produce".into()));
+        }
+        let work = req.out_dir.join(WORK_DIR);
+        std::fs::create_dir_all(work.join("dash")).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
+        // The key file ffmpeg reads sits in the job's private scratch dir, never in the media tree.
+        let key_info = match &req.key {
+            Some(k) => {
+                std::fs::create_dir_all(&req.scratch_dir).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
+                let key_path = req.scratch_dir.join("hls.key");
+                let info_path = req.scratch_dir.join("hls.keyinfo");
+                std::fs::write(&key_path, k.key).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
+                let info = format!("{}\n{}\n{}\n", crate::packaging::KEY_URI, key_path.display(), hex::encode(k.iv));
+                std::fs::write(&info_path, info).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
+                Some(info_path)
+            }
+            None => None,
+        };
+        let result = self.run_process(req, &work, key_info.as_deref(), events, cancel);
+        if key_info.is_some() {
+            let _ = std::fs::remove_file(req.scratch_dir.join("hls.key"));
+            let _ = std::fs::remove_file(req.scratch_dir.join("hls.keyinfo"));
+        }
+        if result.is_ok() {
+            if std::env::var_os("CASCADE_KEEP_WORK").is_none() { let _ = std::fs::remove_dir_all(&work); }
+        }
+        result
+    }
+}
+
+impl FfmpegTranscoder {
+    fn run_process(
+        &self,
+        req: &TranscodeRequest,
+        work: &Path,
+        key_info: Option<&Path>,
+        events: &mut EventSink<'_>,
+        cancel: &AtomicBool,
+    ) -> Result<(), TranscodeError> {
+        let plan = plan(req, work, key_info);
+        debug!(args = ?plan.args, "ffmpeg");
+        let child = Command::new("ffmpeg")
+            .args(&plan.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| TranscodeError::Build(format!("cannot run ffmpeg: {e}")))?;
+        let mut child = KillOnDrop(child);
+        info!(renditions = req.renditions.len(), "ffmpeg running");
+
+        let (tx, rx) = mpsc::channel::<f64>();
+        let stdout = child.0.stdout.take().ok_or_else(|| TranscodeError::Build("no stdout".into()))?;
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.trim().parse::<i64>().ok()) {
+                    if us >= 0 && tx.send(us as f64 / 1e6).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let tail = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.0.stderr.take().ok_or_else(|| TranscodeError::Build("no stderr".into()))?;
+        let tail2 = tail.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut t) = tail2.lock() {
+                    t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if t.len() > 4000 {
+                        let cut = t.len() - 4000;
+                        let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+                        t.drain(..cut);
+                    }
+                }
+            }
+        });
+
+        let started = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut position = -1.0f64;
+        let mut seen = Seen::default();
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(TranscodeError::Cancelled);
+            }
+            if started.elapsed() > req.max_wall {
+                return Err(TranscodeError::TimedOut(req.max_wall.as_secs()));
+            }
+            if last_progress.elapsed() > req.stall_timeout {
+                return Err(TranscodeError::Stalled(req.stall_timeout.as_secs()));
+            }
+            let mut newest = None;
+            while let Ok(p) = rx.try_recv() {
+                newest = Some(p);
+            }
+            if let Some(p) = newest {
+                if p > position + 0.001 {
+                    position = p;
+                    last_progress = Instant::now();
+                    events(TranscodeEvent::Position(p)).map_err(TranscodeError::Packaging)?;
+                }
+            }
+            let exited = child.0.try_wait().map_err(|e| TranscodeError::Runtime(e.to_string()))?;
+            scan(req, &plan, &mut seen, events)?;
+            match exited {
+                Some(status) if status.success() => {
+                    info!(elapsed_s = started.elapsed().as_secs_f64(), "ffmpeg finished");
+                    return Ok(());
+                }
+                Some(status) => {
+                    let msg = stderr_tail(&tail);
+                    warn!(%status, %msg, "ffmpeg failed");
+                    return Err(TranscodeError::Runtime(format!("ffmpeg exited with {status}: {msg}")));
+                }
+                None => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ladder::Ladder;
+    use crate::probe::{AudioInfo, MediaInfo, VideoInfo};
+
+    fn request(audio: bool) -> TranscodeRequest {
+        let ladder = Ladder::parse(include_str!("../../pipelines/ladder.toml")).unwrap();
+        let renditions = ladder.renditions_for(1280, 720);
+        TranscodeRequest {
+            input: PathBuf::from("/in/source"),
+            out_dir: PathBuf::from("/out"),
+            scratch_dir: PathBuf::from("/scratch"),
+            media: MediaInfo {
+                duration_s: 10.0,
+                container: None,
+                video: Some(VideoInfo {
+                    codec: "video/x-h264".into(),
+                    width: 1280,
+                    height: 720,
+                    display_width: 1280,
+                    display_height: 720,
+                    fps_num: 30,
+                    fps_den: 1,
+                    rotation: 0,
+                }),
+                audio: audio.then(|| AudioInfo { codec: "audio/mpeg".into(), channels: 2, sample_rate: 44100 }),
+            },
+            ladder,
+            renditions,
+            key: None,
+            stall_timeout: Duration::from_secs(60),
+            max_wall: Duration::from_secs(600),
+        }
+    }
+
+    fn value_after<'a>(args: &'a [String], flag: &str) -> &'a str {
+        let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} missing in {args:?}"));
+        &args[i + 1]
+    }
+
+    #[test]
+    fn three_rung_ladder_arguments() {
+        let req = request(true);
+        let p = plan(&req, Path::new("/out/.ffmpeg"), Some(Path::new("/scratch/hls.keyinfo")));
+        let a = &p.args;
+        assert_eq!(value_after(a, "-i"), "/in/source");
+        assert_eq!(value_after(a, "-progress"), "pipe:1");
+        assert_eq!(
+            value_after(a, "-filter_complex"),
+            "[0:v:0]fps=30/1,format=yuv420p,split=3[s0][s1][s2];[s0]scale=1280:720:flags=bicubic,setdar=1280/720[v0];\
+             [s1]scale=854:480:flags=bicubic,setdar=1280/720[v1];[s2]scale=640:360:flags=bicubic,setdar=1280/720[v2]"
+        );
+        let maps: Vec<&str> = a.windows(2).filter(|w| w[0] == "-map").map(|w| w[1].as_str()).collect();
+        assert_eq!(maps, vec!["[v0]", "[v1]", "[v2]", "0:a:0"]);
+        assert_eq!(value_after(a, "-c:v"), "libx264");
+        assert_eq!(value_after(a, "-preset"), "veryfast");
+        assert_eq!(value_after(a, "-g"), "120");
+        assert_eq!(value_after(a, "-keyint_min"), "120");
+        assert_eq!(value_after(a, "-sc_threshold"), "0");
+        assert_eq!(value_after(a, "-bf"), "0");
+        assert_eq!(value_after(a, "-b:v:0"), "2800k");
+        assert_eq!(value_after(a, "-b:v:1"), "1400k");
+        assert_eq!(value_after(a, "-b:v:2"), "800k");
+        assert_eq!(value_after(a, "-bufsize:v:2"), "480k");
+        assert_eq!(value_after(a, "-b:a"), "128k");
+        assert_eq!(value_after(a, "-ar"), "48000");
+        let tee = value_after(a, "-f");
+        assert_eq!(tee, "tee");
+        let slaves: Vec<&str> = a.last().unwrap().split('|').collect();
+        assert_eq!(slaves.len(), 4);
+        assert_eq!(
+            slaves[0],
+            "[f=hls:select=0,3:hls_time=4:hls_list_size=0:hls_playlist_type=event:hls_flags=temp_file+independent_segments:\
+             hls_segment_filename=/out/hls/720p/seg%05d.ts:hls_key_info_file=/scratch/hls.keyinfo]/out/.ffmpeg/720p.m3u8"
+        );
+        assert!(slaves[2].contains("select=2,3") && slaves[2].contains("/out/hls/360p/seg%05d.ts"));
+        assert!(slaves[3].starts_with("[f=dash:seg_duration=4:") && slaves[3].contains("adaptation_sets=id=0,streams=v id=1,streams=a"));
+        assert!(slaves[3].ends_with("]/out/.ffmpeg/dash/manifest.mpd"));
+        assert_eq!(p.dash_reps, vec!["720p", "480p", "360p", "audio"]);
+        assert_eq!(p.hls_playlists[1], ("480p".to_string(), PathBuf::from("/out/.ffmpeg/480p.m3u8")));
+        // Never a shell: no argument is a command line.
+        assert!(!a.iter().any(|x| x == "sh" || x == "-c"));
+    }
+
+    #[test]
+    fn no_audio_and_no_key() {
+        let p = plan(&request(false), Path::new("/w"), None);
+        assert!(!p.args.iter().any(|x| x == "0:a:0" || x == "-c:a"));
+        let slaves = p.args.last().unwrap();
+        assert!(slaves.contains("select=0:") && !slaves.contains("hls_key_info_file"));
+        assert!(slaves.contains("adaptation_sets=id=0,streams=v:"));
+        assert_eq!(p.dash_reps, vec!["720p", "480p", "360p"]);
+    }
+
+    #[test]
+    fn ffmpeg_mpd_parses() {
+        let mpd = parse_ffmpeg_mpd(include_str!("testdata/ffmpeg-5.1.mpd")).expect("parse");
+        let reps: Vec<_> = mpd.periods[0].adaptations.iter().flat_map(|a| a.representations.iter()).collect();
+        assert_eq!(reps.len(), 3);
+    }
+
+    #[test]
+    fn codecs_from_avcc() {
+        let mut init = b"....ftypcmfc....avcC".to_vec();
+        init.extend([1, 0x64, 0x00, 0x1F, 0xFF]);
+        assert_eq!(avc_codecs_from_init(&init).as_deref(), Some("avc1.64001F"));
+        assert_eq!(avc_codecs_from_init(b"nothing"), None);
+    }
+}
