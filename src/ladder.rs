@@ -274,6 +274,40 @@ mod tests {
         assert!(Ladder::parse("segment_seconds = 4").is_err());
     }
 
+    /// Property test over 20 000 pseudo-random sizes: always at least one rendition, even sizes,
+    /// no upscaling, orientation and aspect ratio kept (within rounding).
+    #[test]
+    fn renditions_hold_their_properties_for_any_size() {
+        let l = ladder();
+        let mut x: u64 = 0x2545F4914F6CDD1D;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for _ in 0..20_000 {
+            let (w, h) = (2 + next(8191) as u32, 2 + next(8191) as u32);
+            let r = l.renditions_for(w, h);
+            assert!(!r.is_empty(), "{w}x{h}");
+            for x in &r {
+                assert!(x.width % 2 == 0 && x.height % 2 == 0 && x.width >= 2 && x.height >= 2, "{w}x{h} -> {x:?}");
+                assert!(x.width <= w + 1 && x.height <= h + 1, "upscaled {w}x{h} -> {x:?}");
+                if w as f64 > h as f64 * 1.02 {
+                    assert!(x.width > x.height, "orientation {w}x{h} -> {x:?}");
+                } else if h as f64 > w as f64 * 1.02 {
+                    assert!(x.height > x.width, "orientation {w}x{h} -> {x:?}");
+                }
+                let (a, b) = (w as f64 / h as f64, x.width as f64 / x.height as f64);
+                let tolerance = 2.0 / x.width.min(x.height) as f64 * a.max(1.0 / a) + 1e-9;
+                assert!((a / b - 1.0).abs() <= tolerance + 0.01, "aspect {w}x{h} -> {x:?}");
+            }
+            let mut names: Vec<&str> = r.iter().map(|x| x.name.as_str()).collect();
+            names.dedup();
+            assert_eq!(names.len(), r.len());
+        }
+    }
+
     #[test]
     fn fps_and_gop() {
         let l = ladder();

@@ -133,8 +133,11 @@ fn media_info_from(info: &pbutils::DiscovererInfo) -> Result<MediaInfo, ProbeErr
     let container = info.stream_info().and_then(|s| {
         s.downcast_ref::<pbutils::DiscovererContainerInfo>().map(|_| describe_caps(s.caps()))
     });
-    let video = info
-        .video_streams()
+    let videos = info.video_streams();
+    if !videos.is_empty() && videos.iter().all(|v| v.is_image()) && info.audio_streams().is_empty() {
+        return Err(ProbeError::Unsupported("the file is a still image, not a video".into()));
+    }
+    let video = videos
         .into_iter()
         .find(|v| !v.is_image())
         .map(|v| {
@@ -225,6 +228,10 @@ pub fn probe_ffprobe(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeErro
     .map_err(ProbeError::Unsupported)?;
     let j: serde_json::Value = serde_json::from_slice(&out).map_err(|e| ProbeError::Unsupported(e.to_string()))?;
     let streams = j["streams"].as_array().cloned().unwrap_or_default();
+    let format = j["format"]["format_name"].as_str().unwrap_or("");
+    if format == "image2" || format.ends_with("_pipe") {
+        return Err(ProbeError::Unsupported("the file is a still image, not a video".into()));
+    }
     let video = streams
         .iter()
         .find(|s| s["codec_type"] == "video" && s["disposition"]["attached_pic"].as_i64().unwrap_or(0) == 0)

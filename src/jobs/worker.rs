@@ -277,6 +277,28 @@ async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
             }
             Ok(())
         }
+        Err(e) if e.is_transient() && rec.attempts < max_attempts => {
+            // Not the input's fault (killed, stalled): run it again, a bounded number of times.
+            warn!(error = %e, attempt = rec.attempts, "transient failure; re-queueing the job");
+            let id2 = id.clone();
+            let rec = app
+                .store
+                .run(move |s| {
+                    s.requeue(&id2)?;
+                    s.update(&id2, |v| {
+                        v.status = Status::Queued;
+                        v.progress = 0.0;
+                        v.playable = false;
+                    })
+                })
+                .await?;
+            app.store.flush().await?;
+            let _ = remove_dir(&media_dir);
+            if let Some(r) = rec {
+                app.notify(&r);
+            }
+            Ok(())
+        }
         Err(e) => {
             let id2 = id.clone();
             let b = backend_name.to_string();

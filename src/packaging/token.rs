@@ -67,6 +67,28 @@ impl TokenSigner {
 mod tests {
     use super::*;
 
+    /// Arbitrary strings never panic and never verify.
+    #[test]
+    fn garbage_never_verifies() {
+        let s = TokenSigner::new(b"0123456789abcdef0123456789abcdef");
+        let good = s.mint("abc", 100);
+        let mut x: u64 = 99;
+        for i in 0..20_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let len = (x >> 58) as usize;
+            let mut t: Vec<u8> = (0..len).map(|k| b"ab.c-_0129Z=%/"[((x >> (k % 50)) % 14) as usize]).collect();
+            if i % 3 == 0 {
+                t = good.as_bytes().to_vec();
+                let pos = (x as usize) % t.len();
+                t[pos] = t[pos].wrapping_add(1 + (x % 5) as u8);
+            }
+            let t = String::from_utf8_lossy(&t).to_string();
+            if t != good {
+                assert!(s.verify(&t, 0).is_err(), "{t}");
+            }
+        }
+    }
+
     #[test]
     fn mint_verify_and_refusals() {
         let s = TokenSigner::new(b"0123456789abcdef0123456789abcdef");

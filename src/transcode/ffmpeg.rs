@@ -369,6 +369,10 @@ impl FfmpegTranscoder {
                     info!(elapsed_s = started.elapsed().as_secs_f64(), "ffmpeg finished");
                     return Ok(());
                 }
+                Some(status) if std::os::unix::process::ExitStatusExt::signal(&status).is_some() => {
+                    warn!(%status, "ffmpeg was killed");
+                    return Err(TranscodeError::Killed(format!("ffmpeg ended by {status}")));
+                }
                 Some(status) => {
                     let msg = stderr_tail(&tail);
                     warn!(%status, %msg, "ffmpeg failed");

@@ -66,6 +66,9 @@ pub enum TranscodeError {
     TimedOut(u64),
     #[error("cancelled")]
     Cancelled,
+    /// The transcoder process was killed from outside (OOM killer, an operator): worth a retry.
+    #[error("the transcoder was killed: {0}")]
+    Killed(String),
     /// The consumer of events refused one (packaging failed: disk full, …).
     #[error("packaging failed: {0}")]
     Packaging(String),
@@ -80,8 +83,16 @@ impl TranscodeError {
             TranscodeError::Stalled(_) => "transcode_stalled",
             TranscodeError::TimedOut(_) => "transcode_timeout",
             TranscodeError::Cancelled => "cancelled",
+            TranscodeError::Killed(_) => "transcoder_killed",
             TranscodeError::Packaging(_) => "packaging_failed",
         }
+    }
+}
+
+impl TranscodeError {
+    /// Whether running the same job again may succeed (the input is not to blame).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TranscodeError::Killed(_) | TranscodeError::Stalled(_))
     }
 }
 
