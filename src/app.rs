@@ -61,6 +61,17 @@ pub struct VideoView {
     pub upload_bytes: u64,
     pub attempts: u32,
     pub playback: Option<Playback>,
+    /// Poster, thumbnail and storyboard URLs (behind the playback token), once they exist.
+    pub images: Option<Images>,
+}
+
+/// URLs of a video's pictures.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Images {
+    pub poster: Option<String>,
+    pub thumbnail: Option<String>,
+    /// WebVTT mapping time ranges to `storyboard.jpg#xywh=…`.
+    pub storyboard: Option<String>,
 }
 
 /// Seconds since the Unix epoch.
@@ -157,8 +168,19 @@ impl App {
 
     /// The API view of a record.
     pub fn view(&self, rec: VideoRecord, queue_position: Option<usize>, base: &str) -> VideoView {
-        let playback = rec.playable.then(|| self.playback(&rec.id, base));
+        let playback = (rec.playable || !rec.images.is_empty()).then(|| self.playback(&rec.id, base));
+        let images = playback.as_ref().filter(|_| !rec.images.is_empty()).map(|p| {
+            use crate::packaging::images as im;
+            let url = |name: &str| rec.images.iter().any(|n| n == name).then(|| format!("{base}/play/{}/{}/{name}", p.token, im::DIR));
+            Images {
+                poster: url(im::POSTER),
+                thumbnail: url(im::THUMBNAIL),
+                storyboard: url(im::SPRITE).map(|u| u.replace(im::SPRITE, im::VTT)),
+            }
+        });
+        let playback = playback.filter(|_| rec.playable);
         VideoView {
+            images,
             queue_position: if rec.status == Status::Queued { queue_position } else { None },
             playback,
             id: rec.id,

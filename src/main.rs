@@ -96,9 +96,11 @@ fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
         let res = jobs::execute::execute(&input, &out, &scratch, &media, &ladder, key.as_ref(), b.as_ref(), &Default::default(), "/api/time", &mut |p| match p {
             jobs::execute::JobProgress::Playable { .. } => info!(seconds = t0.elapsed().as_secs_f64(), "playable"),
             jobs::execute::JobProgress::Fraction(f) => tracing::debug!(progress = f),
+            jobs::execute::JobProgress::Image(name) => info!(seconds = t0.elapsed().as_secs_f64(), %name, "image ready"),
         }, &cancel);
         match res {
             Ok(out_info) => {
+                let _ = std::fs::remove_dir_all(&scratch);
                 let summary = serde_json::json!({
                     "backend": b.name(),
                     "seconds": t0.elapsed().as_secs_f64(),

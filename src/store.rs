@@ -91,6 +91,9 @@ pub struct VideoRecord {
     pub upload_bytes: u64,
     /// Runs of the job so far (a crash mid-run counts).
     pub attempts: u32,
+    /// Images available under `images/` (file names).
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 /// Manifest paths relative to the video's media directory.
@@ -319,6 +322,7 @@ mod tests {
             manifests: None,
             upload_bytes: 0,
             attempts: 0,
+            images: vec![],
         }
     }
 

@@ -160,6 +160,7 @@ pub async fn upload(
         manifests: None,
         upload_bytes: received.bytes,
         attempts: 0,
+        images: vec![],
     };
     let key = KeyMaterial::generate();
     let r2 = rec.clone();

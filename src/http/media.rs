@@ -17,6 +17,8 @@ fn media_type(path: &Path) -> Option<(&'static str, bool)> {
         "ts" => Some(("video/mp2t", false)),
         "m4s" => Some(("video/iso.segment", false)),
         "mp4" => Some(("video/mp4", false)),
+        "jpg" => Some(("image/jpeg", false)),
+        "vtt" => Some(("text/vtt; charset=utf-8", false)),
         _ => None,
     }
 }

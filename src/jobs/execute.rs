@@ -21,6 +21,8 @@ pub enum JobProgress {
     Fraction(f64),
     /// Master playlist and MPD are published: the video can be played.
     Playable { renditions: Vec<RenditionSummary> },
+    /// An image (`poster.jpg`, `thumbnail.jpg`, `storyboard.jpg`) is available.
+    Image(String),
 }
 
 /// Limits for one run.
@@ -95,6 +97,7 @@ pub fn execute(
                 }
             }
             TranscodeEvent::VideoCodec { rung, codecs } => packager.set_video_codec(&rung, &codecs),
+            TranscodeEvent::Image(name) => progress(JobProgress::Image(name)),
             TranscodeEvent::Position(s) => {
                 if total > 0.0 {
                     // 0.99 at most until the manifests are final.

@@ -98,6 +98,7 @@ async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
                 v.playable = false;
                 v.error = None;
                 v.renditions.clear();
+                v.images.clear();
                 v.manifests = None;
             })
         })
@@ -154,6 +155,11 @@ async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
                     .run(move |s| {
                         s.update(&id2, |v| match &p {
                             JobProgress::Fraction(f) => v.progress = v.progress.max(*f),
+                            JobProgress::Image(name) => {
+                                if !v.images.contains(name) {
+                                    v.images.push(name.clone());
+                                }
+                            }
                             JobProgress::Playable { renditions } => {
                                 v.playable = true;
                                 v.renditions = renditions.clone();

@@ -5,6 +5,7 @@
 pub mod crypto;
 pub mod dash;
 pub mod hls;
+pub mod images;
 pub mod token;
 
 use std::collections::BTreeMap;

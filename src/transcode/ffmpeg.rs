@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder};
-use crate::packaging::{Track, AUDIO_REP};
+use crate::packaging::{images, Track, AUDIO_REP};
 
 /// The FFmpeg back end.
 #[derive(Debug, Default, Clone, Copy)]
@@ -50,10 +50,12 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
     let v = &req.ladder.video;
     let a = &req.ladder.audio;
 
-    let mut graph = format!("[0:v:0]fps={fn_}/{fd},format=yuv420p,split={n}");
+    // Three more outputs of the split feed the poster, the thumbnail and the storyboard.
+    let mut graph = format!("[0:v:0]fps={fn_}/{fd},format=yuv420p,split={}", n + 3);
     for i in 0..n {
         graph.push_str(&format!("[s{i}]"));
     }
+    graph.push_str("[sp][st][ss]");
     // ffmpeg's DASH muxer refuses rungs of different display aspect in one adaptation set, and
     // even sizes rarely keep it exactly (854x480 is not 16:9): every rung gets the source's.
     let (dw, dh) = req
@@ -65,6 +67,18 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
     for (i, r) in req.renditions.iter().enumerate() {
         graph.push_str(&format!(";[s{i}]scale={}:{}:flags=bicubic,setdar={dw}/{dh}[v{i}]", r.width, r.height));
     }
+    let top = &req.renditions[0];
+    let poster_at = req.media.duration_s * 0.1;
+    let (pw, ph) = images::fit_width(top.width, top.height, images::POSTER_MAX_WIDTH);
+    let (tw, th) = images::fit_width(top.width, top.height, images::THUMB_WIDTH);
+    let (sw, sh) = images::fit_width(top.width, top.height, images::TILE_WIDTH);
+    let (interval, count) = images::storyboard_plan(req.media.duration_s);
+    let (cols, rows) = (count.clamp(1, images::COLUMNS), count.div_ceil(images::COLUMNS).max(1));
+    graph.push_str(&format!(
+        ";[sp]trim=start={poster_at:.3},trim=end_frame=1,scale={pw}:{ph}:flags=bicubic,setsar=1[poster]\
+         ;[st]trim=start={poster_at:.3},trim=end_frame=1,scale={tw}:{th}:flags=bicubic,setsar=1[thumb]\
+         ;[ss]fps=1/{interval},scale={sw}:{sh}:flags=bicubic,setsar=1,tile={cols}x{rows}[sprite]"
+    ));
 
     let mut args: Vec<String> = vec![
         s("-hide_banner"), s("-nostdin"), s("-y"), s("-loglevel"), s("error"), s("-nostats"),
@@ -133,6 +147,10 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
         dash_dir.join("manifest.mpd").display()
     ));
     args.extend([s("-f"), s("tee"), slaves.join("|")]);
+    let img = req.out_dir.join(images::DIR);
+    for (label, name) in [("[poster]", images::POSTER), ("[thumb]", images::THUMBNAIL), ("[sprite]", images::SPRITE)] {
+        args.extend([s("-map"), s(label), s("-frames:v"), s("1"), s("-q:v"), s("3"), s("-update"), s("1"), img.join(name).to_string_lossy().to_string()]);
+    }
 
     let mut dash_reps: Vec<String> = req.renditions.iter().map(|r| r.name.clone()).collect();
     if has_audio {
@@ -237,6 +255,26 @@ fn scan(req: &TranscodeRequest, plan: &Plan, seen: &mut Seen, events: &mut Event
     Ok(())
 }
 
+/// Announces the images ffmpeg wrote and adds the storyboard's WebVTT map.
+fn report_images(req: &TranscodeRequest, events: &mut EventSink<'_>) -> Result<(), TranscodeError> {
+    let dir = req.out_dir.join(images::DIR);
+    for name in [images::POSTER, images::THUMBNAIL, images::SPRITE] {
+        if !dir.join(name).is_file() {
+            warn!(%name, "ffmpeg wrote no image");
+            continue;
+        }
+        if name == images::SPRITE {
+            let top = &req.renditions[0];
+            let (interval, count) = images::storyboard_plan(req.media.duration_s);
+            let (w, h) = images::fit_width(top.width, top.height, images::TILE_WIDTH);
+            let vtt = images::storyboard_vtt(count, interval, req.media.duration_s, w, h);
+            crate::packaging::write_atomic(&dir.join(images::VTT), vtt.as_bytes()).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
+        }
+        events(TranscodeEvent::Image(name.to_string())).map_err(TranscodeError::Packaging)?;
+    }
+    Ok(())
+}
+
 /// Parses the MPD ffmpeg writes (its empty `ServiceDescription`/`ProgramInformation` are dropped
 /// first: dash-mpd rejects them).
 fn parse_ffmpeg_mpd(text: &str) -> Result<dash_mpd::MPD, String> {
@@ -260,6 +298,7 @@ impl Transcoder for FfmpegTranscoder {
         }
         let work = req.out_dir.join(WORK_DIR);
         std::fs::create_dir_all(work.join("dash")).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
+        std::fs::create_dir_all(req.out_dir.join(images::DIR)).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
         // The key file ffmpeg reads sits in the job's private scratch dir, never in the media tree.
         let key_info = match &req.key {
             Some(k) => {
@@ -367,6 +406,7 @@ impl FfmpegTranscoder {
             match exited {
                 Some(status) if status.success() => {
                     info!(elapsed_s = started.elapsed().as_secs_f64(), "ffmpeg finished");
+                    report_images(req, events)?;
                     return Ok(());
                 }
                 Some(status) if std::os::unix::process::ExitStatusExt::signal(&status).is_some() => {
@@ -434,11 +474,15 @@ mod tests {
         assert_eq!(value_after(a, "-progress"), "pipe:1");
         assert_eq!(
             value_after(a, "-filter_complex"),
-            "[0:v:0]fps=30/1,format=yuv420p,split=3[s0][s1][s2];[s0]scale=1280:720:flags=bicubic,setdar=1280/720[v0];\
-             [s1]scale=854:480:flags=bicubic,setdar=1280/720[v1];[s2]scale=640:360:flags=bicubic,setdar=1280/720[v2]"
+            "[0:v:0]fps=30/1,format=yuv420p,split=6[s0][s1][s2][sp][st][ss];[s0]scale=1280:720:flags=bicubic,setdar=1280/720[v0];\
+             [s1]scale=854:480:flags=bicubic,setdar=1280/720[v1];[s2]scale=640:360:flags=bicubic,setdar=1280/720[v2]\
+             ;[sp]trim=start=1.000,trim=end_frame=1,scale=1280:720:flags=bicubic,setsar=1[poster]\
+             ;[st]trim=start=1.000,trim=end_frame=1,scale=320:180:flags=bicubic,setsar=1[thumb]\
+             ;[ss]fps=1/1,scale=160:90:flags=bicubic,setsar=1,tile=10x1[sprite]"
         );
         let maps: Vec<&str> = a.windows(2).filter(|w| w[0] == "-map").map(|w| w[1].as_str()).collect();
-        assert_eq!(maps, vec!["[v0]", "[v1]", "[v2]", "0:a:0"]);
+        assert_eq!(maps, vec!["[v0]", "[v1]", "[v2]", "0:a:0", "[poster]", "[thumb]", "[sprite]"]);
+        assert_eq!(a.last().unwrap(), "/out/images/storyboard.jpg");
         assert_eq!(value_after(a, "-c:v"), "libx264");
         assert_eq!(value_after(a, "-preset"), "veryfast");
         assert_eq!(value_after(a, "-g"), "120");
@@ -453,7 +497,7 @@ mod tests {
         assert_eq!(value_after(a, "-ar"), "48000");
         let tee = value_after(a, "-f");
         assert_eq!(tee, "tee");
-        let slaves: Vec<&str> = a.last().unwrap().split('|').collect();
+        let slaves: Vec<&str> = value_after(a, "tee").split('|').collect();
         assert_eq!(slaves.len(), 4);
         assert_eq!(
             slaves[0],
@@ -473,7 +517,7 @@ mod tests {
     fn no_audio_and_no_key() {
         let p = plan(&request(false), Path::new("/w"), None);
         assert!(!p.args.iter().any(|x| x == "0:a:0" || x == "-c:a"));
-        let slaves = p.args.last().unwrap();
+        let slaves = value_after(&p.args, "tee");
         assert!(slaves.contains("select=0:") && !slaves.contains("hls_key_info_file"));
         assert!(slaves.contains("adaptation_sets=id=0,streams=v:"));
         assert_eq!(p.dash_reps, vec!["720p", "480p", "360p"]);

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder};
 use crate::ladder::Rendition;
 use crate::packaging::crypto::{KeyMaterial, SegmentWriter};
-use crate::packaging::{Track, AUDIO_REP};
+use crate::packaging::{images, write_atomic, Track, AUDIO_REP};
 use crate::probe::init_gstreamer;
 
 /// The GStreamer back end.
@@ -86,8 +86,206 @@ fn caps_filter(caps: gst::Caps) -> Result<gst::Element, TranscodeError> {
     Ok(f)
 }
 
+/// Images taken from the 1 fps image branch: poster and thumbnail at 10 % of the duration (or
+/// the last frame seen, for clips that end first), storyboard tiles every `interval` seconds.
+struct ImageState {
+    dir: PathBuf,
+    poster_at: f64,
+    interval: f64,
+    count: u32,
+    tile: (u32, u32),
+    duration: f64,
+    /// Latest JPEG per still (`poster.jpg`, `thumbnail.jpg`) and whether it was written.
+    stills: Mutex<HashMap<&'static str, (Vec<u8>, bool)>>,
+    tiles: Mutex<Vec<Vec<u8>>>,
+}
+
+impl ImageState {
+    fn write(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        write_atomic(&self.dir.join(name), data)
+    }
+
+    /// A JPEG frame of one still at stream time `t`; returns true when it was just written.
+    fn offer_still(&self, name: &'static str, t: f64, jpeg: Vec<u8>) -> bool {
+        let Ok(mut map) = self.stills.lock() else { return false };
+        let entry = map.entry(name).or_insert_with(|| (Vec::new(), false));
+        if entry.1 {
+            return false;
+        }
+        entry.0 = jpeg;
+        if t + 1e-3 >= self.poster_at {
+            entry.1 = self.write(name, &entry.0).is_ok();
+            return entry.1;
+        }
+        false
+    }
+
+    fn offer_tile(&self, t: f64, rgb: Vec<u8>) {
+        let Ok(mut tiles) = self.tiles.lock() else { return };
+        // Tile k shows the first frame at or after k × interval; gaps repeat the frame.
+        let k = ((t + 1e-3) / self.interval).floor() as usize;
+        while tiles.len() <= k && (tiles.len() as u32) < self.count {
+            tiles.push(rgb.clone());
+        }
+    }
+
+    /// Writes what is still missing at the end; returns the names written.
+    fn finish(&self) -> Vec<String> {
+        let mut done = Vec::new();
+        if let Ok(mut map) = self.stills.lock() {
+            for (name, (jpeg, written)) in map.iter_mut() {
+                if !*written && !jpeg.is_empty() && self.write(name, jpeg).is_ok() {
+                    *written = true;
+                    done.push(name.to_string());
+                }
+            }
+        }
+        let tiles = self.tiles.lock().map(|t| t.clone()).unwrap_or_default();
+        if let Some(last) = tiles.last().cloned() {
+            let mut tiles = tiles;
+            while (tiles.len() as u32) < self.count {
+                tiles.push(last.clone());
+            }
+            let (w, h, rgb) = images::compose_rgb(&tiles, self.tile.0, self.tile.1);
+            match encode_jpeg_rgb(w, h, rgb) {
+                Ok(jpeg) => {
+                    let vtt = images::storyboard_vtt(self.count, self.interval, self.duration, self.tile.0, self.tile.1);
+                    if self.write(images::SPRITE, &jpeg).is_ok() && self.write(images::VTT, vtt.as_bytes()).is_ok() {
+                        done.push(images::SPRITE.to_string());
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot encode the storyboard"),
+            }
+        }
+        done
+    }
+}
+
+/// Encodes one RGB image as JPEG with a small GStreamer pipeline.
+fn encode_jpeg_rgb(w: u32, h: u32, rgb: Vec<u8>) -> Result<Vec<u8>, String> {
+    use gstreamer_app as gst_app;
+    let p = gst::Pipeline::new();
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", w as i32)
+        .field("height", h as i32)
+        .field("framerate", gst::Fraction::new(0, 1))
+        .build();
+    let src = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
+    let conv = gst::ElementFactory::make("videoconvert").build().map_err(|e| e.to_string())?;
+    let enc = gst::ElementFactory::make("jpegenc").property("quality", 80i32).build().map_err(|e| e.to_string())?;
+    let sink = gst_app::AppSink::builder().sync(false).build();
+    p.add_many([src.upcast_ref(), &conv, &enc, sink.upcast_ref()]).map_err(|e| e.to_string())?;
+    gst::Element::link_many([src.upcast_ref(), &conv, &enc, sink.upcast_ref()]).map_err(|e| e.to_string())?;
+    let _null = NullOnDrop(p.clone());
+    p.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
+    let mut buf = gst::Buffer::from_mut_slice(rgb);
+    buf.get_mut().ok_or("buffer not writable")?.set_pts(gst::ClockTime::ZERO);
+    src.push_buffer(buf).map_err(|e| e.to_string())?;
+    let _ = src.end_of_stream();
+    let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(20)).ok_or("no JPEG produced")?;
+    let buffer = sample.buffer().ok_or("empty sample")?;
+    let map = buffer.map_readable().map_err(|e| e.to_string())?;
+    Ok(map.as_slice().to_vec())
+}
+
+/// Stream time (seconds) of a sample's first buffer.
+fn sample_time(sample: &gst::Sample) -> Option<f64> {
+    let pts = sample.buffer()?.pts()?;
+    let seg = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+    Some(seg.to_stream_time(pts)?.nseconds() as f64 / 1e9)
+}
+
+/// The image branch: 1 frame per second off the decoded video, scaled three ways.
+fn image_branch(p: &gst::Pipeline, vtee: &gst::Element, state: Arc<ImageState>, poster: (u32, u32), thumb: (u32, u32)) -> Result<(), TranscodeError> {
+    use gstreamer_app as gst_app;
+    let q = queue(Duration::from_secs(2))?;
+    let rate = make("videorate", None)?;
+    rate.set_property("drop-only", true);
+    rate.set_property("max-rate", 1i32);
+    let itee = make("tee", None)?;
+    p.add_many([&q, &rate, &itee]).map_err(link_err("image branch"))?;
+    gst::Element::link_many([vtee, &q, &rate, &itee]).map_err(link_err("image branch"))?;
+    let notify = |sink: &gst_app::AppSink, name: &str| {
+        let s = gst::Structure::builder("cascade-image").field("name", name).build();
+        let _ = sink.post_message(gst::message::Application::builder(s).src(sink).build());
+    };
+    for (name, (w, h)) in [(images::POSTER, poster), (images::THUMBNAIL, thumb)] {
+        let q = queue(Duration::from_secs(2))?;
+        let scale = make("videoscale", None)?;
+        let caps = caps_filter(gst::Caps::builder("video/x-raw").field("width", w as i32).field("height", h as i32).field("pixel-aspect-ratio", gst::Fraction::new(1, 1)).build())?;
+        let enc = make("jpegenc", None)?;
+        enc.set_property("quality", 85i32);
+        let st = state.clone();
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |sink| {
+                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if let (Some(t), Some(buf)) = (sample_time(&sample), sample.buffer()) {
+                            if let Ok(map) = buf.map_readable() {
+                                if st.offer_still(name, t, map.as_slice().to_vec()) {
+                                    notify(sink, name);
+                                }
+                            }
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            )
+            .build();
+        p.add_many([&q, &scale, &caps, &enc, sink.upcast_ref()]).map_err(link_err("still"))?;
+        gst::Element::link_many([&itee, &q, &scale, &caps, &enc, sink.upcast_ref()]).map_err(link_err("still"))?;
+    }
+    let q = queue(Duration::from_secs(2))?;
+    let scale = make("videoscale", None)?;
+    let conv = make("videoconvert", None)?;
+    let caps = caps_filter(
+        gst::Caps::builder("video/x-raw")
+            .field("format", "RGB")
+            .field("width", state.tile.0 as i32)
+            .field("height", state.tile.1 as i32)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build(),
+    )?;
+    let st = state.clone();
+    let (tw, th) = state.tile;
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let (Some(t), Some(buf)) = (sample_time(&sample), sample.buffer()) {
+                        if let Ok(map) = buf.map_readable() {
+                            // RGB rows may be padded to 4 bytes: copy them tight.
+                            let stride = (tw as usize * 3).div_ceil(4) * 4;
+                            let mut rgb = Vec::with_capacity((tw * th * 3) as usize);
+                            for y in 0..th as usize {
+                                if let Some(row) = map.as_slice().get(y * stride..y * stride + tw as usize * 3) {
+                                    rgb.extend_from_slice(row);
+                                }
+                            }
+                            if rgb.len() == (tw * th * 3) as usize {
+                                st.offer_tile(t, rgb);
+                            }
+                        }
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build();
+    p.add_many([&q, &scale, &conv, &caps, sink.upcast_ref()]).map_err(link_err("storyboard"))?;
+    gst::Element::link_many([&itee, &q, &scale, &conv, &caps, sink.upcast_ref()]).map_err(link_err("storyboard"))?;
+    Ok(())
+}
+
 /// Everything the bus loop needs to know about the built graph.
 struct Graph {
+    images: Arc<ImageState>,
     pipeline: gst::Pipeline,
     writers: Writers,
     /// Latest encoded timestamp (ns) per rung; the slowest rung is the job's position.
@@ -274,6 +472,26 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
     src.link(&decode).map_err(link_err("decodebin"))?;
 
     let (video_in, vtee) = video_head(&p, req)?;
+    let top = &req.renditions[0];
+    let (interval, count) = images::storyboard_plan(req.media.duration_s);
+    let tile = images::fit_width(top.width, top.height, images::TILE_WIDTH);
+    let image_state = Arc::new(ImageState {
+        dir: req.out_dir.join(images::DIR),
+        poster_at: req.media.duration_s * 0.1,
+        interval,
+        count,
+        tile,
+        duration: req.media.duration_s,
+        stills: Mutex::new(HashMap::new()),
+        tiles: Mutex::new(Vec::new()),
+    });
+    image_branch(
+        &p,
+        &vtee,
+        image_state.clone(),
+        images::fit_width(top.width, top.height, images::POSTER_MAX_WIDTH),
+        images::fit_width(top.width, top.height, images::THUMB_WIDTH),
+    )?;
     let mut hls_sinks = Vec::new();
     let mut positions = Vec::new();
     for r in &req.renditions {
@@ -291,7 +509,7 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
         None
     };
     connect_decoder(&decode, &p, video_in, audio_in);
-    Ok(Graph { pipeline: p, writers, positions })
+    Ok(Graph { images: image_state, pipeline: p, writers, positions })
 }
 
 /// Links the first decoded video and audio pads; anything else goes to a fakesink so it cannot
@@ -412,7 +630,15 @@ impl Transcoder for GstTranscoder {
                 MessageView::Eos(_) => {
                     // Segments still open at EOS were all reported; anything left was never listed.
                     info!(elapsed_s = started.elapsed().as_secs_f64(), "pipeline reached EOS");
+                    for name in graph.images.finish() {
+                        events(TranscodeEvent::Image(name)).map_err(TranscodeError::Packaging)?;
+                    }
                     return Ok(());
+                }
+                MessageView::Application(a) => {
+                    if let Some(name) = a.structure().filter(|s| s.name() == "cascade-image").and_then(|s| s.get::<String>("name").ok()) {
+                        events(TranscodeEvent::Image(name)).map_err(TranscodeError::Packaging)?;
+                    }
                 }
                 MessageView::Error(err) => {
                     let src = err.src().map(|s| s.path_string().to_string()).unwrap_or_default();

@@ -49,6 +49,8 @@ pub enum TranscodeEvent {
     VideoCodec { rung: String, codecs: String },
     /// Seconds of the source processed so far.
     Position(f64),
+    /// An image under `images/` is complete (poster, thumbnail, storyboard sprite + VTT).
+    Image(String),
 }
 
 /// Why a transcode failed.
