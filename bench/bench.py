@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""Cascade benchmarks, side by side with what users would otherwise run, in one run.
+
+Prints one Markdown table (median of BENCH_RUNS alternating runs, ratio to the baseline measured in
+the same run) and writes it as Markdown and JSON under bench/results/. Not a test: nothing here
+asserts a time. Run through bench/run.sh, which installs the tools and builds the release binary.
+
+Environment: BENCH_RUNS (3), BENCH_SECONDS (60, source length), BENCH_UPLOAD_MB (2048),
+BENCH_SKIP (comma list of: ladder,ttfp,upload,serve).
+"""
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "cascade")
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "60"))
+UPLOAD_MB = int(os.environ.get("BENCH_UPLOAD_MB", "2048"))
+SKIP = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
+LADDER = tomllib.load(open(os.path.join(ROOT, "pipelines", "ladder.toml"), "rb"))
+rows = []
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def timed(cmd, timeout=900, **kw):
+    """Runs a command; returns (wall s, cpu s of it and its children, peak RSS MiB)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    deadline = t0 + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            p.kill()
+            raise RuntimeError(f"timeout: {cmd[:3]}")
+        time.sleep(0.02)
+    wall = time.monotonic() - t0
+    if status != 0:
+        raise RuntimeError(f"{cmd[:3]} failed: {p.stderr.read().decode()[-2000:]}")
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def row(section, metric, cascade, baseline, unit, baseline_name, better="lower"):
+    ratio = cascade / baseline if baseline else float("nan")
+    rows.append(dict(section=section, metric=metric, cascade=cascade, baseline=baseline, unit=unit,
+                     baseline_name=baseline_name, ratio=ratio, better=better))
+    log(f"  {metric}: cascade {cascade:.3f} {unit} vs {baseline_name} {baseline:.3f} {unit} (×{ratio:.2f})")
+
+
+def make_source(work):
+    src = os.path.join(work, "source.mp4")
+    log(f"generating a {SECONDS} s 1920x1080p30 source with motion and audio")
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(SECONDS),
+                    "-c:v", "libx264", "-preset", "ultrafast", "-crf", "16", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", "-b:a", "160k", src], check=True, timeout=900)
+    return src
+
+
+def ffmpeg_ladder_cmd(src, out):
+    """The plain one-command ffmpeg ladder a user would write: split + var_stream_map HLS."""
+    rungs = LADDER["rung"]
+    v = LADDER["video"]
+    a = LADDER["audio"]
+    gop = LADDER["segment_seconds"] * 30
+    n = len(rungs)
+    graph = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n))
+    for i, r in enumerate(rungs):
+        h = r["height"]
+        w = round(1920 * h / 1080 / 2) * 2
+        graph += f";[s{i}]scale={w}:{h}[v{i}]"
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", src, "-filter_complex", graph]
+    for i in range(n):
+        cmd += ["-map", f"[v{i}]"]
+    for i in range(n):
+        cmd += ["-map", "0:a:0"]
+    cmd += ["-c:v", "libx264", "-preset", v["preset"], "-profile:v", v["profile"], "-bf", str(v["bframes"]),
+            "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"]
+    for i, r in enumerate(rungs):
+        k = r["bitrate_kbps"]
+        cmd += [f"-b:v:{i}", f"{k}k", f"-maxrate:v:{i}", f"{k}k", f"-bufsize:v:{i}", f"{k * 6 // 10}k"]
+    cmd += ["-c:a", "aac", "-b:a", f"{a['bitrate_kbps']}k", "-ac", str(a["channels"]), "-ar", str(a["sample_rate"]),
+            "-f", "hls", "-hls_time", str(LADDER["segment_seconds"]), "-hls_playlist_type", "vod",
+            "-hls_segment_filename", os.path.join(out, "v%v", "seg%05d.ts"),
+            "-var_stream_map", " ".join(f"v:{i},a:{i}" for i in range(n)),
+            "-master_pl_name", "master.m3u8", os.path.join(out, "v%v", "index.m3u8")]
+    return cmd
+
+
+def dir_bitrate(d, duration):
+    total = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".ts"))
+    return total * 8 / duration / 1000
+
+
+def psnr(playlist, src, w, h, extra=()):
+    # Frames are paired by index: psnr pairs by timestamp, and MPEG-TS's 90 kHz rounding (±1 tick
+    # after x264enc's 1000 h offset) would pair a frame with its predecessor.
+    out = subprocess.run(["ffmpeg", "-nostdin", "-v", "info", *extra, "-i", playlist, "-i", src, "-t", "20", "-lavfi",
+                          f"[0:v]settb=1/30,setpts=N[d];[1:v]settb=1/30,setpts=N,scale={w}:{h}:flags=bicubic[ref];[d][ref]psnr",
+                          "-f", "null", "-"],
+                         capture_output=True, text=True, timeout=600)
+    m = re.search(r"PSNR .*average:([0-9.]+|inf)", out.stderr)
+    return float(m.group(1)) if m else float("nan")
+
+
+def bench_ladder(src, work):
+    log("== ladder throughput")
+    results = {"gst": [], "ffb": [], "ff": []}
+    outs = {}
+    for run in range(RUNS):
+        for name in ["gst", "ff", "ffb"]:
+            out = os.path.join(work, f"{name}{run}")
+            shutil.rmtree(out, ignore_errors=True)
+            if name == "ff":
+                for i in range(len(LADDER["rung"])):
+                    os.makedirs(os.path.join(out, f"v{i}"), exist_ok=True)
+                cmd = ffmpeg_ladder_cmd(src, out)
+            else:
+                cmd = [BIN, "transcode", src, "--out", out, "--backend", "gstreamer" if name == "gst" else "ffmpeg"]
+            r = timed(cmd, env=dict(os.environ, CASCADE_LOG="warn"))
+            log(f"  run {run} {name}: wall {r[0]:.1f} s cpu {r[1]:.1f} s rss {r[2]:.0f} MiB")
+            results[name].append(r)
+            outs[name] = out
+    med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in results.items()}
+    row("ladder", "wall time, GStreamer back end", med["gst"][0], med["ff"][0], "s", "ffmpeg command")
+    row("ladder", "CPU time, GStreamer back end", med["gst"][1], med["ff"][1], "s", "ffmpeg command")
+    row("ladder", "wall time, FFmpeg back end", med["ffb"][0], med["ff"][0], "s", "ffmpeg command")
+    row("ladder", "peak RSS, 1080p 4-rung transcode", med["gst"][2], med["ff"][2], "MiB", "ffmpeg command")
+    # Comparable output: bitrate and PSNR per rung (first 20 s), from the last run of each.
+    for i, r in enumerate(LADDER["rung"]):
+        h = r["height"]
+        w = round(1920 * h / 1080 / 2) * 2
+        c_dir = os.path.join(outs["gst"], "hls", r["name"])
+        f_dir = os.path.join(outs["ff"], f"v{i}")
+        row("quality", f"{r['name']} bitrate", dir_bitrate(c_dir, SECONDS), dir_bitrate(f_dir, SECONDS), "kb/s", "ffmpeg command", "equal")
+        cp = psnr(os.path.join(c_dir, "index.m3u8"), src, w, h, ("-allowed_extensions", "ALL"))
+        fp = psnr(os.path.join(f_dir, "index.m3u8"), src, w, h)
+        row("quality", f"{r['name']} PSNR", cp, fp, "dB", "ffmpeg command", "higher")
+
+
+class Server:
+    def __init__(self, work, **env):
+        self.port = free_port()
+        self.data = tempfile.mkdtemp(dir=work)
+        os.chmod(self.data, 0o755)
+        e = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{self.port}", CASCADE_DATA_DIR=self.data,
+                 CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn", **env)
+        self.log = open(os.path.join(work, f"server{self.port}.log"), "w")
+        self.p = subprocess.Popen([BIN, "serve"], cwd=ROOT, env=e, stdout=self.log, stderr=self.log)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(self.url("/healthz"), timeout=1)
+                return
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path):
+        return json.load(urllib.request.urlopen(self.url(path), timeout=10))
+
+    def upload(self, path):
+        out = subprocess.run(["curl", "-sS", "-f", "-F", f"file=@{path}", self.url("/api/videos")],
+                             capture_output=True, text=True, timeout=1200)
+        if out.returncode:
+            raise RuntimeError(out.stderr)
+        return json.loads(out.stdout)
+
+    def peak_rss_mib(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def bench_ttfp(src, work):
+    log("== time to first playable")
+    cascade, plain = [], []
+    server = Server(work)
+    try:
+        for run in range(RUNS):
+            v = server.upload(src)
+            t_end = time.monotonic()
+            vid = v["id"]
+            while True:
+                rec = server.get(f"/api/videos/{vid}")
+                if rec["playable"] or rec["status"] in ("ready", "failed"):
+                    break
+                time.sleep(0.02)
+            cascade.append(time.monotonic() - t_end)
+            req = urllib.request.Request(server.url(f"/api/videos/{vid}"), method="DELETE")
+            urllib.request.urlopen(req, timeout=30)
+            log(f"  run {run} cascade: {cascade[-1]:.2f} s (status {rec['status']})")
+
+            out = os.path.join(work, f"ttfp{run}")
+            shutil.rmtree(out, ignore_errors=True)
+            n = len(LADDER["rung"])
+            for i in range(n):
+                os.makedirs(os.path.join(out, f"v{i}"))
+            t0 = time.monotonic()
+            p = subprocess.Popen(ffmpeg_ladder_cmd(src, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while not all(os.path.exists(os.path.join(out, f"v{i}", "seg00001.ts")) or
+                          os.path.exists(os.path.join(out, f"v{i}", "index.m3u8")) for i in range(n)):
+                if p.poll() is not None:
+                    break
+                time.sleep(0.02)
+            plain.append(time.monotonic() - t0)
+            p.kill()
+            p.wait()
+            log(f"  run {run} ffmpeg: {plain[-1]:.2f} s")
+    finally:
+        server.stop()
+    row("latency", "time to first playable (all rungs)", statistics.median(cascade), statistics.median(plain), "s",
+        "ffmpeg: start → first segment of every rung")
+
+
+def bench_upload(work):
+    log("== upload")
+    big = os.path.join(work, "big.bin")
+    small = os.path.join(work, "small.bin")
+    subprocess.run(["dd", "if=/dev/urandom", f"of={small}", "bs=1M", f"count={max(UPLOAD_MB // 10, 16)}", "status=none"], check=True)
+    # The big file repeats the small one (real blocks, not a sparse file cp could skip).
+    chunk = open(small, "rb").read()
+    with open(big, "wb") as f:
+        written = 0
+        while written < UPLOAD_MB << 20:
+            part = chunk[: (UPLOAD_MB << 20) - written]
+            f.write(part)
+            written += len(part)
+    size_mb = os.path.getsize(big) / 1e6
+    up, cp = [], []
+    rss = {}
+    for run in range(RUNS):
+        for label, path in [("small", small), ("big", big)]:
+            if label == "small" and run > 0:
+                continue
+            server = Server(work)
+            try:
+                t0 = time.monotonic()
+                server.upload(path)
+                dt = time.monotonic() - t0
+                rss[label] = max(rss.get(label, 0), server.peak_rss_mib())
+            finally:
+                server.stop()
+            if label == "big":
+                up.append(size_mb / dt)
+        dst = os.path.join(work, "copy.bin")
+        t0 = time.monotonic()
+        subprocess.run(["cp", big, dst], check=True)
+        os.sync()
+        cp.append(size_mb / (time.monotonic() - t0))
+        os.remove(dst)
+        log(f"  run {run}: upload {up[-1]:.0f} MB/s, cp {cp[-1]:.0f} MB/s")
+    row("upload", f"upload throughput ({UPLOAD_MB} MiB)", statistics.median(up), statistics.median(cp), "MB/s", "cp", "higher")
+    row("upload", f"server peak RSS, {UPLOAD_MB} MiB vs {os.path.getsize(small) >> 20} MiB upload",
+        rss["big"], rss["small"], "MiB", "same server, small upload", "equal")
+    os.remove(big)
+
+
+def wrk(url):
+    out = subprocess.run(["wrk", "-t2", "-c32", "-d10s", "--latency", url], capture_output=True, text=True, timeout=60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    m = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
+    p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
+    return rps, p99
+
+
+def bench_serve(src, work):
+    log("== serving")
+    server = Server(work)
+    nginx = None
+    try:
+        v = server.upload(src)
+        vid = v["id"]
+        while True:
+            rec = server.get(f"/api/videos/{vid}")
+            if rec["status"] in ("ready", "failed"):
+                break
+            time.sleep(0.5)
+        seg = rec["playback"]["hls"].replace("master.m3u8", "720p/seg00001.ts")
+        media = os.path.join(server.data, "media", vid)
+        nport = free_port()
+        conf = os.path.join(work, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 2; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; sendfile on; types {{ video/mp2t ts; }} server {{ listen 127.0.0.1:{nport}; root {media}; }} }}
+""")
+        nginx = subprocess.Popen(["nginx", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        nurl = f"http://127.0.0.1:{nport}/hls/720p/seg00001.ts"
+        # Both must really serve the same bytes, or the comparison means nothing.
+        a = urllib.request.urlopen(seg, timeout=10).read()
+        b = urllib.request.urlopen(nurl, timeout=10).read()
+        if a != b or not a:
+            raise RuntimeError(f"Cascade and nginx serve different bytes ({len(a)} vs {len(b)})")
+        log(f"  segment size {len(a)} bytes")
+        c, n = [], []
+        for _ in range(RUNS):
+            c.append(wrk(seg))
+            n.append(wrk(nurl))
+        row("serving", "segment GETs per second", statistics.median(x[0] for x in c), statistics.median(x[0] for x in n), "req/s", "nginx", "higher")
+        row("serving", "p99 latency", statistics.median(x[1] for x in c), statistics.median(x[1] for x in n), "ms", "nginx")
+    finally:
+        if nginx:
+            nginx.terminate()
+            nginx.wait()
+        server.stop()
+
+
+def machine():
+    cpu = ""
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except Exception:
+        pass
+    gst = subprocess.run(["gst-inspect-1.0", "--version"], capture_output=True, text=True).stdout.split("\n")[1:2]
+    ff = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    return f"{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, " \
+           f"{platform.platform()}, {' '.join(gst)}, {ff}"
+
+
+def main():
+    if not os.path.exists(BIN):
+        sys.exit(f"{BIN} is missing: run bench/run.sh")
+    started = time.monotonic()
+    work = tempfile.mkdtemp(prefix="cascade-bench-")
+    os.chmod(work, 0o755)  # nginx workers run as www-data
+    try:
+        src = make_source(work)
+        if "ladder" not in SKIP:
+            bench_ladder(src, work)
+        if "ttfp" not in SKIP:
+            bench_ttfp(src, work)
+        if "upload" not in SKIP:
+            bench_upload(work)
+        if "serve" not in SKIP:
+            bench_serve(src, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lines = [f"# Cascade benchmarks, {now:%Y-%m-%d %H:%M} UTC", "",
+             f"Machine: {machine()}", "",
+             f"Source: {SECONDS} s 1920x1080p30 testsrc2 + AAC; ladder from pipelines/ladder.toml; "
+             f"median of {RUNS} alternating runs; total bench time {time.monotonic() - started:.0f} s.", "",
+             "| section | metric | Cascade | baseline | ratio | baseline is |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['section']} | {r['metric']} | {r['cascade']:.2f} {r['unit']} | {r['baseline']:.2f} {r['unit']} | "
+                     f"×{r['ratio']:.2f} ({r['better']} is better) | {r['baseline_name']} |")
+    table = "\n".join(lines)
+    print(table)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    stem = os.path.join(ROOT, "bench", "results", f"{now:%Y-%m-%d}")
+    with open(stem + ".md", "w") as f:
+        f.write(table + "\n")
+    with open(stem + ".json", "w") as f:
+        json.dump({"date": now.isoformat(), "machine": machine(), "runs": RUNS, "seconds": SECONDS, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
