@@ -213,6 +213,24 @@ impl App {
     }
 }
 
+impl App {
+    /// Removes upload and media directories that belong to no record (a crash between writing an
+    /// upload and recording it, or during a delete). Blocking; returns the ids removed.
+    pub fn sweep_orphans(&self, store: &Store) -> Result<Vec<String>, AppError> {
+        let mut removed = Vec::new();
+        for root in [self.config.data_dir.join("uploads"), self.media_root()] {
+            for entry in std::fs::read_dir(&root)?.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if store.get(&name)?.is_none() {
+                    remove_dir(&entry.path())?;
+                    removed.push(name);
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
 /// Removes a directory tree if it exists.
 pub fn remove_dir(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {

@@ -156,6 +156,11 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
         let (c, l) = (config.clone(), ladder.clone());
         Arc::new(tokio::task::spawn_blocking(move || app::App::open(c, l)).await??)
     };
+    let app2 = app.clone();
+    let orphans = app.store.run(move |s| app2.sweep_orphans(s)).await?;
+    if !orphans.is_empty() {
+        warn!(count = orphans.len(), ids = ?orphans, "removed files of uploads that were never recorded");
+    }
     let recovered = app.store.run(|s| s.recover_running()).await?;
     if !recovered.is_empty() {
         warn!(count = recovered.len(), ids = ?recovered, "re-queued jobs a previous process left running");
