@@ -89,7 +89,14 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
             media::serve(app, token, tail.as_str().to_string(), range, head).await.map_err(reject)
         });
 
-    let api = healthz.or(time).or(upload).or(list).or(events).or(get).or(delete).or(play);
+    let a = app.clone();
+    let config = warp::path!("api" / "config").and(warp::get()).map(move || {
+        warp::reply::json(&serde_json::json!({
+            "max_upload_bytes": a.config.max_upload_bytes,
+            "segment_seconds": a.ladder.segment_seconds,
+        }))
+    });
+    let api = healthz.or(time).or(config).or(upload).or(list).or(events).or(get).or(delete).or(play);
     api.or(pages::routes(app))
         .recover(recover)
         .with(warp::trace::request())

@@ -1,0 +1,193 @@
+// Browser tests: Debian's Chromium driven by playwright-core against a real Cascade server.
+// Run through tests/browser/run.sh (it starts the server and generates the clips), or by hand:
+//   CASCADE_URL=http://127.0.0.1:8000 CASCADE_CLIPS=/dir/with/short.mp4+long.mp4 node tests/browser/run.mjs
+// Prints `ok - name` / `not ok - name: reason` per scenario and `N passed, M failed`; exits 1 on failure.
+import { createRequire } from 'node:module';
+import { readFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..', '..');
+const require = createRequire(path.join(root, 'web', 'package.json'));
+const { chromium } = require('playwright-core');
+
+const BASE = process.env.CASCADE_URL;
+const CLIPS = process.env.CASCADE_CLIPS;
+if (!BASE || !CLIPS) { console.error('CASCADE_URL and CASCADE_CLIPS are required'); process.exit(2); }
+const ART = path.join(root, 'test-artifacts');
+mkdirSync(ART, { recursive: true });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function api(p, opts) {
+  const r = await fetch(BASE + p, opts);
+  if (!r.ok) throw new Error(`${p}: HTTP ${r.status} ${await r.text()}`);
+  return r.status === 204 ? null : r.json();
+}
+async function waitFor(what, fn, ms, every = 250) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await sleep(every);
+  }
+  throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
+}
+async function uploadViaApi(file, title) {
+  const form = new FormData();
+  form.append('title', title);
+  form.append('file', new Blob([readFileSync(path.join(CLIPS, file))]), file);
+  return api('/api/videos', { method: 'POST', body: form });
+}
+const ready = (id, ms = 300000) => waitFor(`${id} ready`, async () => {
+  const v = await api(`/api/videos/${id}`);
+  if (v.status === 'failed') throw new Error(`failed: ${JSON.stringify(v.error)}`);
+  return v.status === 'ready' && v;
+}, ms);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+const foreign = [];
+context.on('request', (req) => {
+  const u = new URL(req.url());
+  if (!['127.0.0.1', 'localhost'].includes(u.hostname) && !['data:', 'blob:'].includes(u.protocol)) foreign.push(req.url());
+});
+
+const results = [];
+async function scenario(name, ms, fn) {
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  try {
+    await Promise.race([fn(page, consoleErrors), sleep(ms).then(() => { throw new Error(`scenario timed out after ${ms / 1000} s`); })]);
+    if (consoleErrors.length) throw new Error(`page errors: ${consoleErrors.join('; ')}`);
+    results.push([name, null]);
+    console.log(`ok - ${name}`);
+  } catch (e) {
+    results.push([name, e]);
+    console.log(`not ok - ${name}: ${e.message.split('\n')[0]}`);
+    await page.screenshot({ path: path.join(ART, `failed-${name.replace(/\W+/g, '-')}.png`) }).catch(() => {});
+  } finally {
+    await page.close().catch(() => {});
+  }
+}
+
+// Plays and returns the player state once currentTime passes `t`.
+async function playsPast(page, t, ms) {
+  await page.waitForFunction(() => window.cascadePlayer && window.cascadePlayer.kind, null, { timeout: 30000 });
+  await page.evaluate(() => { const v = document.getElementById('video'); v.muted = true; v.play().catch(() => {}); });
+  return waitFor(`currentTime > ${t}`, async () => {
+    const s = await page.evaluate(() => {
+      const v = document.getElementById('video');
+      return { t: v.currentTime, w: v.videoWidth, errors: window.cascadePlayer.errors.slice(), paused: v.paused };
+    });
+    if (s.errors.length) throw new Error(`player errors: ${s.errors.join(' | ')}`);
+    return s.t > t && s.w > 0 && s;
+  }, ms);
+}
+
+let shortId;
+await scenario('upload through /upload, progress, watch link', 240000, async (page) => {
+  await page.goto(`${BASE}/upload`);
+  await page.setInputFiles('#file', path.join(CLIPS, 'short.mp4'));
+  await page.fill('#title', 'Browser upload');
+  await page.click('#submit');
+  await page.waitForFunction(() => Number(document.getElementById('upload-progress').value) >= 100, null, { timeout: 60000 });
+  const pct = await page.textContent('#upload-percent');
+  if (!pct.includes('100')) throw new Error(`upload percent shows ${pct}`);
+  await page.waitForSelector('#watch-link:not([hidden])', { timeout: 180000 });
+  await page.screenshot({ path: path.join(ART, 'upload.png') });
+  const href = await page.getAttribute('#watch-link', 'href');
+  shortId = href.split('/').pop();
+  await page.click('#watch-link');
+  await page.waitForURL(`**/watch/${shortId}`);
+  await page.waitForSelector('#video');
+});
+
+for (const kind of ['dash', 'hls']) {
+  await scenario(`watch with ${kind}: plays, quality menu switches rendition`, 240000, async (page) => {
+    if (!shortId) throw new Error('no uploaded video');
+    const v = await ready(shortId);
+    await page.goto(`${BASE}/watch/${shortId}?player=${kind}`);
+    const s = await playsPast(page, 3, 90000);
+    const st = await page.evaluate(() => ({ kind: window.cascadePlayer.kind, list: window.cascadePlayer.renditions() }));
+    if (st.kind !== kind) throw new Error(`player is ${st.kind}`);
+    const expected = v.renditions.map((r) => r.name);
+    if (JSON.stringify([...st.list].sort()) !== JSON.stringify([...expected].sort())) throw new Error(`menu ${st.list} vs ${expected}`);
+    const options = await page.$$eval('#quality option', (os) => os.map((o) => o.textContent));
+    if (options[0] !== 'Auto' || options.length !== expected.length + 1) throw new Error(`options ${options}`);
+    // Pick the lowest rendition and see it in use.
+    const lowest = expected[expected.length - 1];
+    const value = await page.$$eval('#quality option', (os, name) => os.find((o) => o.textContent.startsWith(name + ' ')).value, lowest);
+    await page.selectOption('#quality', value);
+    await waitFor(`rendition ${lowest} in use`, async () => (await page.evaluate(() => window.cascadePlayer.current())) === lowest, 30000);
+    const label = await page.textContent('#current-rendition');
+    if (!label.startsWith(lowest)) throw new Error(`current rendition label ${label}`);
+    if (s.w <= 0) throw new Error('no video frames');
+    await page.screenshot({ path: path.join(ART, `watch-${kind}.png`) });
+  });
+}
+
+await scenario('progressive: plays while processing, continues past the encoded point', 420000, async () => {
+  const up = await uploadViaApi('long.mp4', 'Long progressive');
+  const id = up.id;
+  const v = await waitFor('playable', async () => {
+    const r = await api(`/api/videos/${id}`);
+    if (r.status === 'failed') throw new Error(JSON.stringify(r.error));
+    return r.playable && r;
+  }, 240000, 100);
+  if (v.status !== 'processing') throw new Error(`already ${v.status} when playable: the clip is too short to test this`);
+  for (const kind of ['dash', 'hls']) {
+    const page = await context.newPage();
+    try {
+      const errors = [];
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(`${BASE}/watch/${id}?player=${kind}`);
+      await playsPast(page, 1, 90000);
+      const rec = await api(`/api/videos/${id}`);
+      const encodedAt = rec.progress * rec.source.duration_s;
+      if (kind === 'dash' && rec.status !== 'processing') throw new Error(`record already ${rec.status} when playback started`);
+      await page.evaluate(() => { document.getElementById('video').playbackRate = 2; });
+      const target = Math.min(encodedAt + 4, rec.source.duration_s - 2);
+      await playsPast(page, target, 150000);
+      if (errors.length) throw new Error(errors.join('; '));
+      await page.screenshot({ path: path.join(ART, `progressive-${kind}.png`) });
+      console.log(`#   ${kind}: started while ${rec.status} at ${Math.round(rec.progress * 100)} % (${encodedAt.toFixed(1)} s encoded), played past ${target.toFixed(1)} s`);
+    } finally {
+      await page.close();
+    }
+  }
+});
+
+await scenario('library lists videos with thumbnails; storyboard preview on hover', 120000, async (page) => {
+  await page.goto(`${BASE}/`);
+  await page.waitForSelector('text=Browser upload', { timeout: 20000 });
+  await page.waitForSelector('text=Long progressive', { timeout: 20000 });
+  await page.waitForFunction(() => [...document.querySelectorAll('img.thumbnail')].some((i) => i.complete && i.naturalWidth > 0), null, { timeout: 30000 });
+  await page.screenshot({ path: path.join(ART, 'library.png') });
+  await page.goto(`${BASE}/watch/${shortId}`);
+  await page.waitForFunction(() => window.cascadePlayer && window.cascadePlayer.kind, null, { timeout: 30000 });
+  await sleep(1000);
+  const box = await page.locator('#scrub').boundingBox();
+  await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2);
+  await page.waitForFunction(() => {
+    const p = document.getElementById('preview');
+    return p.style.display === 'block' && p.style.backgroundImage.includes('storyboard.jpg');
+  }, null, { timeout: 10000 });
+  await page.screenshot({ path: path.join(ART, 'watch-preview.png') });
+});
+
+await scenario('no request leaves 127.0.0.1', 5000, async () => {
+  if (foreign.length) throw new Error(`requests to other hosts: ${foreign.slice(0, 5).join(', ')}`);
+});
+
+await browser.close();
+const failed = results.filter(([, e]) => e).length;
+console.log(`${results.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,72 @@
+// Small helpers shared by the pages. No framework, no build step.
+'use strict';
+
+const Cascade = {
+  async json(url, opts) {
+    const r = await fetch(url, opts);
+    let body = null;
+    try { body = await r.json(); } catch (_) { /* empty body */ }
+    if (!r.ok) {
+      const err = new Error((body && body.message) || `${r.status} ${r.statusText}`);
+      err.code = body && body.code;
+      err.status = r.status;
+      throw err;
+    }
+    return body;
+  },
+  bytes(n) {
+    if (!Number.isFinite(n)) return '–';
+    const u = ['B', 'KB', 'MB', 'GB', 'TB'];
+    let i = 0;
+    while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+    return `${n.toFixed(n < 10 && i ? 1 : 0)} ${u[i]}`;
+  },
+  duration(s) {
+    if (!Number.isFinite(s) || s <= 0) return '';
+    s = Math.round(s);
+    const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60, sec = s % 60;
+    return (h ? `${h}:${String(m).padStart(2, '0')}` : `${m}`) + `:${String(sec).padStart(2, '0')}`;
+  },
+  rate(bps) {
+    return bps >= 1e6 ? `${(bps / 1e6).toFixed(1)} Mbps` : `${Math.round(bps / 1e3)} kbps`;
+  },
+  ladder(v) {
+    return (v.renditions || []).map((r) => r.name).join(' · ');
+  },
+  when(iso) {
+    const d = new Date(iso);
+    return d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  },
+  statusText(v) {
+    if (v.status === 'queued') return v.queue_position ? `Queued (#${v.queue_position})` : 'Queued';
+    if (v.status === 'processing') return `Processing ${Math.round(v.progress * 100)} %${v.playable ? ' · playable' : ''}`;
+    if (v.status === 'failed') return `Failed: ${v.error ? v.error.message : 'unknown error'}`;
+    return 'Ready';
+  },
+  el(tag, attrs = {}, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') e.className = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? '' : v);
+    }
+    for (const c of children.flat()) {
+      if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
+    }
+    return e;
+  },
+  // Follows a video's Server-Sent Events; returns a function that stops following.
+  follow(id, onRecord) {
+    if (!window.EventSource) return () => {};
+    const es = new EventSource(`/api/videos/${encodeURIComponent(id)}/events`);
+    es.addEventListener('video', (e) => {
+      const v = JSON.parse(e.data);
+      onRecord(v);
+      if (v.status === 'ready' || v.status === 'failed') es.close();
+    });
+    es.onerror = () => { /* the browser reconnects by itself; the stream ends after ready */ };
+    return () => es.close();
+  },
+};
+window.Cascade = Cascade;

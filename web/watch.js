@@ -1,0 +1,184 @@
+// Watch page: dash.js when the browser has MSE, hls.js as fallback, native HLS on Safari;
+// ?player=dash|hls forces one. Plays the growing stream from its start while the video is still
+// encoding and carries on into new segments without a reload.
+'use strict';
+(async () => {
+  const $ = (id) => document.getElementById(id);
+  const video = $('video');
+  const id = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() || '');
+  const state = { kind: null, errors: [], renditions: [], current: null, record: null };
+  window.cascadePlayer = {
+    get kind() { return state.kind; },
+    errors: state.errors,
+    renditions: () => state.renditions.map((r) => r.name),
+    current: () => state.current,
+    record: () => state.record,
+  };
+  const fail = (msg) => { $('error').textContent = msg; $('error').hidden = false; };
+
+  let v;
+  try {
+    v = await Cascade.json(`/api/videos/${encodeURIComponent(id)}`);
+  } catch (e) {
+    fail(e.status === 404 ? 'This video does not exist (or was deleted).' : `Cannot load the video: ${e.message}`);
+    return;
+  }
+  document.title = `${v.title} · Cascade`;
+  $('title').textContent = v.title;
+  if (v.images && v.images.poster) video.poster = v.images.poster;
+
+  const showRecord = (r) => {
+    state.record = r;
+    $('state').textContent = r.status;
+    $('state').className = `badge ${r.status}`;
+    $('state-text').textContent = r.status === 'ready' ? Cascade.ladder(r) : Cascade.statusText(r);
+    const dur = r.source && r.source.duration_s;
+    $('encoded').style.width = `${r.status === 'ready' ? 100 : Math.round(r.progress * 100)}%`;
+    if (dur) $('scrub').setAttribute('aria-valuemax', Math.round(dur));
+  };
+  showRecord(v);
+
+  if (!v.playable) {
+    if (v.status === 'failed') { fail(`This video could not be processed: ${v.error ? v.error.message : ''}`); return; }
+    // Wait until the first segments are published, then start.
+    await new Promise((resolve) => {
+      Cascade.follow(id, (r) => { showRecord(r); if (r.playable) { v = r; resolve(); } });
+    });
+    v = await Cascade.json(`/api/videos/${encodeURIComponent(id)}`);
+  }
+  if (v.status !== 'ready') Cascade.follow(id, showRecord);
+
+  // Names of renditions by size, from the record.
+  const nameFor = (w, h) => {
+    const r = (v.renditions || []).find((x) => x.width === w && x.height === h) ||
+      (v.renditions || []).find((x) => x.height === h);
+    return r ? r.name : `${Math.min(w, h)}p`;
+  };
+  const setCurrent = (name, bps) => {
+    state.current = name;
+    $('current-rendition').textContent = bps ? `${name} · ${Cascade.rate(bps)}` : name;
+  };
+  const fillMenu = (list, onPick) => {
+    state.renditions = list;
+    const sel = $('quality');
+    sel.replaceChildren(Cascade.el('option', { value: 'auto' }, 'Auto'),
+      ...list.map((r) => Cascade.el('option', { value: r.key }, `${r.name} (${Cascade.rate(r.bandwidth)})`)));
+    sel.onchange = () => onPick(sel.value);
+  };
+
+  const forced = new URLSearchParams(location.search).get('player');
+  const hasMse = !!(window.MediaSource || window.ManagedMediaSource);
+  const nativeHls = video.canPlayType('application/vnd.apple.mpegurl') !== '';
+  const kind = forced === 'dash' || forced === 'hls' ? forced : hasMse ? 'dash' : nativeHls ? 'native' : 'hls';
+
+  if (kind === 'dash') {
+    state.kind = 'dash';
+    const player = dashjs.MediaPlayer().create();
+    player.updateSettings({
+      debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+      streaming: {
+        // A growing (dynamic) MPD is played from its start, never pulled to the live edge.
+        liveCatchup: { enabled: false },
+        delay: { liveDelayFragmentCount: 1 },
+        abr: { autoSwitchBitrate: { video: true } },
+      },
+    });
+    player.on(dashjs.MediaPlayer.events.ERROR, (e) => state.errors.push(`dash: ${JSON.stringify(e.error || e)}`));
+    player.on(dashjs.MediaPlayer.events.PLAYBACK_ERROR, (e) => state.errors.push(`dash playback: ${JSON.stringify(e.error || e)}`));
+    player.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, () => {
+      const reps = player.getRepresentationsByType('video').slice().sort((a, b) => b.bandwidth - a.bandwidth);
+      fillMenu(reps.map((r) => ({ key: r.id, name: r.id, bandwidth: r.bandwidth })), (key) => {
+        if (key === 'auto') {
+          player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: true } } } });
+        } else {
+          player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: false } } } });
+          player.setRepresentationForTypeById('video', key, true);
+        }
+      });
+      const cur = player.getCurrentRepresentationForType('video');
+      if (cur) setCurrent(cur.id, cur.bandwidth);
+    });
+    player.on(dashjs.MediaPlayer.events.QUALITY_CHANGE_RENDERED, (e) => {
+      if (e.mediaType !== 'video') return;
+      const cur = player.getCurrentRepresentationForType('video');
+      if (cur) setCurrent(cur.id, cur.bandwidth);
+    });
+    player.initialize(video, v.playback.dash, true, 0);
+    window.cascadePlayer.dash = player;
+  } else if (kind === 'hls' && window.Hls && Hls.isSupported()) {
+    state.kind = 'hls';
+    const hls = new Hls({ startPosition: 0, enableWorker: true, liveDurationInfinity: false });
+    hls.on(Hls.Events.ERROR, (_, data) => {
+      if (data.fatal || data.type !== Hls.ErrorTypes.NETWORK_ERROR) state.errors.push(`hls: ${data.type} ${data.details}`);
+      if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+    });
+    hls.on(Hls.Events.MANIFEST_PARSED, () => {
+      const levels = hls.levels.map((l, i) => ({ key: String(i), name: nameFor(l.width, l.height), bandwidth: l.bitrate }))
+        .sort((a, b) => b.bandwidth - a.bandwidth);
+      fillMenu(levels, (key) => { hls.currentLevel = key === 'auto' ? -1 : Number(key); });
+    });
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
+      const l = hls.levels[data.level];
+      if (l) setCurrent(nameFor(l.width, l.height), l.bitrate);
+    });
+    hls.loadSource(v.playback.hls);
+    hls.attachMedia(video);
+    window.cascadePlayer.hls = hls;
+    video.play().catch(() => {});
+  } else {
+    state.kind = 'native';
+    video.src = v.playback.hls;
+    fillMenu((v.renditions || []).map((r) => ({ key: r.name, name: r.name, bandwidth: r.bandwidth })), () => {});
+    video.play().catch(() => {});
+  }
+  $('player-kind').textContent = `· ${state.kind === 'dash' ? 'dash.js' : state.kind === 'hls' ? 'hls.js' : 'native HLS'}`;
+  video.addEventListener('error', () => state.errors.push(`video element: ${video.error && video.error.message}`));
+
+  // Seek bar with storyboard previews.
+  const total = () => (v.source && v.source.duration_s) || video.duration || 0;
+  const scrub = $('scrub'), preview = $('preview');
+  let cues = [];
+  if (v.images && v.images.storyboard) {
+    fetch(v.images.storyboard).then((r) => r.text()).then((text) => {
+      const base = v.images.storyboard.replace(/[^/]*$/, '');
+      cues = text.split(/\n\n+/).map((block) => {
+        const m = block.match(/([\d:.]+) --> ([\d:.]+)\s*\n(.*)#xywh=(\d+),(\d+),(\d+),(\d+)/);
+        if (!m) return null;
+        const t = (s) => s.split(':').reduce((a, x) => a * 60 + Number(x), 0);
+        return { start: t(m[1]), end: t(m[2]), url: base + m[3].trim(), x: +m[4], y: +m[5], w: +m[6], h: +m[7] };
+      }).filter(Boolean);
+    }).catch(() => {});
+  }
+  const timeAt = (ev) => {
+    const rect = scrub.getBoundingClientRect();
+    return Math.min(Math.max((ev.clientX - rect.left) / rect.width, 0), 1) * total();
+  };
+  scrub.addEventListener('mousemove', (ev) => {
+    const t = timeAt(ev);
+    const cue = cues.find((c) => t >= c.start && t < c.end) || cues[cues.length - 1];
+    $('preview-time').textContent = Cascade.duration(t) || '0:00';
+    if (!cue) { preview.style.display = 'none'; return; }
+    preview.style.display = 'block';
+    preview.style.width = `${cue.w}px`;
+    preview.style.height = `${cue.h}px`;
+    preview.style.backgroundImage = `url("${cue.url}")`;
+    preview.style.backgroundPosition = `-${cue.x}px -${cue.y}px`;
+    const rect = scrub.getBoundingClientRect();
+    preview.style.left = `${Math.min(Math.max(ev.clientX - rect.left, cue.w / 2), rect.width - cue.w / 2)}px`;
+  });
+  scrub.addEventListener('mouseleave', () => { preview.style.display = 'none'; });
+  scrub.addEventListener('click', (ev) => { video.currentTime = timeAt(ev); });
+  video.addEventListener('timeupdate', () => {
+    const d = total();
+    $('played').style.width = d ? `${Math.min(100, (video.currentTime / d) * 100)}%` : '0';
+    scrub.setAttribute('aria-valuenow', Math.round(video.currentTime));
+  });
+
+  document.addEventListener('keydown', (e) => {
+    if (e.target.closest('input, select, textarea')) return;
+    if (e.key === ' ' || e.key === 'k') { e.preventDefault(); video.paused ? video.play() : video.pause(); }
+    else if (e.key === 'ArrowLeft') { video.currentTime = Math.max(0, video.currentTime - 5); }
+    else if (e.key === 'ArrowRight') { video.currentTime = video.currentTime + 5; }
+    else if (e.key === 'f') { document.fullscreenElement ? document.exitFullscreen() : video.requestFullscreen && video.requestFullscreen(); }
+  });
+})();
