@@ -13,3 +13,7 @@ cargo test --locked -- --test-threads="${CASCADE_TEST_THREADS:-2}"
 
 echo "== browser tests"
 ./tests/browser/run.sh
+
+echo "== Docker runtime proof (debootstrap + chroot; no Docker engine needed)"
+cargo build --release --locked
+./docker/chroot-proof.sh
