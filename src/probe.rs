@@ -141,7 +141,11 @@ fn media_info_from(info: &pbutils::DiscovererInfo) -> Result<MediaInfo, ProbeErr
         .into_iter()
         .find(|v| !v.is_image())
         .map(|v| {
-            let rotation = rotation_from_tags(v.tags()).max(rotation_from_tags(info.tags()));
+            // Container-level tags are deprecated in the API since 1.20 but some demuxers still
+            // put the orientation only there.
+            #[allow(deprecated)]
+            let global = info.tags();
+            let rotation = rotation_from_tags(v.tags()).max(rotation_from_tags(global));
             let fr = v.framerate();
             let (w, h) = (v.width(), v.height());
             // Non-square pixels: display width follows the pixel aspect ratio.

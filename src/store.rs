@@ -224,15 +224,46 @@ impl Store {
     }
 
     /// Claims the oldest queued job (compare-and-swap, so two workers never get the same one).
-    pub fn claim_next(&self) -> Result<Option<JobRecord>, AppError> {
+    ///
+    /// The job turns `running` and its video `processing` (a new attempt, everything of an earlier
+    /// run cleared) in one transaction, so no reader ever sees a queued video without a queued job.
+    /// A job whose video is gone is dropped.
+    pub fn claim_next(&self) -> Result<Option<(JobRecord, VideoRecord)>, AppError> {
         for job in self.jobs()? {
             if job.state != JobState::Queued {
                 continue;
             }
-            let old = enc(&job)?;
-            let claimed = JobRecord { state: JobState::Running, ..job };
-            if self.jobs.compare_and_swap(claimed.video_id.as_bytes(), Some(old), Some(enc(&claimed)?))?.is_ok() {
-                return Ok(Some(claimed));
+            let key = job.video_id.clone();
+            let claimed = JobRecord { state: JobState::Running, ..job.clone() };
+            let claimed_bytes = enc(&claimed)?;
+            let result = (&self.jobs, &self.videos)
+                .transaction(|(jobs, videos)| {
+                    let Some(cur) = jobs.get(key.as_bytes())? else { return Ok(None) };
+                    let cur: JobRecord = dec(&cur).map_err(ConflictableTransactionError::Abort)?;
+                    if cur.state != JobState::Queued {
+                        return Ok(None);
+                    }
+                    let Some(v) = videos.get(key.as_bytes())? else {
+                        jobs.remove(key.as_bytes())?;
+                        return Ok(None);
+                    };
+                    let mut v: VideoRecord = dec(&v).map_err(ConflictableTransactionError::Abort)?;
+                    v.status = Status::Processing;
+                    v.attempts += 1;
+                    v.progress = 0.0;
+                    v.playable = false;
+                    v.error = None;
+                    v.renditions.clear();
+                    v.images.clear();
+                    v.manifests = None;
+                    v.updated_at = Utc::now();
+                    jobs.insert(key.as_bytes(), claimed_bytes.clone())?;
+                    videos.insert(key.as_bytes(), enc(&v).map_err(ConflictableTransactionError::Abort)?)?;
+                    Ok(Some(v))
+                })
+                .map_err(tx_err)?;
+            if let Some(v) = result {
+                return Ok(Some((claimed, v)));
             }
         }
         Ok(None)
@@ -265,11 +296,6 @@ impl Store {
         Ok(ids)
     }
 
-    /// Writes everything to disk.
-    pub fn flush(&self) -> Result<(), AppError> {
-        self.db.flush()?;
-        Ok(())
-    }
 }
 
 /// The store for async code: every call runs on the blocking pool.
@@ -334,12 +360,15 @@ mod tests {
         s.create(&video("a"), &key).unwrap();
         s.create(&video("b"), &KeyMaterial::generate()).unwrap();
         assert_eq!(s.key("a").unwrap(), Some(key));
-        let j = s.claim_next().unwrap().unwrap();
+        let (j, v) = s.claim_next().unwrap().unwrap();
         assert_eq!(j.video_id, "a");
-        assert_eq!(s.claim_next().unwrap().unwrap().video_id, "b");
+        assert_eq!((v.status, v.attempts), (Status::Processing, 1));
+        assert_eq!(s.get("a").unwrap().unwrap().status, Status::Processing);
+        assert_eq!(s.claim_next().unwrap().unwrap().0.video_id, "b");
         assert!(s.claim_next().unwrap().is_none());
         assert_eq!(s.recover_running().unwrap(), vec!["a".to_string(), "b".to_string()]);
-        assert_eq!(s.claim_next().unwrap().unwrap().video_id, "a");
+        let (j, v) = s.claim_next().unwrap().unwrap();
+        assert_eq!((j.video_id.as_str(), v.attempts), ("a", 2));
         let r = s.update("a", |v| v.status = Status::Processing).unwrap().unwrap();
         assert_eq!(r.status, Status::Processing);
         assert!(s.update("zzz", |_| {}).unwrap().is_none());

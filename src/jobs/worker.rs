@@ -12,7 +12,7 @@ use crate::config::BackendChoice;
 use crate::error::AppError;
 use crate::packaging::{DASH_MPD, HLS_MASTER};
 use crate::probe::{probe_any, ProbeError};
-use crate::store::{ErrorInfo, JobRecord, Manifests, SourceInfo, Status};
+use crate::store::{ErrorInfo, JobRecord, Manifests, SourceInfo, Status, VideoRecord};
 use crate::transcode::ffmpeg::FfmpegTranscoder;
 use crate::transcode::gst::GstTranscoder;
 use crate::transcode::{TranscodeError, Transcoder};
@@ -32,8 +32,9 @@ async fn worker_loop(app: Arc<App>, n: usize) {
     while !app.is_shutting_down() {
         let claimed = app.store.run(|s| s.claim_next()).await;
         match claimed {
-            Ok(Some(job)) => {
-                if let Err(e) = run_job(&app, &job).await {
+            Ok(Some((job, rec))) => {
+                app.notify(&rec);
+                if let Err(e) = run_job(&app, &job, rec).await {
                     error!(video_id = %job.video_id, error = %e, "job bookkeeping failed");
                 }
             }
@@ -84,32 +85,9 @@ pub fn backends(choice: BackendChoice) -> Vec<Box<dyn Transcoder>> {
 }
 
 #[instrument(skip_all, fields(video_id = %job.video_id))]
-async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
+async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord) -> Result<(), AppError> {
     let id = job.video_id.clone();
     let max_attempts = app.config.max_attempts;
-    let id2 = id.clone();
-    let Some(rec) = app
-        .store
-        .run(move |s| {
-            s.update(&id2, |v| {
-                v.status = Status::Processing;
-                v.attempts += 1;
-                v.progress = 0.0;
-                v.playable = false;
-                v.error = None;
-                v.renditions.clear();
-                v.images.clear();
-                v.manifests = None;
-            })
-        })
-        .await?
-    else {
-        // Deleted while queued.
-        let id2 = id.clone();
-        app.store.run(move |s| s.finish_job(&id2)).await?;
-        return Ok(());
-    };
-    app.notify(&rec);
     if rec.attempts > max_attempts {
         return fail(app, &id, "too_many_attempts", format!("the job was interrupted {} times; giving up", rec.attempts - 1)).await;
     }
@@ -261,49 +239,15 @@ async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
             Ok(())
         }
         Err(TranscodeError::Cancelled) => {
-            // Shutdown: the job goes back to the queue and runs again from scratch on restart.
-            let id2 = id.clone();
-            let rec = app
-                .store
-                .run(move |s| {
-                    s.requeue(&id2)?;
-                    s.update(&id2, |v| {
-                        v.status = Status::Queued;
-                        v.progress = 0.0;
-                        v.playable = false;
-                        v.attempts = v.attempts.saturating_sub(1);
-                    })
-                })
-                .await?;
-            app.store.flush().await?;
-            let _ = remove_dir(&media_dir);
-            info!("job cancelled and re-queued");
-            if let Some(r) = rec {
-                app.notify(&r);
-            }
-            Ok(())
+            // Shutdown: the job goes back to the queue and runs again from scratch on restart;
+            // the interrupted run does not count as an attempt.
+            info!("job cancelled; re-queueing it");
+            requeue(app, &id, true).await
         }
         Err(e) if e.is_transient() && rec.attempts < max_attempts => {
             // Not the input's fault (killed, stalled): run it again, a bounded number of times.
             warn!(error = %e, attempt = rec.attempts, "transient failure; re-queueing the job");
-            let id2 = id.clone();
-            let rec = app
-                .store
-                .run(move |s| {
-                    s.requeue(&id2)?;
-                    s.update(&id2, |v| {
-                        v.status = Status::Queued;
-                        v.progress = 0.0;
-                        v.playable = false;
-                    })
-                })
-                .await?;
-            app.store.flush().await?;
-            let _ = remove_dir(&media_dir);
-            if let Some(r) = rec {
-                app.notify(&r);
-            }
-            Ok(())
+            requeue(app, &id, false).await
         }
         Err(e) => {
             let id2 = id.clone();
@@ -312,6 +256,32 @@ async fn run_job(app: &Arc<App>, job: &JobRecord) -> Result<(), AppError> {
             fail(app, &id, e.code(), e.to_string()).await
         }
     }
+}
+
+/// Puts a job back in the queue from scratch (its partial output removed).
+async fn requeue(app: &App, id: &str, forgive_attempt: bool) -> Result<(), AppError> {
+    let id2 = id.to_string();
+    let rec = app
+        .store
+        .run(move |s| {
+            s.requeue(&id2)?;
+            s.update(&id2, |v| {
+                v.status = Status::Queued;
+                v.progress = 0.0;
+                v.playable = false;
+                v.images.clear();
+                if forgive_attempt {
+                    v.attempts = v.attempts.saturating_sub(1);
+                }
+            })
+        })
+        .await?;
+    app.store.flush().await?;
+    let _ = remove_dir(&app.media_dir(id));
+    if let Some(r) = rec {
+        app.notify(&r);
+    }
+    Ok(())
 }
 
 /// Cancels a running job (delete, shutdown). Returns whether one was running.

@@ -67,15 +67,7 @@ impl SegmentWriter {
         })
     }
 
-    /// The segment's final path.
-    pub fn path(&self) -> &Path {
-        &self.final_path
-    }
 
-    /// Whether `finish` has run.
-    pub fn is_finished(&self) -> bool {
-        self.file.is_none()
-    }
 
     fn encrypt_whole_blocks(&mut self, keep_tail: bool) -> io::Result<()> {
         let n = match self.cipher.as_mut() {
@@ -141,7 +133,8 @@ impl Drop for SegmentWriter {
     }
 }
 
-/// Decrypts a whole segment (tests and tools).
+/// Decrypts a whole segment (tests).
+#[cfg(test)]
 pub fn decrypt(data: &[u8], key: &KeyMaterial) -> Result<Vec<u8>, String> {
     use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut};
     let dec = cbc::Decryptor::<aes::Aes128>::new(&key.key.into(), &key.iv.into());

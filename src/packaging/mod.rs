@@ -124,28 +124,13 @@ impl Packager {
         })
     }
 
-    /// The job's spec.
-    pub fn spec(&self) -> &PackageSpec {
-        &self.spec
-    }
 
-    /// Whether master playlist and MPD have been published.
-    pub fn is_playable(&self) -> bool {
-        self.playable
-    }
 
     /// Records the RFC 6381 codecs string of a rung's video (from the encoder's caps).
     pub fn set_video_codec(&mut self, rung: &str, codecs: &str) {
         self.video_codecs.insert(rung.to_string(), codecs.to_string());
     }
 
-    /// Seconds of media every track has reached (for progress when the back end gives none).
-    pub fn packaged_seconds(&self) -> f64 {
-        let hls = self.spec.renditions.iter().map(|r| {
-            self.hls.get(&r.name).map(|s| s.iter().map(|x| x.duration).sum::<f64>()).unwrap_or(0.0)
-        });
-        hls.fold(f64::INFINITY, f64::min).min(self.spec.source_duration.max(0.0))
-    }
 
     /// Adds a finished segment; rewrites the track's manifest. Returns true when this segment made
     /// the video playable (first segment of every track on disk, master + MPD just published).

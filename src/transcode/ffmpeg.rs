@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder};
+use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder, Watchdog};
 use crate::packaging::{images, Track, AUDIO_REP};
 
 /// The FFmpeg back end.
@@ -376,20 +376,11 @@ impl FfmpegTranscoder {
             }
         });
 
-        let started = Instant::now();
-        let mut last_progress = Instant::now();
+        let mut watchdog = Watchdog::new(req, cancel);
         let mut position = -1.0f64;
         let mut seen = Seen::default();
         loop {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(TranscodeError::Cancelled);
-            }
-            if started.elapsed() > req.max_wall {
-                return Err(TranscodeError::TimedOut(req.max_wall.as_secs()));
-            }
-            if last_progress.elapsed() > req.stall_timeout {
-                return Err(TranscodeError::Stalled(req.stall_timeout.as_secs()));
-            }
+            watchdog.check()?;
             let mut newest = None;
             while let Ok(p) = rx.try_recv() {
                 newest = Some(p);
@@ -397,7 +388,7 @@ impl FfmpegTranscoder {
             if let Some(p) = newest {
                 if p > position + 0.001 {
                     position = p;
-                    last_progress = Instant::now();
+                    watchdog.progressed();
                     events(TranscodeEvent::Position(p)).map_err(TranscodeError::Packaging)?;
                 }
             }
@@ -405,7 +396,7 @@ impl FfmpegTranscoder {
             scan(req, &plan, &mut seen, events)?;
             match exited {
                 Some(status) if status.success() => {
-                    info!(elapsed_s = started.elapsed().as_secs_f64(), "ffmpeg finished");
+                    info!(elapsed_s = watchdog.elapsed_s(), "ffmpeg finished");
                     report_images(req, events)?;
                     return Ok(());
                 }

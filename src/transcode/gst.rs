@@ -14,7 +14,7 @@ use gstreamer as gst;
 use gst::prelude::*;
 use tracing::{debug, info, warn};
 
-use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder};
+use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder, Watchdog};
 use crate::ladder::Rendition;
 use crate::packaging::crypto::{KeyMaterial, SegmentWriter};
 use crate::packaging::{images, write_atomic, Track, AUDIO_REP};
@@ -617,21 +617,12 @@ impl Transcoder for GstTranscoder {
             .map_err(|e| TranscodeError::Build(format!("pipeline refused to start: {e}")))?;
         info!(renditions = req.renditions.len(), audio = req.media.audio.is_some(), "GStreamer pipeline playing");
 
-        let started = Instant::now();
-        let mut last_progress = Instant::now();
+        let mut watchdog = Watchdog::new(req, cancel);
         let mut last_position = -1.0f64;
         let mut last_query = Instant::now();
         let mut codecs_sent: std::collections::HashSet<String> = Default::default();
         loop {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(TranscodeError::Cancelled);
-            }
-            if started.elapsed() > req.max_wall {
-                return Err(TranscodeError::TimedOut(req.max_wall.as_secs()));
-            }
-            if last_progress.elapsed() > req.stall_timeout {
-                return Err(TranscodeError::Stalled(req.stall_timeout.as_secs()));
-            }
+            watchdog.check()?;
             if last_query.elapsed() >= Duration::from_millis(500) {
                 last_query = Instant::now();
                 let slowest = graph.positions.iter().map(|p| p.load(Ordering::Relaxed)).min().unwrap_or(0);
@@ -639,7 +630,7 @@ impl Transcoder for GstTranscoder {
                     let s = slowest as f64 / 1e9;
                     if s > last_position + 0.001 {
                         last_position = s;
-                        last_progress = Instant::now();
+                        watchdog.progressed();
                         events(TranscodeEvent::Position(s)).map_err(TranscodeError::Packaging)?;
                     }
                 }
@@ -649,7 +640,7 @@ impl Transcoder for GstTranscoder {
             match msg.view() {
                 MessageView::Eos(_) => {
                     // Segments still open at EOS were all reported; anything left was never listed.
-                    info!(elapsed_s = started.elapsed().as_secs_f64(), "pipeline reached EOS");
+                    info!(elapsed_s = watchdog.elapsed_s(), "pipeline reached EOS");
                     for name in graph.images.finish() {
                         events(TranscodeEvent::Image(name)).map_err(TranscodeError::Packaging)?;
                     }
@@ -699,7 +690,7 @@ impl Transcoder for GstTranscoder {
                     } else {
                         continue;
                     };
-                    last_progress = Instant::now();
+                    watchdog.progressed();
                     debug!(?track, %location, duration, "segment finished");
                     events(TranscodeEvent::Segment { track, path, duration }).map_err(TranscodeError::Packaging)?;
                 }

@@ -98,6 +98,48 @@ impl TranscodeError {
     }
 }
 
+/// The limits every back end's loop enforces: cancellation, the wall-clock limit and the stall
+/// watchdog (no progress for `stall_timeout`).
+pub struct Watchdog<'a> {
+    cancel: &'a AtomicBool,
+    started: std::time::Instant,
+    last_progress: std::time::Instant,
+    max_wall: Duration,
+    stall_timeout: Duration,
+}
+
+impl<'a> Watchdog<'a> {
+    /// Starts the clocks for a job.
+    pub fn new(req: &TranscodeRequest, cancel: &'a AtomicBool) -> Watchdog<'a> {
+        let now = std::time::Instant::now();
+        Watchdog { cancel, started: now, last_progress: now, max_wall: req.max_wall, stall_timeout: req.stall_timeout }
+    }
+
+    /// Records progress (resets the stall timer).
+    pub fn progressed(&mut self) {
+        self.last_progress = std::time::Instant::now();
+    }
+
+    /// Seconds since the job started.
+    pub fn elapsed_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Err when the job must stop now.
+    pub fn check(&self) -> Result<(), TranscodeError> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(TranscodeError::Cancelled);
+        }
+        if self.started.elapsed() > self.max_wall {
+            return Err(TranscodeError::TimedOut(self.max_wall.as_secs()));
+        }
+        if self.last_progress.elapsed() > self.stall_timeout {
+            return Err(TranscodeError::Stalled(self.stall_timeout.as_secs()));
+        }
+        Ok(())
+    }
+}
+
 /// Receives events; an `Err` stops the transcode.
 pub type EventSink<'a> = dyn FnMut(TranscodeEvent) -> Result<(), String> + 'a;
 
