@@ -231,6 +231,16 @@ impl App {
     }
 }
 
+/// Removes a directory tree on the blocking pool; failures are logged (callers are cleaning up).
+pub async fn remove_dir_off_executor(path: PathBuf) {
+    let shown = path.display().to_string();
+    match tokio::task::spawn_blocking(move || remove_dir(&path)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(path = %shown, error = %e, "cannot remove directory"),
+        Err(e) => tracing::warn!(path = %shown, error = %e, "removal task failed"),
+    }
+}
+
 /// Removes a directory tree if it exists.
 pub fn remove_dir(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {

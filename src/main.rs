@@ -60,7 +60,7 @@ fn probe_cmd(args: &[String]) -> anyhow::Result<()> {
 fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
     let mut input = None;
     let mut out = None;
-    let mut ladder_path = PathBuf::from("pipelines/ladder.toml");
+    let mut ladder_path = std::env::var_os("CASCADE_LADDER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("pipelines/ladder.toml"));
     let mut backend = config::BackendChoice::Gstreamer;
     let mut encrypt = true;
     let mut it = args.iter();

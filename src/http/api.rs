@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use warp::http::StatusCode;
 use warp::multipart::FormData;
 
-use crate::app::{remove_dir, App, VideoView};
+use crate::app::{remove_dir_off_executor, App, VideoView};
 use crate::error::AppError;
 use crate::packaging::crypto::KeyMaterial;
 use crate::store::{Status, VideoRecord};
@@ -132,7 +132,7 @@ pub async fn upload(
         Ok(r) => r,
         Err(e) => {
             // Nothing of a refused or broken upload stays behind.
-            let _ = remove_dir(&dir);
+            remove_dir_off_executor(dir).await;
             warn!(video_id = %id, error = %e, "upload refused");
             return Err(e);
         }
@@ -165,7 +165,7 @@ pub async fn upload(
     let key = KeyMaterial::generate();
     let r2 = rec.clone();
     if let Err(e) = app.store.run(move |s| s.create(&r2, &key)).await {
-        let _ = remove_dir(&dir);
+        remove_dir_off_executor(dir).await;
         return Err(e);
     }
     // The upload is acknowledged only once sled has it on disk.
@@ -228,13 +228,8 @@ pub async fn delete(app: Arc<App>, id: String) -> Result<warp::reply::Response, 
     }
     app.store.flush().await?;
     crate::jobs::worker::cancel(&app, &id);
-    let (up, media) = (app.upload_dir(&id), app.media_dir(&id));
-    tokio::task::spawn_blocking(move || {
-        let _ = remove_dir(&up);
-        let _ = remove_dir(&media);
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))?;
+    remove_dir_off_executor(app.upload_dir(&id)).await;
+    remove_dir_off_executor(app.media_dir(&id)).await;
     info!(video_id = %id, "video deleted");
     let mut r = warp::reply::Response::new(Vec::new().into());
     *r.status_mut() = StatusCode::NO_CONTENT;

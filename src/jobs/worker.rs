@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::{error, info, instrument, warn, Instrument};
 
 use super::execute::{execute, JobProgress, Limits};
-use crate::app::{remove_dir, App};
+use crate::app::{remove_dir, remove_dir_off_executor, App};
 use crate::config::BackendChoice;
 use crate::error::AppError;
 use crate::packaging::{DASH_MPD, HLS_MASTER};
@@ -68,7 +68,7 @@ async fn fail(app: &App, id: &str, code: &str, message: String) -> Result<(), Ap
         .await?;
     app.store.flush().await?;
     // Nothing half-made stays published for a failed video.
-    let _ = remove_dir(&app.media_dir(id));
+    remove_dir_off_executor(app.media_dir(id)).await;
     if let Some(r) = rec {
         app.notify(&r);
     }
@@ -93,8 +93,13 @@ async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord) -> Result<()
     }
     // A previous run (crash, restart) may have left partial output: start from scratch.
     let media_dir = app.media_dir(&id);
-    remove_dir(&media_dir)?;
-    std::fs::create_dir_all(&media_dir)?;
+    let dir2 = media_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        remove_dir(&dir2)?;
+        std::fs::create_dir_all(&dir2)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))??;
 
     let source = app.source_path(&id);
     let probe_src = source.clone();
@@ -202,8 +207,8 @@ async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord) -> Result<()
     let exists = app.store.run(move |s| s.get(&id2)).await?.is_some();
     if !exists {
         // Deleted while running: make sure nothing the pipeline wrote after the delete remains.
-        let _ = remove_dir(&media_dir);
-        let _ = remove_dir(&app.upload_dir(&id));
+        remove_dir_off_executor(media_dir).await;
+        remove_dir_off_executor(app.upload_dir(&id)).await;
         return Ok(());
     }
     match result {
@@ -277,7 +282,7 @@ async fn requeue(app: &App, id: &str, forgive_attempt: bool) -> Result<(), AppEr
         })
         .await?;
     app.store.flush().await?;
-    let _ = remove_dir(&app.media_dir(id));
+    remove_dir_off_executor(app.media_dir(id)).await;
     if let Some(r) = rec {
         app.notify(&r);
     }
