@@ -30,6 +30,8 @@ pub struct App {
     /// Cancel flags of running jobs, by video id.
     pub running: Mutex<HashMap<String, Arc<AtomicBool>>>,
     pub shutting_down: AtomicBool,
+    /// One permit per transcode allowed at once, shared by the workers and streaming ingests.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Playback URLs with a fresh token.
@@ -60,6 +62,8 @@ pub struct VideoView {
     pub renditions: Vec<RenditionSummary>,
     pub upload_bytes: u64,
     pub attempts: u32,
+    /// Transcoding started while the upload was still arriving.
+    pub streamed: bool,
     pub playback: Option<Playback>,
     /// Poster, thumbnail and storyboard URLs (behind the playback token), once they exist.
     pub images: Option<Images>,
@@ -120,6 +124,7 @@ impl App {
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
+            slots: Arc::new(tokio::sync::Semaphore::new(config.workers)),
             config,
         })
     }
@@ -198,6 +203,7 @@ impl App {
             renditions: rec.renditions,
             upload_bytes: rec.upload_bytes,
             attempts: rec.attempts,
+            streamed: rec.streamed,
         }
     }
 

@@ -60,6 +60,8 @@ pub struct Config {
     pub max_attempts: u32,
     /// `CASCADE_SHUTDOWN_GRACE`: seconds a running transcode may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// `CASCADE_STREAM_INGEST`: transcode streamable uploads while they arrive.
+    pub stream_ingest: bool,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             job_timeout_factor: 20.0,
             max_attempts: 3,
             shutdown_grace: Duration::from_secs(20),
+            stream_ingest: true,
         }
     }
 }
@@ -124,6 +127,7 @@ impl Config {
                 "CASCADE_JOB_TIMEOUT_FACTOR" => c.job_timeout_factor = parse(k, v)?,
                 "CASCADE_MAX_ATTEMPTS" => c.max_attempts = parse(k, v)?,
                 "CASCADE_SHUTDOWN_GRACE" => c.shutdown_grace = Duration::from_secs(parse(k, v)?),
+                "CASCADE_STREAM_INGEST" => c.stream_ingest = parse(k, v)?,
                 // Read elsewhere (logging) or by the tools around the binary.
                 "CASCADE_LOG" | "CASCADE_LOG_FORMAT" => {}
                 other => return Err(format!("unknown setting {other}")),

@@ -4,6 +4,7 @@ mod app;
 mod config;
 mod error;
 mod http;
+mod ingest;
 mod jobs;
 mod ladder;
 mod packaging;
@@ -93,7 +94,7 @@ fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut last_err = None;
     for b in backends {
-        let res = jobs::execute::execute(&input, &out, &scratch, &media, &ladder, key.as_ref(), b.as_ref(), &Default::default(), "/api/time", &mut |p| match p {
+        let res = jobs::execute::execute(&input, None, &out, &scratch, &media, &ladder, key.as_ref(), b.as_ref(), &Default::default(), "/api/time", &mut |p| match p {
             jobs::execute::JobProgress::Playable { .. } => info!(seconds = t0.elapsed().as_secs_f64(), "playable"),
             jobs::execute::JobProgress::Fraction(f) => tracing::debug!(progress = f),
             jobs::execute::JobProgress::Image(name) => info!(seconds = t0.elapsed().as_secs_f64(), %name, "image ready"),

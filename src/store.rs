@@ -94,6 +94,9 @@ pub struct VideoRecord {
     /// Images available under `images/` (file names).
     #[serde(default)]
     pub images: Vec<String>,
+    /// Transcoding started while the upload was still arriving.
+    #[serde(default)]
+    pub streamed: bool,
 }
 
 /// Manifest paths relative to the video's media directory.
@@ -158,8 +161,13 @@ impl Store {
 
     /// Inserts a new video with its queued job and key, atomically.
     pub fn create(&self, video: &VideoRecord, key: &KeyMaterial) -> Result<JobRecord, AppError> {
+        self.create_with(video, key, JobState::Queued)
+    }
+
+    /// Inserts a new video, its key and its job in `state` (running: a streaming ingest owns it).
+    pub fn create_with(&self, video: &VideoRecord, key: &KeyMaterial, state: JobState) -> Result<JobRecord, AppError> {
         let seq = self.db.generate_id()?;
-        let job = JobRecord { video_id: video.id.clone(), state: JobState::Queued, seq, enqueued_at: Utc::now() };
+        let job = JobRecord { video_id: video.id.clone(), state, seq, enqueued_at: Utc::now() };
         let (v, j, k) = (enc(video)?, enc(&job)?, enc(key)?);
         (&self.videos, &self.jobs, &self.keys)
             .transaction(|(videos, jobs, keys)| {
@@ -349,6 +357,7 @@ mod tests {
             upload_bytes: 0,
             attempts: 0,
             images: vec![],
+            streamed: false,
         }
     }
 

@@ -14,7 +14,9 @@ use warp::multipart::FormData;
 use crate::app::{remove_dir_off_executor, App, VideoView};
 use crate::error::AppError;
 use crate::packaging::crypto::KeyMaterial;
-use crate::store::{Status, VideoRecord};
+use crate::ingest::{streamable, Growing};
+use crate::jobs::worker::run_job;
+use crate::store::{JobState, Status, VideoRecord};
 
 /// Longest title kept.
 const MAX_TITLE: usize = 200;
@@ -47,8 +49,101 @@ struct Received {
     original_name: Option<String>,
 }
 
+/// Decides, from the first bytes of an upload, whether to transcode it while it arrives, and
+/// starts that job (taking a transcode slot) when it can.
+struct Ingest {
+    app: Arc<App>,
+    id: String,
+    growing: Arc<Growing>,
+    prefix: Vec<u8>,
+    decided: bool,
+    started: bool,
+}
+
+/// Bytes looked at before giving up on recognising a streamable container.
+const SNIFF_LIMIT: usize = 1 << 20;
+
+impl Ingest {
+    async fn on_chunk(&mut self, data: &[u8], got: &Received) -> Result<(), AppError> {
+        self.growing.wrote(data.len() as u64);
+        if self.decided {
+            return Ok(());
+        }
+        let room = SNIFF_LIMIT.saturating_sub(self.prefix.len());
+        self.prefix.extend_from_slice(&data[..data.len().min(room)]);
+        match streamable(&self.prefix) {
+            None if self.prefix.len() < SNIFF_LIMIT => Ok(()),
+            Some(true) => {
+                self.decided = true;
+                self.start(got).await
+            }
+            _ => {
+                self.decided = true;
+                Ok(())
+            }
+        }
+    }
+
+    async fn start(&mut self, got: &Received) -> Result<(), AppError> {
+        let Ok(permit) = self.app.slots.clone().try_acquire_owned() else {
+            info!(video_id = %self.id, "streamable upload, but every transcode slot is busy: it will be queued");
+            return Ok(());
+        };
+        let now = chrono::Utc::now();
+        let rec = VideoRecord {
+            status: Status::Processing,
+            attempts: 1,
+            streamed: true,
+            ..new_record(&self.id, got, now)
+        };
+        let key = KeyMaterial::generate();
+        let r2 = rec.clone();
+        let job = self.app.store.run(move |s| s.create_with(&r2, &key, JobState::Running)).await?;
+        self.app.store.flush().await?;
+        self.app.notify(&rec);
+        info!(video_id = %self.id, "streamable upload: transcoding while it arrives");
+        let (app, growing) = (self.app.clone(), self.growing.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = run_job(&app, &job, rec, Some(growing)).await {
+                tracing::error!(video_id = %job.video_id, error = %e, "streaming job bookkeeping failed");
+            }
+        });
+        self.started = true;
+        Ok(())
+    }
+}
+
+fn new_record(id: &str, got: &Received, now: chrono::DateTime<chrono::Utc>) -> VideoRecord {
+    let title = got
+        .title
+        .clone()
+        .or_else(|| got.original_name.clone().map(|n| n.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(n)))
+        .unwrap_or_else(|| "Untitled video".into());
+    VideoRecord {
+        id: id.to_string(),
+        title,
+        original_name: got.original_name.clone(),
+        created_at: now,
+        updated_at: now,
+        status: Status::Queued,
+        progress: 0.0,
+        playable: false,
+        error: None,
+        backend: None,
+        fallback_reason: None,
+        source: None,
+        renditions: vec![],
+        manifests: None,
+        upload_bytes: got.bytes,
+        attempts: 0,
+        images: vec![],
+        streamed: false,
+    }
+}
+
 /// Streams the multipart body: `file` to `dest`, `title` into memory (bounded).
-async fn receive(mut form: FormData, dest: &Path, limit: u64) -> Result<Received, AppError> {
+async fn receive(mut form: FormData, dest: &Path, limit: u64, ingest: &mut Ingest) -> Result<Received, AppError> {
     let mut got = Received { bytes: 0, title: None, original_name: None };
     let mut have_file = false;
     while let Some(part) = form.try_next().await.map_err(|e| AppError::BadRequest(format!("malformed upload: {e}")))? {
@@ -68,6 +163,11 @@ async fn receive(mut form: FormData, dest: &Path, limit: u64) -> Result<Received
                         let n = {
                             let c = chunk.chunk();
                             file.write_all(c).await?;
+                            if ingest.started {
+                                // The pipeline reads the file behind us: the bytes must be in it.
+                                file.flush().await?;
+                            }
+                            ingest.on_chunk(c, &got).await?;
                             c.len()
                         };
                         chunk.advance(n);
@@ -128,9 +228,30 @@ pub async fn upload(
     let dir = app.upload_dir(&id);
     tokio::fs::create_dir_all(&dir).await?;
     let part = dir.join("source.part");
-    let received = match receive(form, &part, limit).await {
-        Ok(r) => r,
+    let growing = Arc::new(Growing::new());
+    let mut ingest = Ingest {
+        app: app.clone(),
+        id: id.clone(),
+        growing: growing.clone(),
+        prefix: Vec::new(),
+        decided: !app.config.stream_ingest,
+        started: false,
+    };
+    let received = match receive(form, &part, limit, &mut ingest).await {
+        Ok(r) => {
+            growing.finish();
+            r
+        }
         Err(e) => {
+            growing.abort();
+            if ingest.started {
+                // The job that started on this upload is stopped and forgotten with it.
+                let id2 = id.clone();
+                let _ = app.store.run(move |s| s.delete(&id2)).await;
+                let _ = app.store.flush().await;
+                crate::jobs::worker::cancel(&app, &id);
+                remove_dir_off_executor(app.media_dir(&id)).await;
+            }
             // Nothing of a refused or broken upload stays behind.
             remove_dir_off_executor(dir).await;
             warn!(video_id = %id, error = %e, "upload refused");
@@ -139,29 +260,26 @@ pub async fn upload(
     };
     tokio::fs::rename(&part, app.source_path(&id)).await?;
     let now = chrono::Utc::now();
-    let title = received
-        .title
-        .or_else(|| received.original_name.clone().map(|n| n.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(n)))
-        .unwrap_or_else(|| "Untitled video".into());
-    let rec = VideoRecord {
-        id: id.clone(),
-        title,
-        original_name: received.original_name,
-        created_at: now,
-        updated_at: now,
-        status: Status::Queued,
-        progress: 0.0,
-        playable: false,
-        error: None,
-        backend: None,
-        fallback_reason: None,
-        source: None,
-        renditions: vec![],
-        manifests: None,
-        upload_bytes: received.bytes,
-        attempts: 0,
-        images: vec![],
-    };
+    if ingest.started {
+        let (id2, got) = (id.clone(), received);
+        let rec = app
+            .store
+            .run(move |s| {
+                s.update(&id2, |v| {
+                    v.upload_bytes = got.bytes;
+                    if let Some(t) = &got.title {
+                        v.title = t.clone();
+                    }
+                })
+            })
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("video {id} was deleted during its upload")))?;
+        app.store.flush().await?;
+        info!(video_id = %id, bytes = rec.upload_bytes, "streamed upload complete");
+        app.notify(&rec);
+        return upload_reply(&app, rec, redirect, &base).await;
+    }
+    let rec = new_record(&id, &received, now);
     let key = KeyMaterial::generate();
     let r2 = rec.clone();
     if let Err(e) = app.store.run(move |s| s.create(&r2, &key)).await {
@@ -173,6 +291,11 @@ pub async fn upload(
     info!(video_id = %id, bytes = received.bytes, "upload accepted");
     app.notify(&rec);
     app.wake.notify_waiters();
+    upload_reply(&app, rec, redirect, &base).await
+}
+
+async fn upload_reply(app: &App, rec: VideoRecord, redirect: bool, base: &str) -> Result<warp::reply::Response, AppError> {
+    let id = rec.id.clone();
     if redirect {
         let mut r = warp::reply::Response::new(Vec::new().into());
         *r.status_mut() = StatusCode::SEE_OTHER;
@@ -183,7 +306,7 @@ pub async fn upload(
         return Ok(r);
     }
     let positions = app.queue_positions().await?;
-    let view = app.view(rec, positions.get(&id).copied(), &base);
+    let view = app.view(rec, positions.get(&id).copied(), base);
     Ok(json_response(&view, StatusCode::CREATED))
 }
 

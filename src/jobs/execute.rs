@@ -51,6 +51,7 @@ pub struct JobOutput {
 #[allow(clippy::too_many_arguments)]
 pub fn execute(
     input: &Path,
+    growing: Option<std::sync::Arc<crate::ingest::Growing>>,
     out_dir: &Path,
     scratch_dir: &Path,
     media: &MediaInfo,
@@ -73,6 +74,7 @@ pub fn execute(
         key: key.cloned(),
         stall_timeout: limits.stall_timeout,
         max_wall: limits.min_wall.max(Duration::from_secs_f64(media.duration_s.max(0.0) * limits.wall_factor)),
+        growing,
     };
     let spec = PackageSpec {
         out_dir: out_dir.to_path_buf(),

@@ -11,7 +11,8 @@ use crate::app::{remove_dir, remove_dir_off_executor, App};
 use crate::config::BackendChoice;
 use crate::error::AppError;
 use crate::packaging::{DASH_MPD, HLS_MASTER};
-use crate::probe::{probe_any, ProbeError};
+use crate::ingest::{Growing, UploadState};
+use crate::probe::{self, probe_any, ProbeError};
 use crate::store::{ErrorInfo, JobRecord, Manifests, SourceInfo, Status, VideoRecord};
 use crate::transcode::ffmpeg::FfmpegTranscoder;
 use crate::transcode::gst::GstTranscoder;
@@ -30,15 +31,18 @@ pub fn spawn_workers(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
 async fn worker_loop(app: Arc<App>, n: usize) {
     info!(n, "worker started");
     while !app.is_shutting_down() {
+        // A transcode slot first (streaming ingests take them too), then a job.
+        let Ok(_permit) = app.slots.clone().acquire_owned().await else { break };
         let claimed = app.store.run(|s| s.claim_next()).await;
         match claimed {
             Ok(Some((job, rec))) => {
                 app.notify(&rec);
-                if let Err(e) = run_job(&app, &job, rec).await {
+                if let Err(e) = run_job(&app, &job, rec, None).await {
                     error!(video_id = %job.video_id, error = %e, "job bookkeeping failed");
                 }
             }
             Ok(None) => {
+                drop(_permit);
                 let _ = tokio::time::timeout(Duration::from_secs(1), app.wake.notified()).await;
             }
             Err(e) => {
@@ -84,8 +88,36 @@ pub fn backends(choice: BackendChoice) -> Vec<Box<dyn Transcoder>> {
     }
 }
 
+/// Waits (off the executor) until a streaming upload has `bytes` on disk or has ended.
+async fn wait_upload(growing: &Arc<Growing>, bytes: u64, timeout: Duration) -> UploadState {
+    let g = growing.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (n, state) = g.wait_beyond(bytes.saturating_sub(1), Duration::from_millis(500));
+            if n >= bytes || state != UploadState::Writing || std::time::Instant::now() > deadline {
+                return state;
+            }
+        }
+    })
+    .await
+    .unwrap_or(UploadState::Aborted)
+}
+
+/// A streaming ingest could not finish on its own: once the upload is complete, the job goes
+/// through the normal queue from the file on disk. An aborted upload is cleaned up by its handler.
+async fn fall_back_to_file(app: &App, id: &str, growing: &Arc<Growing>, why: &str) -> Result<(), AppError> {
+    warn!(reason = why, "streaming ingest failed; the job will run from the file once the upload completes");
+    if wait_upload(growing, u64::MAX, Duration::from_secs(24 * 3600)).await == UploadState::Done {
+        requeue(app, id, true).await?;
+        app.wake.notify_waiters();
+    }
+    Ok(())
+}
+
+/// Runs one job; `growing` is set for a streaming ingest (the upload is still arriving).
 #[instrument(skip_all, fields(video_id = %job.video_id))]
-async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord) -> Result<(), AppError> {
+pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, growing: Option<Arc<Growing>>) -> Result<(), AppError> {
     let id = job.video_id.clone();
     let max_attempts = app.config.max_attempts;
     if rec.attempts > max_attempts {
@@ -101,13 +133,23 @@ async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord) -> Result<()
     .await
     .map_err(|e| AppError::Internal(e.to_string()))??;
 
-    let source = app.source_path(&id);
+    let source = if growing.is_some() { app.upload_dir(&id).join("source.part") } else { app.source_path(&id) };
+    if let Some(g) = &growing {
+        // Enough of the file for the demuxer to see every stream's header.
+        if wait_upload(g, 4 << 20, Duration::from_secs(120)).await == UploadState::Aborted {
+            return Ok(());
+        }
+    }
     let probe_src = source.clone();
-    let probed = tokio::task::spawn_blocking(move || probe_any(&probe_src, 30))
+    let streaming = growing.is_some();
+    let probed = tokio::task::spawn_blocking(move || if streaming { probe::probe_file(&probe_src, 30) } else { probe_any(&probe_src, 30) })
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
     let media = match probed {
         Ok(m) => m,
+        Err(e) if growing.is_some() => {
+            return fall_back_to_file(app, &id, growing.as_ref().expect("checked"), &e.to_string()).await;
+        }
         Err(e) => {
             let code = if matches!(e, ProbeError::Internal(_)) { "probe_failed" } else { e.code() };
             return fail(app, &id, code, e.to_string()).await;
@@ -164,7 +206,9 @@ async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord) -> Result<()
         min_wall: Duration::from_secs(300),
     };
     let ladder = app.ladder.clone();
-    let choice = app.config.backend;
+    // Streaming ingest is GStreamer-only (the FFmpeg back end reads files).
+    let choice = if growing.is_some() { BackendChoice::Gstreamer } else { app.config.backend };
+    let growing2 = growing.clone();
     let (src2, dir2, cancel2) = (source.clone(), media_dir.clone(), cancel.clone());
     let scratch = app.upload_dir(&id).join("scratch");
     let outcome = tokio::task::spawn_blocking(move || {
@@ -178,7 +222,7 @@ async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord) -> Result<()
             let mut on_progress = |p: JobProgress| {
                 let _ = tx.send(p);
             };
-            let res = execute(&src2, &dir2, &scratch, &media, &ladder, Some(&key), backend.as_ref(), &limits, "/api/time", &mut on_progress, &cancel2);
+            let res = execute(&src2, growing2.clone(), &dir2, &scratch, &media, &ladder, Some(&key), backend.as_ref(), &limits, "/api/time", &mut on_progress, &cancel2);
             match res {
                 Ok(out) => return (backend.name(), Ok(out), first_error),
                 Err(e @ TranscodeError::Cancelled) => return (backend.name(), Err(e), first_error),
@@ -242,6 +286,9 @@ async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord) -> Result<()
                 app.notify(&r);
             }
             Ok(())
+        }
+        Err(e) if growing.is_some() && !matches!(e, TranscodeError::Cancelled) => {
+            fall_back_to_file(app, &id, growing.as_ref().expect("checked"), &e.to_string()).await
         }
         Err(TranscodeError::Cancelled) => {
             // Shutdown: the job goes back to the queue and runs again from scratch on restart;

@@ -296,6 +296,9 @@ impl Transcoder for FfmpegTranscoder {
         if req.renditions.is_empty() {
             return Err(TranscodeError::Runtime("no renditions to produce".into()));
         }
+        if req.growing.is_some() {
+            return Err(TranscodeError::Build("streaming ingest is GStreamer-only".into()));
+        }
         let work = req.out_dir.join(WORK_DIR);
         std::fs::create_dir_all(work.join("dash")).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
         std::fs::create_dir_all(req.out_dir.join(images::DIR)).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
@@ -448,6 +451,7 @@ mod tests {
             key: None,
             stall_timeout: Duration::from_secs(60),
             max_wall: Duration::from_secs(600),
+            growing: None,
         }
     }
 

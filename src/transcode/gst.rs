@@ -287,6 +287,69 @@ fn image_branch(p: &gst::Pipeline, vtee: &gst::Element, state: Arc<ImageState>, 
     Ok(())
 }
 
+/// An `appsrc` that reads a file while the upload is still writing it: bounded (4 MiB queued at
+/// most; the reader waits when the pipeline is slower), EOS when the upload completes, an error
+/// when it breaks off. The reader stops when the pipeline shuts down (pushes are refused).
+fn growing_source(path: &Path, growing: Arc<crate::ingest::Growing>) -> Result<gst::Element, TranscodeError> {
+    use crate::ingest::UploadState;
+    use gstreamer_app as gst_app;
+    use std::io::Read;
+    init_gstreamer().map_err(TranscodeError::Build)?;
+    let src = gst_app::AppSrc::builder()
+        .name("ingest")
+        .stream_type(gst_app::AppStreamType::Stream)
+        .format(gst::Format::Bytes)
+        .max_bytes(4 * 1024 * 1024)
+        .block(true)
+        .build();
+    let mut file = std::fs::File::open(path).map_err(|e| TranscodeError::Runtime(format!("cannot read the upload: {e}")))?;
+    let weak = src.downgrade();
+    std::thread::Builder::new()
+        .name("ingest-reader".into())
+        .spawn(move || {
+            let mut pos = 0u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut running = false;
+            loop {
+                let Some(src) = weak.upgrade() else { return };
+                // appsrc refuses buffers until it is started; once the pipeline stops, so do we.
+                if src.current_state() < gst::State::Paused {
+                    if running {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                running = true;
+                let (have, state) = growing.wait_beyond(pos, Duration::from_millis(200));
+                if have > pos {
+                    let want = ((have - pos) as usize).min(buf.len());
+                    match file.read(&mut buf[..want]) {
+                        Ok(0) => std::thread::sleep(Duration::from_millis(20)),
+                        Ok(n) => {
+                            pos += n as u64;
+                            if src.push_buffer(gst::Buffer::from_slice(buf[..n].to_vec())).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            gst::element_error!(src, gst::ResourceError::Read, ("cannot read the upload: {}", e));
+                            return;
+                        }
+                    }
+                } else if state == UploadState::Done {
+                    let _ = src.end_of_stream();
+                    return;
+                } else if state == UploadState::Aborted {
+                    gst::element_error!(src, gst::ResourceError::Read, ("the upload was aborted"));
+                    return;
+                }
+            }
+        })
+        .map_err(|e| TranscodeError::Build(e.to_string()))?;
+    Ok(src.upcast())
+}
+
 /// Everything the bus loop needs to know about the built graph.
 struct Graph {
     images: Arc<ImageState>,
@@ -485,8 +548,14 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
     }
     let p = gst::Pipeline::with_name("cascade-transcode");
     let writers: Writers = Arc::new(Mutex::new(HashMap::new()));
-    let src = make("filesrc", None)?;
-    src.set_property("location", req.input.to_string_lossy().to_string());
+    let src = match &req.growing {
+        None => {
+            let src = make("filesrc", None)?;
+            src.set_property("location", req.input.to_string_lossy().to_string());
+            src
+        }
+        Some(growing) => growing_source(&req.input, growing.clone())?,
+    };
     let decode = make("decodebin", Some("decode"))?;
     p.add_many([&src, &decode]).map_err(link_err("source"))?;
     src.link(&decode).map_err(link_err("decodebin"))?;

@@ -30,6 +30,8 @@ pub struct TranscodeRequest {
     pub stall_timeout: Duration,
     /// Fail when the whole job takes longer than this.
     pub max_wall: Duration,
+    /// Set while `input` is still being uploaded (streaming ingest, GStreamer only).
+    pub growing: Option<std::sync::Arc<crate::ingest::Growing>>,
 }
 
 impl TranscodeRequest {

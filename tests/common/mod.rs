@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -307,4 +308,43 @@ pub async fn raw_upload(port: u16, declared: Option<u64>, file_bytes: usize) -> 
     let text = String::from_utf8_lossy(&buf).to_string();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, text)
+}
+
+/// Uploads `path` by hand with a chunked body sent in `pieces` pieces with `pause` between them
+/// (a slow uplink). With `abort_after = Some(k)` the connection is dropped after k pieces.
+/// Returns the HTTP status (0 when aborted) and the response text.
+pub async fn throttled_upload(port: u16, path: &Path, title: &str, pieces: usize, pause: Duration, abort_after: Option<usize>) -> (u16, String) {
+    let data = std::fs::read(path).unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let boundary = "cascadethrottled";
+    let name = path.file_name().unwrap().to_string_lossy();
+    let head = format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let send = |bytes: Vec<u8>| [format!("{:x}\r\n", bytes.len()).into_bytes(), bytes, b"\r\n".to_vec()].concat();
+    let preamble = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n{title}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    s.write_all(&send(preamble.into_bytes())).await.unwrap();
+    let piece = data.len().div_ceil(pieces);
+    for (i, chunk) in data.chunks(piece).enumerate() {
+        if abort_after == Some(i) {
+            drop(s);
+            return (0, String::new());
+        }
+        s.write_all(&send(chunk.to_vec())).await.unwrap();
+        tokio::time::sleep(pause).await;
+    }
+    s.write_all(&send(format!("\r\n--{boundary}--\r\n").into_bytes())).await.unwrap();
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// The video with this title, from the list.
+pub async fn find_by_title(server: &Server, title: &str) -> Option<Value> {
+    let list: Value = server.client.get(server.url("/api/videos")).send().await.ok()?.json().await.ok()?;
+    list["videos"].as_array()?.iter().find(|v| v["title"] == title).cloned()
 }
