@@ -6,7 +6,7 @@ the same run) and writes it as Markdown and JSON under bench/results/. Not a tes
 asserts a time. Run through bench/run.sh, which installs the tools and builds the release binary.
 
 Environment: BENCH_RUNS (3), BENCH_SECONDS (60, source length), BENCH_UPLOAD_MB (2048),
-BENCH_SKIP (comma list of: ladder,ttfp,upload,serve).
+BENCH_SKIP (comma list of: ladder,ttfp,stream,upload,serve).
 """
 import datetime
 import json
@@ -250,6 +250,41 @@ def bench_ttfp(src, work):
         "ffmpeg: start → first segment of every rung")
 
 
+def bench_stream(src, work):
+    """A throttled upload of a Matroska file: from upload start to playable, streamed vs not."""
+    log("== streaming ingest (throttled upload)")
+    mkv = os.path.join(work, "source.mkv")
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", src, "-c", "copy", mkv], check=True, timeout=300)
+    size = os.path.getsize(mkv)
+    rate = max(size // 20, 100_000)  # about 20 s of upload
+    results = {}
+    for label, env in [("streamed", {}), ("not streamed", {"CASCADE_STREAM_INGEST": "false"})]:
+        times, rss = [], []
+        for run in range(RUNS):
+            server = Server(work, **env)
+            try:
+                t0 = time.monotonic()
+                p = subprocess.Popen(["curl", "-sS", "-f", "--limit-rate", str(rate), "-F", "title=bench", "-F", f"file=@{mkv}",
+                                      server.url("/api/videos")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                playable = None
+                while playable is None and time.monotonic() - t0 < 600:
+                    vids = server.get("/api/videos")["videos"]
+                    if vids and vids[0]["playable"]:
+                        playable = time.monotonic() - t0
+                    time.sleep(0.05)
+                p.wait(timeout=600)
+                times.append(playable)
+                rss.append(server.peak_rss_mib())
+                log(f"  run {run} {label}: playable after {playable:.1f} s (upload {size / rate:.0f} s), server peak RSS {rss[-1]:.0f} MiB")
+            finally:
+                server.stop()
+        results[label] = (statistics.median(times), max(rss))
+    row("ingest", f"upload start → playable, {size / rate:.0f} s throttled MKV upload", results["streamed"][0],
+        results["not streamed"][0], "s", "same server, CASCADE_STREAM_INGEST=false")
+    row("ingest", "server peak RSS during a streamed upload", results["streamed"][1], results["not streamed"][1], "MiB",
+        "not streamed")
+
+
 def bench_upload(work):
     log("== upload")
     big = os.path.join(work, "big.bin")
@@ -368,6 +403,8 @@ def main():
             bench_ladder(src, work)
         if "ttfp" not in SKIP:
             bench_ttfp(src, work)
+        if "stream" not in SKIP:
+            bench_stream(src, work)
         if "upload" not in SKIP:
             bench_upload(work)
         if "serve" not in SKIP:
