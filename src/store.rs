@@ -97,6 +97,9 @@ pub struct VideoRecord {
     /// Transcoding started while the upload was still arriving.
     #[serde(default)]
     pub streamed: bool,
+    /// The uploading client's own reference (`?ref=`), to find the record during the upload.
+    #[serde(default)]
+    pub client_ref: Option<String>,
 }
 
 /// Manifest paths relative to the video's media directory.
@@ -358,6 +361,7 @@ mod tests {
             attempts: 0,
             images: vec![],
             streamed: false,
+            client_ref: None,
         }
     }
 

@@ -19,7 +19,9 @@ async fn slow_mkv_upload_is_playable_before_it_finishes() {
     let upload = tokio::spawn(async move { throttled_upload(port, &path, "streamed", 100, Duration::from_millis(200), None).await });
     let mut playable_at = None;
     while !upload.is_finished() {
-        if let Some(v) = find_by_title(&server, "streamed").await {
+        // Found by the client's own reference, as the upload page does while it is still sending.
+        let by_ref: serde_json::Value = server.client.get(server.url("/api/videos?ref=streamed")).send().await.unwrap().json().await.unwrap();
+        if let Some(v) = by_ref["videos"].as_array().unwrap().first().cloned() {
             assert_eq!(v["streamed"], true, "{v}");
             if v["playable"] == true && playable_at.is_none() {
                 playable_at = Some(started.elapsed());

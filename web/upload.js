@@ -44,7 +44,19 @@
     data.append('title', $('title').value);
     data.append('file', f);
     const xhr = new XMLHttpRequest();
-    xhr.open('POST', '/api/videos');
+    // Our own reference for this upload: a streamable file is processing (and may be playable)
+    // while it is still uploading, long before the response tells us its id.
+    const ref = (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`).replace(/[^A-Za-z0-9-]/g, '');
+    let following = null;
+    const poll = setInterval(async () => {
+      if (following) return;
+      try {
+        const { videos } = await Cascade.json(`/api/videos?ref=${encodeURIComponent(ref)}`);
+        if (videos.length && !following) { following = videos[0].id; follow(following); }
+      } catch (_) { /* keep uploading */ }
+    }, 1000);
+    xhr.addEventListener('loadend', () => clearInterval(poll));
+    xhr.open('POST', `/api/videos?ref=${encodeURIComponent(ref)}`);
     xhr.responseType = 'json';
     $('submit').disabled = true;
     $('upload-panel').hidden = false;
@@ -67,7 +79,7 @@
         $('upload-progress').value = 100;
         $('upload-percent').textContent = '100 %';
         $('upload-eta').textContent = 'done';
-        follow(body.id);
+        if (following !== body.id) { following = body.id; follow(body.id); }
       } else {
         showError(body.message ? `Upload refused: ${body.message}` : `Upload failed (HTTP ${xhr.status}).`);
       }

@@ -53,6 +53,7 @@ struct Received {
 /// starts that job (taking a transcode slot) when it can.
 struct Ingest {
     app: Arc<App>,
+    client_ref: Option<String>,
     id: String,
     growing: Arc<Growing>,
     prefix: Vec<u8>,
@@ -94,6 +95,7 @@ impl Ingest {
             status: Status::Processing,
             attempts: 1,
             streamed: true,
+            client_ref: self.client_ref.clone(),
             ..new_record(&self.id, got, now)
         };
         let key = KeyMaterial::generate();
@@ -139,6 +141,7 @@ fn new_record(id: &str, got: &Received, now: chrono::DateTime<chrono::Utc>) -> V
         attempts: 0,
         images: vec![],
         streamed: false,
+        client_ref: None,
     }
 }
 
@@ -205,9 +208,11 @@ pub async fn upload(
     app: Arc<App>,
     content_length: Option<u64>,
     redirect: bool,
+    client_ref: Option<String>,
     base: String,
     form: FormData,
 ) -> Result<warp::reply::Response, AppError> {
+    let client_ref = client_ref.filter(|r| !r.is_empty() && r.len() <= 64 && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     if app.is_shutting_down() {
         return Err(AppError::ShuttingDown);
     }
@@ -231,6 +236,7 @@ pub async fn upload(
     let growing = Arc::new(Growing::new());
     let mut ingest = Ingest {
         app: app.clone(),
+        client_ref: client_ref.clone(),
         id: id.clone(),
         growing: growing.clone(),
         prefix: Vec::new(),
@@ -279,7 +285,7 @@ pub async fn upload(
         app.notify(&rec);
         return upload_reply(&app, rec, redirect, &base).await;
     }
-    let rec = new_record(&id, &received, now);
+    let rec = VideoRecord { client_ref, ..new_record(&id, &received, now) };
     let key = KeyMaterial::generate();
     let r2 = rec.clone();
     if let Err(e) = app.store.run(move |s| s.create(&r2, &key)).await {
@@ -317,8 +323,11 @@ pub fn json_response<T: serde::Serialize>(v: &T, status: StatusCode) -> warp::re
 }
 
 /// `GET /api/videos`.
-pub async fn list(app: Arc<App>, base: String) -> Result<warp::reply::Response, AppError> {
-    let recs = app.store.run(|s| s.list()).await?;
+pub async fn list(app: Arc<App>, client_ref: Option<String>, base: String) -> Result<warp::reply::Response, AppError> {
+    let mut recs = app.store.run(|s| s.list()).await?;
+    if let Some(r) = client_ref {
+        recs.retain(|v| v.client_ref.as_deref() == Some(r.as_str()));
+    }
     let positions = app.queue_positions().await?;
     let videos: Vec<VideoView> = recs
         .into_iter()

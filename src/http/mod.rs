@@ -48,6 +48,15 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
     #[derive(serde::Deserialize)]
     struct UploadQuery {
         redirect: Option<String>,
+        /// A client's own reference for the upload, to find its record while the body is still
+        /// being sent (a streamed upload is processing before its response arrives).
+        #[serde(rename = "ref")]
+        client_ref: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ListQuery {
+        #[serde(rename = "ref")]
+        client_ref: Option<String>,
     }
     let upload = warp::path!("api" / "videos")
         .and(warp::post())
@@ -58,13 +67,14 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::multipart::form().max_length(None))
         .and_then(|app, len, q: UploadQuery, base, form| async move {
             let redirect = q.redirect.is_some_and(|r| r == "1" || r == "true");
-            api::upload(app, len, redirect, base, form).await.map_err(reject)
+            api::upload(app, len, redirect, q.client_ref, base, form).await.map_err(reject)
         });
     let list = warp::path!("api" / "videos")
         .and(warp::get())
         .and(with_app(app.clone()))
+        .and(warp::query::<ListQuery>())
         .and(base())
-        .and_then(|app, base| async move { api::list(app, base).await.map_err(reject) });
+        .and_then(|app, q: ListQuery, base| async move { api::list(app, q.client_ref, base).await.map_err(reject) });
     let get = warp::path!("api" / "videos" / String)
         .and(warp::get())
         .and(with_app(app.clone()))

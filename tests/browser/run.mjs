@@ -165,6 +165,24 @@ await scenario('progressive: plays while processing, continues past the encoded 
   }
 });
 
+await scenario('streamed upload: processing and watch link while the upload is still running', 300000, async (page) => {
+  // A slow uplink (CDP network emulation) for a Matroska file, which Cascade transcodes as it arrives.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 1.5e6 });
+  await page.goto(`${BASE}/upload`);
+  await page.setInputFiles('#file', path.join(CLIPS, 'long.mkv'));
+  await page.fill('#title', 'Streamed from the page');
+  await page.click('#submit');
+  await page.waitForSelector('#watch-link:not([hidden])', { timeout: 240000 });
+  const uploaded = Number(await page.$eval('#upload-progress', (e) => e.value));
+  const processing = Number(await page.$eval('#processing-progress', (e) => e.value));
+  await page.screenshot({ path: path.join(ART, 'upload-streamed.png') });
+  console.log(`#   watch link shown at ${Math.round(uploaded)} % uploaded, ${processing} % processed`);
+  if (!(uploaded < 100)) throw new Error(`the watch link appeared only after the upload finished (${uploaded} %)`);
+  await page.waitForFunction(() => Number(document.getElementById('upload-progress').value) >= 100, null, { timeout: 240000 });
+});
+
 await scenario('library lists videos with thumbnails; storyboard preview on hover', 120000, async (page) => {
   await page.goto(`${BASE}/`);
   await page.waitForSelector('text=Browser upload', { timeout: 20000 });

@@ -22,6 +22,7 @@ gen() { # name seconds
 }
 gen short.mp4 12
 gen long.mp4 60
+timeout 120 ffmpeg -nostdin -v error -y -i "$work/clips/long.mp4" -c copy "$work/clips/long.mkv"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 CASCADE_BIND="127.0.0.1:$port" CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 \

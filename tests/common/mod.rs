@@ -318,7 +318,8 @@ pub async fn throttled_upload(port: u16, path: &Path, title: &str, pieces: usize
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let boundary = "cascadethrottled";
     let name = path.file_name().unwrap().to_string_lossy();
-    let head = format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let client_ref: String = title.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let head = format!("POST /api/videos?ref={client_ref} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     let send = |bytes: Vec<u8>| [format!("{:x}\r\n", bytes.len()).into_bytes(), bytes, b"\r\n".to_vec()].concat();
     let preamble = format!(
