@@ -195,6 +195,34 @@ impl Store {
         Ok(out)
     }
 
+    /// Records (all, newest first, or the one with `only`) with the 1-based queue position of each
+    /// queued one. Records and jobs are separate trees: a record read just before its job was
+    /// claimed would look queued without a position, so such a record is read again after the jobs
+    /// (the claim updates both in one transaction).
+    pub fn with_positions(&self, only: Option<&str>) -> Result<Vec<(VideoRecord, Option<usize>)>, AppError> {
+        let recs = match only {
+            Some(id) => self.get(id)?.into_iter().collect(),
+            None => self.list()?,
+        };
+        let positions: std::collections::HashMap<String, usize> = self
+            .jobs()?
+            .into_iter()
+            .filter(|j| j.state == JobState::Queued)
+            .enumerate()
+            .map(|(i, j)| (j.video_id, i + 1))
+            .collect();
+        recs.into_iter()
+            .map(|r| {
+                let pos = positions.get(&r.id).copied();
+                if r.status == Status::Queued && pos.is_none() {
+                    let fresh = self.get(&r.id)?.unwrap_or(r);
+                    return Ok((fresh, None));
+                }
+                Ok((r, pos))
+            })
+            .collect()
+    }
+
     /// Applies `f` to a video atomically (compare-and-swap); `None` when it does not exist.
     pub fn update(&self, id: &str, mut f: impl FnMut(&mut VideoRecord)) -> Result<Option<VideoRecord>, AppError> {
         loop {

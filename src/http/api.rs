@@ -311,8 +311,11 @@ async fn upload_reply(app: &App, rec: VideoRecord, redirect: bool, base: &str) -
         );
         return Ok(r);
     }
-    let positions = app.queue_positions().await?;
-    let view = app.view(rec, positions.get(&id).copied(), base);
+    let id2 = id.clone();
+    let view = match app.store.run(move |s| s.with_positions(Some(&id2))).await?.pop() {
+        Some((r, pos)) => app.view(r, pos, base),
+        None => app.view(rec, None, base),
+    };
     Ok(json_response(&view, StatusCode::CREATED))
 }
 
@@ -324,26 +327,23 @@ pub fn json_response<T: serde::Serialize>(v: &T, status: StatusCode) -> warp::re
 
 /// `GET /api/videos`.
 pub async fn list(app: Arc<App>, client_ref: Option<String>, base: String) -> Result<warp::reply::Response, AppError> {
-    let mut recs = app.store.run(|s| s.list()).await?;
+    let mut recs = app.store.run(|s| s.with_positions(None)).await?;
     if let Some(r) = client_ref {
-        recs.retain(|v| v.client_ref.as_deref() == Some(r.as_str()));
+        recs.retain(|(v, _)| v.client_ref.as_deref() == Some(r.as_str()));
     }
-    let positions = app.queue_positions().await?;
-    let videos: Vec<VideoView> = recs
-        .into_iter()
-        .map(|r| {
-            let pos = positions.get(&r.id).copied();
-            app.view(r, pos, &base)
-        })
-        .collect();
+    let videos: Vec<VideoView> = recs.into_iter().map(|(r, pos)| app.view(r, pos, &base)).collect();
     Ok(json_response(&serde_json::json!({ "videos": videos }), StatusCode::OK))
 }
 
 async fn get_view(app: &App, id: &str, base: &str) -> Result<VideoView, AppError> {
     let id2 = id.to_string();
-    let rec = app.store.run(move |s| s.get(&id2)).await?.ok_or_else(|| AppError::NotFound(format!("no video {id}")))?;
-    let positions = app.queue_positions().await?;
-    Ok(app.view(rec, positions.get(id).copied(), base))
+    let (rec, pos) = app
+        .store
+        .run(move |s| s.with_positions(Some(&id2)))
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::NotFound(format!("no video {id}")))?;
+    Ok(app.view(rec, pos, base))
 }
 
 /// `GET /api/videos/{id}`.
