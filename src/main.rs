@@ -135,7 +135,11 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         warn!(error = %e, "GStreamer is unavailable; jobs will use the fallback back end where configured");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(run_server(config, ladder))
+    let result = rt.block_on(run_server(config, ladder));
+    // Everything that matters is flushed by now; a transcode thread still unwinding must not
+    // keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }
 
 async fn shutdown_signal() {

@@ -33,6 +33,10 @@ async fn worker_loop(app: Arc<App>, n: usize) {
     while !app.is_shutting_down() {
         // A transcode slot first (streaming ingests take them too), then a job.
         let Ok(_permit) = app.slots.clone().acquire_owned().await else { break };
+        // The slot may have been freed by a job cancelled for shutdown: claim nothing new then.
+        if app.is_shutting_down() {
+            break;
+        }
         let claimed = app.store.run(|s| s.claim_next()).await;
         match claimed {
             Ok(Some((job, rec))) => {
@@ -134,6 +138,11 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, growing:
     .map_err(|e| AppError::Internal(e.to_string()))??;
 
     let source = if growing.is_some() { app.upload_dir(&id).join("source.part") } else { app.source_path(&id) };
+    if growing.is_none() && !tokio::fs::try_exists(&source).await.unwrap_or(false) {
+        // A streamed upload cut off by a shutdown or crash: its record exists, its file never completed.
+        remove_dir_off_executor(app.upload_dir(&id)).await;
+        return fail(app, &id, "upload_incomplete", "the upload did not complete (the server stopped while it was arriving); upload the file again".into()).await;
+    }
     if let Some(g) = &growing {
         // Enough of the file for the demuxer to see every stream's header.
         if wait_upload(g, 4 << 20, Duration::from_secs(120)).await == UploadState::Aborted {
