@@ -52,6 +52,12 @@ pub struct Rung {
 #[serde(deny_unknown_fields)]
 pub struct Ladder {
     pub segment_seconds: u32,
+    /// Length of each of the first two segments, in seconds (0: every segment is
+    /// `segment_seconds` long). Short startup segments make a video playable sooner: an HLS
+    /// segment is only closed once the GOP after it is complete, so the first segment of every
+    /// rung exists after `2 × startup_segment_seconds` of video instead of `2 × segment_seconds`.
+    #[serde(default)]
+    pub startup_segment_seconds: f64,
     pub audio: AudioPreset,
     pub video: VideoPreset,
     #[serde(rename = "rung")]
@@ -94,6 +100,10 @@ impl Ladder {
     fn validate(&self) -> Result<(), String> {
         if !(1..=30).contains(&self.segment_seconds) {
             return Err("segment_seconds must be between 1 and 30".into());
+        }
+        let startup = self.startup_segment_seconds;
+        if startup != 0.0 && !(0.2..=self.segment_seconds as f64 / 2.0).contains(&startup) {
+            return Err("startup_segment_seconds must be 0 or between 0.2 and segment_seconds / 2".into());
         }
         if self.rungs.is_empty() {
             return Err("at least one [[rung]] is required".into());
@@ -199,6 +209,17 @@ impl Ladder {
         (n / g, d / g)
     }
 
+    /// Stream times (seconds) at which keyframes are forced at the start, ending the two short
+    /// startup segments; empty when startup segments are off. After the last one, keyframes
+    /// follow every `gop_frames`.
+    pub fn startup_boundaries(&self) -> Vec<f64> {
+        if self.startup_segment_seconds > 0.0 {
+            vec![self.startup_segment_seconds, 2.0 * self.startup_segment_seconds]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Frames between keyframes: one GOP per segment.
     pub fn gop_frames(&self, fps_num: u32, fps_den: u32) -> u32 {
         ((self.segment_seconds as f64 * fps_num as f64 / fps_den as f64).round() as u32).max(1)
@@ -272,6 +293,20 @@ mod tests {
         assert!(Ladder::parse(&good.replace("preset = \"veryfast\"", "preset = \"warp\"")).is_err());
         assert!(Ladder::parse(&format!("{good}\nbogus = 1\n")).is_err());
         assert!(Ladder::parse("segment_seconds = 4").is_err());
+        for bad in ["0.1", "2.5", "-1.0"] {
+            let text = good.replace("startup_segment_seconds = 0.5", &format!("startup_segment_seconds = {bad}"));
+            assert!(Ladder::parse(&text).is_err(), "startup_segment_seconds = {bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn startup_boundaries_end_two_short_segments() {
+        let good = include_str!("../pipelines/ladder.toml");
+        assert_eq!(ladder().startup_boundaries(), vec![0.5, 1.0]);
+        let off = Ladder::parse(&good.replace("startup_segment_seconds = 0.5", "startup_segment_seconds = 0")).unwrap();
+        assert!(off.startup_boundaries().is_empty());
+        let absent = Ladder::parse(&good.replace("startup_segment_seconds = 0.5", "")).unwrap();
+        assert!(absent.startup_boundaries().is_empty(), "older ladder files keep uniform segments");
     }
 
     /// Property test over 20 000 pseudo-random sizes: always at least one rendition, even sizes,

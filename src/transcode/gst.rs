@@ -393,6 +393,17 @@ fn hls_sink(req: &TranscodeRequest, r: &Rendition, writers: &Writers) -> Result<
     sink.set_property("max-files", 0u32);
     sink.set_property_from_str("playlist-type", "vod");
     sink.set_property("send-keyframe-requests", false);
+    if let Some(&first) = req.ladder.startup_boundaries().first() {
+        // splitmuxsink starts a new file when the GOP just completed would push the current one
+        // past max-size-time. At the startup length, every GOP becomes its own segment: keyframe
+        // placement (forced at the startup boundaries, then every GOP) alone decides segments.
+        // target-duration only takes whole seconds, so the inner splitmuxsink is set directly.
+        let split = sink.downcast_ref::<gst::Bin>().and_then(|b| b.by_name("split_mux_sink"));
+        match split {
+            Some(split) => split.set_property("max-size-time", gst::ClockTime::from_nseconds((first * 1e9) as u64)),
+            None => return Err(TranscodeError::Build("hlssink3 has no split_mux_sink child".into())),
+        }
+    }
     own_sink_output(&sink, Some((writers.clone(), req.key.clone())));
     Ok(sink)
 }
@@ -408,6 +419,53 @@ fn cmaf_sink(req: &TranscodeRequest, rep: &str) -> Result<gst::Element, Transcod
     sink.set_property("max-files", 0u32);
     sink.set_property_from_str("playlist-type", "vod");
     sink.set_property("sync", false);
+    let mux = sink
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("muxer"))
+        .ok_or_else(|| TranscodeError::Build("hlscmafsink has no muxer child".into()))?;
+    // Keyframes are placed by Cascade (fixed GOP, forced startup keyframes), identically in every
+    // rung. cmafmux would otherwise ask the shared encoder for keyframes at its own fragment
+    // boundaries, and a request that arrives late becomes an immediate keyframe in one rung only.
+    mux.set_property("send-force-keyunit", false);
+    let boundaries: Vec<u64> = req.ladder.startup_boundaries().iter().map(|b| (b * 1e9) as u64).collect();
+    if let (false, Some(pad)) = (boundaries.is_empty(), sink.static_pad("sink")) {
+        let split = move |t: u64| mux.emit_by_name::<()>("split-at-running-time", &[&gst::ClockTime::from_nseconds(t)]);
+        if rep != AUDIO_REP {
+            // Video: the fragment ends at the first GOP starting at or after the boundary, i.e.
+            // at the forced keyframe. Requested on the first buffer, once the muxer has started
+            // (stopping the muxer clears pending requests).
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                boundaries.iter().for_each(|b| split(*b));
+                gst::PadProbeReturn::Remove
+            });
+        } else {
+            // Audio: cmafmux cuts before a frame that straddles the requested time and then makes
+            // that one frame a fragment of its own (measured: 0.491 s + 0.021 s). So the split is
+            // requested at the end of the AAC frame that reaches the boundary, as it arrives.
+            let pending = Mutex::new(boundaries);
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let Some(buf) = info.buffer() else { return gst::PadProbeReturn::Ok };
+                let (Some(pts), Some(dur)) = (buf.pts(), buf.duration()) else { return gst::PadProbeReturn::Ok };
+                let start = pad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .and_then(|ev| ev.segment().downcast_ref::<gst::ClockTime>().and_then(|seg| seg.to_running_time(pts)));
+                let Some(start) = start.map(|t| t.nseconds()) else { return gst::PadProbeReturn::Ok };
+                let end = start + dur.nseconds();
+                let Ok(mut pending) = pending.lock() else { return gst::PadProbeReturn::Remove };
+                if pending.first().is_some_and(|b| *b <= end) {
+                    if pending.first().is_some_and(|b| *b > start) {
+                        split(end);
+                    }
+                    pending.retain(|b| *b > end);
+                }
+                if pending.is_empty() {
+                    gst::PadProbeReturn::Remove
+                } else {
+                    gst::PadProbeReturn::Ok
+                }
+            });
+        }
+    }
     own_sink_output(&sink, None);
     Ok(sink)
 }
@@ -429,15 +487,18 @@ fn video_head(p: &gst::Pipeline, req: &TranscodeRequest) -> Result<(gst::Element
     Ok((convert, tee))
 }
 
-/// One rung: scale, encode, then into its HLS and CMAF sinks.
+/// One rung: scale, encode, then into its HLS and CMAF sinks. `input` is a tee of raw frames:
+/// the source's, or the next larger rung's (scaling 480p from 720p instead of from 1080p costs a
+/// fraction of the filter work). Returns the rung's position counter and the tee of its scaled
+/// frames, for the next smaller rung.
 fn video_rung(
     p: &gst::Pipeline,
     req: &TranscodeRequest,
     r: &Rendition,
-    vtee: &gst::Element,
+    input: &gst::Element,
     hls: &gst::Element,
     cmaf: &gst::Element,
-) -> Result<Arc<AtomicU64>, TranscodeError> {
+) -> Result<(Arc<AtomicU64>, gst::Element), TranscodeError> {
     let (n, d) = req.fps();
     let gop = req.ladder.gop_frames(n, d);
     // A few raw frames per rung (a 1080p frame is 3 MB): enough to keep every encoder busy,
@@ -465,6 +526,10 @@ fn video_rung(
             .field("colorimetry", colorimetry)
             .build(),
     )?;
+    let rtee = make("tee", None)?;
+    // The encoder gets its own thread and queue, so the next rung's scaler runs beside it.
+    let q_enc = queue(Duration::ZERO)?;
+    q_enc.set_property("max-size-buffers", 4u32);
     let enc = make("x264enc", Some(&format!("x264_{}", r.name)))?;
     enc.set_property("bitrate", r.bitrate_kbps);
     enc.set_property_from_str("speed-preset", &req.ladder.video.preset);
@@ -485,9 +550,10 @@ fn video_rung(
     let q_cmaf = queue(Duration::from_secs(30))?;
     let parse_cmaf = make("h264parse", None)?;
     let avc = caps_filter(gst::Caps::builder("video/x-h264").field("stream-format", "avc").field("alignment", "au").build())?;
-    p.add_many([&q, &scale, &scaled, &enc, &enc_caps, &etee, &q_hls, &parse_hls, &q_cmaf, &parse_cmaf, &avc])
+    p.add_many([&q, &scale, &scaled, &rtee, &q_enc, &enc, &enc_caps, &etee, &q_hls, &parse_hls, &q_cmaf, &parse_cmaf, &avc])
         .map_err(link_err("rung"))?;
-    gst::Element::link_many([vtee, &q, &scale, &scaled, &enc, &enc_caps, &etee]).map_err(link_err("rung encoder"))?;
+    gst::Element::link_many([input, &q, &scale, &scaled, &rtee, &q_enc, &enc, &enc_caps, &etee]).map_err(link_err("rung encoder"))?;
+    force_startup_keyframes(&enc, &req.ladder.startup_boundaries());
     gst::Element::link_many([&etee, &q_hls, &parse_hls]).map_err(link_err("rung HLS branch"))?;
     parse_hls.link_pads(None, hls, Some("video")).map_err(link_err("hlssink3 video"))?;
     gst::Element::link_many([&etee, &q_cmaf, &parse_cmaf, &avc, cmaf]).map_err(link_err("rung CMAF branch"))?;
@@ -507,7 +573,49 @@ fn video_rung(
             gst::PadProbeReturn::Ok
         });
     }
-    Ok(position)
+    Ok((position, rtee))
+}
+
+/// Forces a keyframe in `enc` on the first frame at or after each boundary (seconds of running
+/// time). Every rung sees the same frames, so the keyframes (and segments) stay aligned; x264
+/// counts its GOP from the last keyframe, so the regular GOPs follow from the last boundary.
+fn force_startup_keyframes(enc: &gst::Element, boundaries: &[f64]) {
+    let pending: Vec<u64> = boundaries.iter().map(|b| (b * 1e9) as u64).collect();
+    if pending.is_empty() {
+        return;
+    }
+    let pending = Mutex::new(pending);
+    let Some(pad) = enc.static_pad("sink") else { return };
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
+        let running = pad
+            .sticky_event::<gst::event::Segment>(0)
+            .and_then(|ev| ev.segment().downcast_ref::<gst::ClockTime>().and_then(|seg| seg.to_running_time(pts)));
+        let Some(t) = running.map(|t| t.nseconds()) else { return gst::PadProbeReturn::Ok };
+        let Ok(mut pending) = pending.lock() else { return gst::PadProbeReturn::Remove };
+        if pending.first().is_some_and(|b| t >= *b) {
+            pending.retain(|b| *b > t);
+            // GstVideoEncoder's downstream force-key-unit event, serialized just before this
+            // frame; running-time NONE means "the next frame". (gst_video_event_new_downstream_
+            // force_key_unit, built by hand: gstreamer-video is not a dependency.)
+            let none = u64::MAX;
+            let s = gst::Structure::builder("GstForceKeyUnit")
+                .field("timestamp", none)
+                .field("stream-time", none)
+                .field("running-time", none)
+                .field("all-headers", true)
+                .field("count", 0u32)
+                .build();
+            if !pad.send_event(gst::event::CustomDownstream::new(s)) {
+                warn!("the encoder refused a forced keyframe");
+            }
+        }
+        if pending.is_empty() {
+            gst::PadProbeReturn::Remove
+        } else {
+            gst::PadProbeReturn::Ok
+        }
+    });
 }
 
 /// The audio chain: one AAC encode tee'd to every HLS sink and the CMAF audio sink.
@@ -583,12 +691,18 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
     )?;
     let mut hls_sinks = Vec::new();
     let mut positions = Vec::new();
+    // Rungs come largest first; each one is scaled from the one before it (a cascade), unless a
+    // rung is somehow larger than its predecessor, which then scales from the source.
+    let mut input: (gst::Element, u64) = (vtee.clone(), u64::MAX);
     for r in &req.renditions {
         let hls = hls_sink(req, r, &writers)?;
         let cmaf = cmaf_sink(req, &r.name)?;
         p.add_many([&hls, &cmaf]).map_err(link_err("sinks"))?;
-        positions.push(video_rung(&p, req, r, &vtee, &hls, &cmaf)?);
+        let from = if (r.width as u64) * (r.height as u64) <= input.1 { &input.0 } else { &vtee };
+        let (position, scaled) = video_rung(&p, req, r, from, &hls, &cmaf)?;
+        positions.push(position);
         hls_sinks.push(hls);
+        input = (scaled, r.width as u64 * r.height as u64);
     }
     let audio_in = if req.media.audio.is_some() {
         let cmaf_audio = cmaf_sink(req, AUDIO_REP)?;

@@ -1,0 +1,113 @@
+//! Short startup segments and the scaling cascade, through the real server and GStreamer:
+//! the first two segments of every track are `startup_segment_seconds` long, every rung has the
+//! same segment boundaries with a keyframe at each, and rungs scaled from the next larger rung
+//! (not from the source) still match the source closely.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(300);
+const STARTUP: f64 = 0.5;
+const SEGMENT: f64 = 4.0;
+
+/// Keyframe times (seconds, from the first frame) of a stream ffprobe can read.
+async fn keyframe_times(url: &str) -> Vec<f64> {
+    let (ok, out) = run(
+        "ffprobe",
+        &["-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey", "-show_entries", "frame=pts_time", "-of", "csv=p=0", url],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(ok, "ffprobe keyframes of {url}: {out}");
+    let times: Vec<f64> = out.lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect();
+    assert!(!times.is_empty(), "no keyframes in {url}: {out}");
+    times.iter().map(|t| t - times[0]).collect()
+}
+
+/// PSNR (dB) of a rendition against the source scaled to its size with ffmpeg's bicubic, frames
+/// paired by index (MPEG-TS timestamps jitter by a tick after x264enc's offset).
+async fn psnr(url: &str, src: &str, w: u64, h: u64) -> f64 {
+    let graph = format!("[0:v]settb=1/30,setpts=N[d];[1:v]settb=1/30,setpts=N,scale={w}:{h}:flags=bicubic[ref];[d][ref]psnr");
+    let (ok, out) = run("ffmpeg", &["-nostdin", "-v", "info", "-i", url, "-i", src, "-lavfi", &graph, "-f", "null", "-"], Duration::from_secs(180)).await;
+    assert!(ok, "psnr of {url}: {out}");
+    let avg = out.rsplit("average:").next().and_then(|s| s.split_whitespace().next()).unwrap_or("");
+    avg.parse().unwrap_or_else(|_| panic!("no PSNR in ffmpeg's output: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_segments_are_short_aligned_and_start_with_keyframes() {
+    let server = Server::start(&[("CASCADE_BACKEND", "gstreamer")]).await;
+    // 29.97 fps: the startup boundaries fall between frames, as they do for most phone videos.
+    let src = clip(
+        "startup2997.mp4",
+        "testsrc2=size=1280x720:rate=30000/1001",
+        Some("sine=frequency=440:sample_rate=48000"),
+        11.0,
+        &[],
+    )
+    .await;
+    let id = server.upload_ok(&src, "Startup").await;
+    let v = server.wait_final(&id, T).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    let hls = v["playback"]["hls"].as_str().unwrap().to_string();
+    let dash = v["playback"]["dash"].as_str().unwrap().to_string();
+    let frame = 1001.0 / 30000.0;
+
+    // HLS: the same segment durations in every rung: two startup segments, then full ones.
+    let m = master(&server, &hls).await;
+    assert_eq!(m.variants.len(), 3);
+    let mut lists = Vec::new();
+    for var in &m.variants {
+        let url = sibling(&hls, &var.uri);
+        let (pl, text) = media_playlist(&server, &url).await;
+        let d: Vec<f64> = pl.segments.iter().map(|s| s.duration as f64).collect();
+        assert!(d.len() >= 4, "{text}");
+        for (i, want) in [STARTUP, STARTUP, SEGMENT].iter().enumerate() {
+            assert!((d[i] - want).abs() <= frame + 0.002, "{}: segment {i} lasts {} s, expected {want}\n{text}", var.uri, d[i]);
+        }
+        assert!(d.iter().all(|x| *x <= pl.target_duration as f64 + 0.5), "{text}");
+        // Every segment starts with a keyframe: the keyframes are exactly the segment starts.
+        let mut starts = vec![0.0];
+        for x in &d[..d.len() - 1] {
+            starts.push(starts.last().unwrap() + x);
+        }
+        let keys = keyframe_times(&url).await;
+        assert_eq!(keys.len(), starts.len(), "{}: keyframes {keys:?} vs segment starts {starts:?}", var.uri);
+        for (k, s) in keys.iter().zip(&starts) {
+            assert!((k - s).abs() <= frame, "{}: keyframe at {k} but segment starts at {s}", var.uri);
+        }
+        lists.push(d);
+    }
+    assert!(lists.windows(2).all(|w| w[0] == w[1]), "rungs are not aligned: {lists:?}");
+
+    // DASH: every representation, audio included, starts with two startup segments.
+    let mpd = mpd(&server, &dash).await;
+    for set in &mpd.periods[0].adaptations {
+        for rep in &set.representations {
+            let st = rep.SegmentTemplate.as_ref().unwrap();
+            let scale = st.timescale.unwrap() as f64;
+            let mut d = Vec::new();
+            for s in &st.SegmentTimeline.as_ref().unwrap().segments {
+                for _ in 0..=s.r.unwrap_or(0) {
+                    d.push(s.d as f64 / scale);
+                }
+            }
+            let id = rep.id.clone().unwrap();
+            assert!(d.len() >= 4, "{id}: {d:?}");
+            assert!((d[0] - STARTUP).abs() <= frame + 0.03 && (d[1] - STARTUP).abs() <= frame + 0.03, "{id}: {d:?}");
+            assert!((d[2] - SEGMENT).abs() <= frame + 0.03, "{id}: {d:?}");
+        }
+    }
+    ffmpeg_decode(&dash).await.unwrap_or_else(|e| panic!("DASH does not decode: {e}"));
+
+    // The cascade: 480p is scaled from 720p and 360p from 480p; each must still be close to the
+    // source (the bitrates here are generous for testsrc2, so this measures the scaling).
+    for var in &m.variants {
+        let r = var.resolution.unwrap();
+        let db = psnr(&sibling(&hls, &var.uri), src.to_str().unwrap(), r.width, r.height).await;
+        assert!(db >= 35.0, "{}: PSNR {db:.1} dB against the source", var.uri);
+    }
+}
