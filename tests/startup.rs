@@ -1,7 +1,7 @@
 //! Short startup segments and the scaling cascade, through the real server and GStreamer:
 //! the first two segments of every track are `startup_segment_seconds` long, every rung has the
-//! same segment boundaries with a keyframe at each, and rungs scaled from the next larger rung
-//! (not from the source) still match the source closely.
+//! same segment boundaries with a keyframe at each, and a rung scaled from a larger rung (360p
+//! from 720p) instead of from the source still matches the source closely.
 
 mod common;
 
@@ -103,8 +103,8 @@ async fn startup_segments_are_short_aligned_and_start_with_keyframes() {
     }
     ffmpeg_decode(&dash).await.unwrap_or_else(|e| panic!("DASH does not decode: {e}"));
 
-    // The cascade: 480p is scaled from 720p and 360p from 480p; each must still be close to the
-    // source (the bitrates here are generous for testsrc2, so this measures the scaling).
+    // 360p is scaled from 720p (exactly half), 480p from the source; each must still be close to
+    // the source (the bitrates here are generous for testsrc2, so this measures the scaling).
     for var in &m.variants {
         let r = var.resolution.unwrap();
         let db = psnr(&sibling(&hls, &var.uri), src.to_str().unwrap(), r.width, r.height).await;

@@ -487,10 +487,20 @@ fn video_head(p: &gst::Pipeline, req: &TranscodeRequest) -> Result<(gst::Element
     Ok((convert, tee))
 }
 
+/// The rung to scale `r` from instead of the source: one exactly twice its width and height.
+///
+/// Measured on a 1080p30 source (20 s, 3 runs of each): 360p scaled from 720p instead of from
+/// 1080p saves ~9 % of the whole transcode's CPU time at the same PSNR against the source
+/// (43.97 vs 44.05 dB; 720p and 480p unchanged). A full cascade (480p from 720p at 1.5×, 360p from
+/// 480p) saved ~11 % but cost 1.5 dB at 480p and 6 dB at 360p: blur and phase errors of
+/// non-integer steps add up, while a 2:1 step keeps pixel centres aligned.
+fn scale_parent<'a>(made: &'a [(u32, u32, gst::Element)], r: &Rendition) -> Option<&'a gst::Element> {
+    made.iter().find(|(w, h, _)| *w == 2 * r.width && *h == 2 * r.height).map(|(_, _, tee)| tee)
+}
+
 /// One rung: scale, encode, then into its HLS and CMAF sinks. `input` is a tee of raw frames:
-/// the source's, or the next larger rung's (scaling 480p from 720p instead of from 1080p costs a
-/// fraction of the filter work). Returns the rung's position counter and the tee of its scaled
-/// frames, for the next smaller rung.
+/// the source's, or a larger rung's (see `scale_parent`). Returns the rung's position counter
+/// and the tee of its scaled frames, for smaller rungs.
 fn video_rung(
     p: &gst::Pipeline,
     req: &TranscodeRequest,
@@ -691,18 +701,17 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
     )?;
     let mut hls_sinks = Vec::new();
     let mut positions = Vec::new();
-    // Rungs come largest first; each one is scaled from the one before it (a cascade), unless a
-    // rung is somehow larger than its predecessor, which then scales from the source.
-    let mut input: (gst::Element, u64) = (vtee.clone(), u64::MAX);
+    // Scaled frames of the rungs made so far, for the rungs that are exactly half their size.
+    let mut scaled: Vec<(u32, u32, gst::Element)> = Vec::new();
     for r in &req.renditions {
         let hls = hls_sink(req, r, &writers)?;
         let cmaf = cmaf_sink(req, &r.name)?;
         p.add_many([&hls, &cmaf]).map_err(link_err("sinks"))?;
-        let from = if (r.width as u64) * (r.height as u64) <= input.1 { &input.0 } else { &vtee };
-        let (position, scaled) = video_rung(&p, req, r, from, &hls, &cmaf)?;
+        let from = scale_parent(&scaled, r).unwrap_or(&vtee);
+        let (position, tee) = video_rung(&p, req, r, from, &hls, &cmaf)?;
         positions.push(position);
         hls_sinks.push(hls);
-        input = (scaled, r.width as u64 * r.height as u64);
+        scaled.push((r.width, r.height, tee));
     }
     let audio_in = if req.media.audio.is_some() {
         let cmaf_audio = cmaf_sink(req, AUDIO_REP)?;
