@@ -65,11 +65,25 @@ def free_port():
     return port
 
 
-def row(section, metric, cascade, baseline, unit, baseline_name, better="lower"):
+TARGET_TEXT = {"ratio_max": "≤ ×{v:.2f}", "ratio_min": "≥ ×{v:.2f}", "abs_max": "≤ {v:g} {unit}",
+               "ratio_within": "×1 ± {p:.0f} %", "diff_min": "≥ baseline {v:+g} {unit}"}
+
+
+def meets(target, cascade, baseline, ratio):
+    kind, v = target
+    return {"ratio_max": ratio <= v, "ratio_min": ratio >= v, "abs_max": cascade <= v,
+            "ratio_within": abs(ratio - 1) <= v, "diff_min": cascade - baseline >= v}[kind]
+
+
+def row(section, metric, cascade, baseline, unit, baseline_name, better="lower", target=None):
+    """One table row; `target` = (kind, value) is the goal the row is checked against (issue #8)."""
     ratio = cascade / baseline if baseline else float("nan")
+    met = meets(target, cascade, baseline, ratio) if target else None
+    goal = TARGET_TEXT[target[0]].format(v=target[1], p=target[1] * 100, unit=unit) if target else ""
     rows.append(dict(section=section, metric=metric, cascade=cascade, baseline=baseline, unit=unit,
-                     baseline_name=baseline_name, ratio=ratio, better=better))
-    log(f"  {metric}: cascade {cascade:.3f} {unit} vs {baseline_name} {baseline:.3f} {unit} (×{ratio:.2f})")
+                     baseline_name=baseline_name, ratio=ratio, better=better, target=goal, met=met))
+    log(f"  {metric}: cascade {cascade:.3f} {unit} vs {baseline_name} {baseline:.3f} {unit} (×{ratio:.2f})"
+        + (f" target {goal}: {'met' if met else 'NOT met'}" if target else ""))
 
 
 def make_source(work):
@@ -112,18 +126,36 @@ def ffmpeg_ladder_cmd(src, out):
     return cmd
 
 
-def dir_bitrate(d, duration):
-    total = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".ts"))
-    return total * 8 / duration / 1000
+def video_kbps(playlist, extra=()):
+    """Bit rate of the H.264 bitstream of a rendition (packet sizes summed by ffprobe over the
+    playlist), so that container overhead (MPEG-TS muxers differ: ~47 kb/s here) and the
+    encryption padding do not count as encoder rate."""
+    out = subprocess.run(["ffprobe", "-v", "error", *extra, "-select_streams", "v:0", "-show_entries",
+                          "packet=size,pts_time", "-of", "csv=p=0", playlist], capture_output=True, text=True, timeout=600)
+    sizes, times = [], []
+    for line in out.stdout.split("\n"):
+        parts = line.strip().split(",")
+        if len(parts) == 2 and parts[0] and parts[1]:
+            times.append(float(parts[0]))
+            sizes.append(int(parts[1]))
+    if len(sizes) < 2:
+        return float("nan")
+    duration = (max(times) - min(times)) * len(sizes) / (len(sizes) - 1)
+    return sum(sizes) * 8 / duration / 1000
 
 
-def psnr(playlist, src, w, h, extra=()):
+def psnr(playlist, src, w, h, extra=(), up=False):
+    """PSNR of a rendition (first 20 s) against the source: the source downscaled to the rung's size
+    with ffmpeg's bicubic, or (up=True) the rung upscaled to the source's size with the same
+    bicubic for both back ends, which favours neither scaler."""
     # Frames are paired by index: psnr pairs by timestamp, and MPEG-TS's 90 kHz rounding (±1 tick
     # after x264enc's 1000 h offset) would pair a frame with its predecessor.
-    out = subprocess.run(["ffmpeg", "-nostdin", "-v", "info", *extra, "-i", playlist, "-i", src, "-t", "20", "-lavfi",
-                          f"[0:v]settb=1/30,setpts=N[d];[1:v]settb=1/30,setpts=N,scale={w}:{h}:flags=bicubic[ref];[d][ref]psnr",
-                          "-f", "null", "-"],
-                         capture_output=True, text=True, timeout=600)
+    if up:
+        graph = "[0:v]settb=1/30,setpts=N,scale=1920:1080:flags=bicubic[d];[1:v]settb=1/30,setpts=N[ref];[d][ref]psnr"
+    else:
+        graph = f"[0:v]settb=1/30,setpts=N[d];[1:v]settb=1/30,setpts=N,scale={w}:{h}:flags=bicubic[ref];[d][ref]psnr"
+    out = subprocess.run(["ffmpeg", "-nostdin", "-v", "info", *extra, "-i", playlist, "-i", src, "-t", "20", "-lavfi", graph,
+                          "-f", "null", "-"], capture_output=True, text=True, timeout=600)
     m = re.search(r"PSNR .*average:([0-9.]+|inf)", out.stderr)
     return float(m.group(1)) if m else float("nan")
 
@@ -147,7 +179,7 @@ def bench_ladder(src, work):
             results[name].append(r)
             outs[name] = out
     med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in results.items()}
-    row("ladder", "wall time, GStreamer back end", med["gst"][0], med["ff"][0], "s", "ffmpeg command")
+    row("ladder", "wall time, GStreamer back end", med["gst"][0], med["ff"][0], "s", "ffmpeg command", target=("ratio_max", 0.9))
     row("ladder", "CPU time, GStreamer back end", med["gst"][1], med["ff"][1], "s", "ffmpeg command")
     row("ladder", "wall time, FFmpeg back end", med["ffb"][0], med["ff"][0], "s", "ffmpeg command")
     row("ladder", "peak RSS, 1080p 4-rung transcode", med["gst"][2], med["ff"][2], "MiB", "ffmpeg command")
@@ -157,10 +189,16 @@ def bench_ladder(src, work):
         w = round(1920 * h / 1080 / 2) * 2
         c_dir = os.path.join(outs["gst"], "hls", r["name"])
         f_dir = os.path.join(outs["ff"], f"v{i}")
-        row("quality", f"{r['name']} bitrate", dir_bitrate(c_dir, SECONDS), dir_bitrate(f_dir, SECONDS), "kb/s", "ffmpeg command", "equal")
-        cp = psnr(os.path.join(c_dir, "index.m3u8"), src, w, h, ("-allowed_extensions", "ALL"))
-        fp = psnr(os.path.join(f_dir, "index.m3u8"), src, w, h)
-        row("quality", f"{r['name']} PSNR", cp, fp, "dB", "ffmpeg command", "higher")
+        c_pl, f_pl = os.path.join(c_dir, "index.m3u8"), os.path.join(f_dir, "index.m3u8")
+        ext = ("-allowed_extensions", "ALL")
+        row("quality", f"{r['name']} video bitrate", video_kbps(c_pl, ext), video_kbps(f_pl), "kb/s", "ffmpeg command", "equal",
+            target=("ratio_within", 0.05))
+        # Neutral: each rung upscaled back to the source size with the same filter, against the source.
+        row("quality", f"{r['name']} PSNR vs source (rung upscaled)", psnr(c_pl, src, w, h, ext, up=True), psnr(f_pl, src, w, h, up=True),
+            "dB", "ffmpeg command", "higher", target=("diff_min", -0.5))
+        # Against the source downscaled with ffmpeg's own bicubic: the baseline's scaler, so it favours ffmpeg.
+        row("quality", f"{r['name']} PSNR vs bicubic-downscaled source", psnr(c_pl, src, w, h, ext), psnr(f_pl, src, w, h),
+            "dB", "ffmpeg command", "higher")
 
 
 class Server:
@@ -247,7 +285,7 @@ def bench_ttfp(src, work):
     finally:
         server.stop()
     row("latency", "time to first playable (all rungs)", statistics.median(cascade), statistics.median(plain), "s",
-        "ffmpeg: start → first segment of every rung")
+        "ffmpeg: start → first segment of every rung", target=("abs_max", 2.0))
 
 
 def bench_stream(src, work):
@@ -322,14 +360,15 @@ def bench_upload(work):
         cp.append(size_mb / (time.monotonic() - t0))
         os.remove(dst)
         log(f"  run {run}: upload {up[-1]:.0f} MB/s, cp {cp[-1]:.0f} MB/s")
-    row("upload", f"upload throughput ({UPLOAD_MB} MiB)", statistics.median(up), statistics.median(cp), "MB/s", "cp", "higher")
+    row("upload", f"upload throughput ({UPLOAD_MB} MiB)", statistics.median(up), statistics.median(cp), "MB/s", "cp", "higher",
+        target=("ratio_min", 0.8))
     row("upload", f"server peak RSS, {UPLOAD_MB} MiB vs {os.path.getsize(small) >> 20} MiB upload",
-        rss["big"], rss["small"], "MiB", "same server, small upload", "equal")
+        rss["big"], rss["small"], "MiB", "same server, small upload", "equal", target=("ratio_within", 0.1))
     os.remove(big)
 
 
 def wrk(url):
-    out = subprocess.run(["wrk", "-t2", "-c32", "-d10s", "--latency", url], capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(["wrk", "-t2", "-c32", "-d6s", "--latency", url], capture_output=True, text=True, timeout=60).stdout
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     m = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
     p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
@@ -348,7 +387,6 @@ def bench_serve(src, work):
             if rec["status"] in ("ready", "failed"):
                 break
             time.sleep(0.5)
-        seg = rec["playback"]["hls"].replace("master.m3u8", "720p/seg00001.ts")
         media = os.path.join(server.data, "media", vid)
         nport = free_port()
         conf = os.path.join(work, "nginx.conf")
@@ -359,19 +397,24 @@ http {{ access_log off; sendfile on; types {{ video/mp2t ts; }} server {{ listen
 """)
         nginx = subprocess.Popen(["nginx", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        nurl = f"http://127.0.0.1:{nport}/hls/720p/seg00001.ts"
-        # Both must really serve the same bytes, or the comparison means nothing.
-        a = urllib.request.urlopen(seg, timeout=10).read()
-        b = urllib.request.urlopen(nurl, timeout=10).read()
-        if a != b or not a:
-            raise RuntimeError(f"Cascade and nginx serve different bytes ({len(a)} vs {len(b)})")
-        log(f"  segment size {len(a)} bytes")
-        c, n = [], []
-        for _ in range(RUNS):
-            c.append(wrk(seg))
-            n.append(wrk(nurl))
-        row("serving", "segment GETs per second", statistics.median(x[0] for x in c), statistics.median(x[0] for x in n), "req/s", "nginx", "higher")
-        row("serving", "p99 latency", statistics.median(x[1] for x in c), statistics.median(x[1] for x in n), "ms", "nginx")
+        # seg00002 is the first full-length segment (00000 and 00001 are the short startup ones).
+        for name, label in [("seg00002.ts", "full segment"), ("seg00000.ts", "startup segment")]:
+            seg = rec["playback"]["hls"].replace("master.m3u8", f"720p/{name}")
+            nurl = f"http://127.0.0.1:{nport}/hls/720p/{name}"
+            # Both must really serve the same bytes, or the comparison means nothing.
+            a = urllib.request.urlopen(seg, timeout=10).read()
+            b = urllib.request.urlopen(nurl, timeout=10).read()
+            if a != b or not a:
+                raise RuntimeError(f"Cascade and nginx serve different bytes ({len(a)} vs {len(b)})")
+            log(f"  {label}: {len(a)} bytes")
+            c, n = [], []
+            for _ in range(RUNS):
+                c.append(wrk(seg))
+                n.append(wrk(nurl))
+            what = f"720p {label}, {len(a) / 1e6:.2f} MB"
+            row("serving", f"GETs per second ({what})", statistics.median(x[0] for x in c), statistics.median(x[0] for x in n),
+                "req/s", "nginx", "higher", target=("ratio_min", 0.8))
+            row("serving", f"p99 latency ({what})", statistics.median(x[1] for x in c), statistics.median(x[1] for x in n), "ms", "nginx")
     finally:
         if nginx:
             nginx.terminate()
@@ -416,10 +459,13 @@ def main():
              f"Machine: {machine()}", "",
              f"Source: {SECONDS} s 1920x1080p30 testsrc2 + AAC; ladder from pipelines/ladder.toml; "
              f"median of {RUNS} alternating runs; total bench time {time.monotonic() - started:.0f} s.", "",
-             "| section | metric | Cascade | baseline | ratio | baseline is |", "|---|---|---|---|---|---|"]
+             "| section | metric | Cascade | baseline | ratio | baseline is | target |", "|---|---|---|---|---|---|---|"]
     for r in rows:
+        verdict = "" if r["met"] is None else f"{r['target']}: {'met' if r['met'] else '**not met**'}"
         lines.append(f"| {r['section']} | {r['metric']} | {r['cascade']:.2f} {r['unit']} | {r['baseline']:.2f} {r['unit']} | "
-                     f"×{r['ratio']:.2f} ({r['better']} is better) | {r['baseline_name']} |")
+                     f"×{r['ratio']:.2f} ({r['better']} is better) | {r['baseline_name']} | {verdict} |")
+    checked = [r for r in rows if r["met"] is not None]
+    lines += ["", f"Targets met: {sum(1 for r in checked if r['met'])} of {len(checked)}."]
     table = "\n".join(lines)
     print(table)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
