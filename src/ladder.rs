@@ -45,6 +45,10 @@ pub struct Rung {
     /// Short side in pixels (height for landscape, width for portrait).
     pub height: u32,
     pub bitrate_kbps: u32,
+    /// x264 threads for this rung (0 or absent: x264's own choice, 1.5 × cores). Every rung
+    /// encodes in parallel already, so small rungs gain nothing from frame threads.
+    #[serde(default)]
+    pub x264_threads: u32,
 }
 
 /// The whole ladder file.
@@ -143,6 +147,9 @@ impl Ladder {
             if r.height < 16 || r.height > 4320 || r.height % 2 != 0 {
                 return Err(format!("rung {}: height must be even, 16–4320", r.name));
             }
+            if r.x264_threads > 64 {
+                return Err(format!("rung {}: x264_threads must be 0 (auto) to 64", r.name));
+            }
             if r.bitrate_kbps < 50 || r.bitrate_kbps > 100_000 {
                 return Err(format!("rung {}: bitrate_kbps must be 50–100000", r.name));
             }
@@ -218,6 +225,12 @@ impl Ladder {
         } else {
             Vec::new()
         }
+    }
+
+    /// x264 threads for the rendition named `name` (0: x264's own choice, also for a rendition
+    /// that is not a rung of the file, like the single one of a tiny source).
+    pub fn x264_threads(&self, name: &str) -> u32 {
+        self.rungs.iter().find(|r| r.name == name).map_or(0, |r| r.x264_threads)
     }
 
     /// Frames between keyframes: one GOP per segment.
@@ -297,6 +310,17 @@ mod tests {
             let text = good.replace("startup_segment_seconds = 0.5", &format!("startup_segment_seconds = {bad}"));
             assert!(Ladder::parse(&text).is_err(), "startup_segment_seconds = {bad} must be refused");
         }
+    }
+
+    #[test]
+    fn x264_threads_per_rung() {
+        let l = ladder();
+        assert_eq!((l.x264_threads("1080p"), l.x264_threads("360p")), (2, 1));
+        assert_eq!(l.x264_threads("162p"), 0, "a rendition that is no rung of the file: x264 decides");
+        let good = include_str!("../pipelines/ladder.toml");
+        assert!(Ladder::parse(&good.replacen("x264_threads = 2", "x264_threads = 65", 1)).is_err());
+        let auto = Ladder::parse(&good.replace("x264_threads = 1\n", "").replace("x264_threads = 2\n", "")).unwrap();
+        assert_eq!(auto.x264_threads("720p"), 0);
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
             format!("-maxrate:v:{i}"), format!("{k}k"),
             format!("-bufsize:v:{i}"), format!("{}k", k * 6 / 10),
         ]);
+        let threads = req.ladder.x264_threads(&r.name);
+        if threads > 0 {
+            args.extend([format!("-threads:v:{i}"), threads.to_string()]);
+        }
     }
     if has_audio {
         args.extend([
@@ -488,6 +492,9 @@ mod tests {
         assert_eq!(value_after(a, "-b:v:1"), "1400k");
         assert_eq!(value_after(a, "-b:v:2"), "800k");
         assert_eq!(value_after(a, "-bufsize:v:2"), "480k");
+        // Per-rung x264 threads from the ladder (720p, 480p, 360p: 1 each).
+        assert_eq!(value_after(a, "-threads:v:0"), "1");
+        assert_eq!(value_after(a, "-threads:v:2"), "1");
         assert_eq!(value_after(a, "-b:a"), "128k");
         assert_eq!(value_after(a, "-ar"), "48000");
         let tee = value_after(a, "-f");

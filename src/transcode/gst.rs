@@ -545,6 +545,10 @@ fn video_rung(
     enc.set_property_from_str("speed-preset", &req.ladder.video.preset);
     enc.set_property("key-int-max", gop);
     enc.set_property("bframes", req.ladder.video.bframes);
+    let threads = req.ladder.x264_threads(&r.name);
+    if threads > 0 {
+        enc.set_property("threads", threads);
+    }
     // Identical GOPs in every rung: fixed keyframe interval, no scene-cut keyframes.
     enc.set_property("option-string", format!("scenecut=0:keyint-min={gop}:open-gop=0"));
     let enc_caps = caps_filter(
