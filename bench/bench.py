@@ -134,8 +134,8 @@ def video_kbps(playlist, extra=()):
                           "packet=size,pts_time", "-of", "csv=p=0", playlist], capture_output=True, text=True, timeout=600)
     sizes, times = [], []
     for line in out.stdout.split("\n"):
-        parts = line.strip().split(",")
-        if len(parts) == 2 and parts[0] and parts[1]:
+        parts = [x for x in line.strip().split(",") if x]  # "pts_time,size," (+ side-data lines)
+        if len(parts) >= 2 and parts[0] != "N/A":
             times.append(float(parts[0]))
             sizes.append(int(parts[1]))
     if len(sizes) < 2:

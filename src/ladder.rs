@@ -45,11 +45,21 @@ pub struct Rung {
     /// Short side in pixels (height for landscape, width for portrait).
     pub height: u32,
     pub bitrate_kbps: u32,
-    /// x264 threads for this rung (0 or absent: x264's own choice, 1.5 × cores). Every rung
-    /// encodes in parallel already, so small rungs gain nothing from frame threads.
+    /// x264 threads for this rung in the GStreamer back end (0 or absent: x264's own choice,
+    /// 1.5 × cores). Every rung encodes in its own thread already, so small rungs gain nothing
+    /// from frame threads. (FFmpeg runs a single-threaded libx264 in its main thread, serially.)
     #[serde(default)]
     pub x264_threads: u32,
+    /// videoscale `method` for this rung in the GStreamer back end (default `bilinear2`).
+    #[serde(default)]
+    pub scaler: Option<String>,
+    /// videoscale `sharpness` (0.5–1.5, default 1): above 1 narrows the filter (fewer taps).
+    #[serde(default)]
+    pub scaler_sharpness: Option<f64>,
 }
+
+/// videoscale methods a rung may name (GStreamer 1.22's GstVideoScaleMethod nicks).
+const SCALERS: &[&str] = &["nearest-neighbour", "bilinear", "4-tap", "lanczos", "bilinear2", "sinc", "hermite", "spline", "catrom", "mitchell"];
 
 /// The whole ladder file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -147,6 +157,12 @@ impl Ladder {
             if r.height < 16 || r.height > 4320 || r.height % 2 != 0 {
                 return Err(format!("rung {}: height must be even, 16–4320", r.name));
             }
+            if r.scaler.as_deref().is_some_and(|m| !SCALERS.contains(&m)) {
+                return Err(format!("rung {}: scaler must be one of {}", r.name, SCALERS.join(", ")));
+            }
+            if r.scaler_sharpness.is_some_and(|x| !(0.5..=1.5).contains(&x)) {
+                return Err(format!("rung {}: scaler_sharpness must be 0.5–1.5", r.name));
+            }
             if r.x264_threads > 64 {
                 return Err(format!("rung {}: x264_threads must be 0 (auto) to 64", r.name));
             }
@@ -231,6 +247,16 @@ impl Ladder {
     /// that is not a rung of the file, like the single one of a tiny source).
     pub fn x264_threads(&self, name: &str) -> u32 {
         self.rungs.iter().find(|r| r.name == name).map_or(0, |r| r.x264_threads)
+    }
+
+    /// videoscale method and sharpness for the rendition named `name` (multi-tap bilinear at
+    /// sharpness 1 unless the rung sets them).
+    pub fn scaler(&self, name: &str) -> (&str, f64) {
+        let rung = self.rungs.iter().find(|r| r.name == name);
+        (
+            rung.and_then(|r| r.scaler.as_deref()).unwrap_or("bilinear2"),
+            rung.and_then(|r| r.scaler_sharpness).unwrap_or(1.0),
+        )
     }
 
     /// Frames between keyframes: one GOP per segment.
@@ -321,6 +347,17 @@ mod tests {
         assert!(Ladder::parse(&good.replacen("x264_threads = 2", "x264_threads = 65", 1)).is_err());
         let auto = Ladder::parse(&good.replace("x264_threads = 1\n", "").replace("x264_threads = 2\n", "")).unwrap();
         assert_eq!(auto.x264_threads("720p"), 0);
+    }
+
+    #[test]
+    fn scaler_per_rung() {
+        let l = ladder();
+        assert_eq!(l.scaler("720p"), ("catrom", 1.3));
+        assert_eq!(l.scaler("360p"), ("bilinear2", 1.0));
+        assert_eq!(l.scaler("162p"), ("bilinear2", 1.0));
+        let good = include_str!("../pipelines/ladder.toml");
+        assert!(Ladder::parse(&good.replacen("scaler = \"catrom\"", "scaler = \"magic\"", 1)).is_err());
+        assert!(Ladder::parse(&good.replacen("scaler_sharpness = 1.3", "scaler_sharpness = 2.0", 1)).is_err());
     }
 
     #[test]

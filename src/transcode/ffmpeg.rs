@@ -111,10 +111,7 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
             format!("-maxrate:v:{i}"), format!("{k}k"),
             format!("-bufsize:v:{i}"), format!("{}k", k * 6 / 10),
         ]);
-        let threads = req.ladder.x264_threads(&r.name);
-        if threads > 0 {
-            args.extend([format!("-threads:v:{i}"), threads.to_string()]);
-        }
+
     }
     if has_audio {
         args.extend([
@@ -492,9 +489,8 @@ mod tests {
         assert_eq!(value_after(a, "-b:v:1"), "1400k");
         assert_eq!(value_after(a, "-b:v:2"), "800k");
         assert_eq!(value_after(a, "-bufsize:v:2"), "480k");
-        // Per-rung x264 threads from the ladder (720p, 480p, 360p: 1 each).
-        assert_eq!(value_after(a, "-threads:v:0"), "1");
-        assert_eq!(value_after(a, "-threads:v:2"), "1");
+        // The ladder's x264_threads are for the GStreamer back end only (see ladder.toml).
+        assert!(!a.iter().any(|x| x.starts_with("-threads")));
         assert_eq!(value_after(a, "-b:a"), "128k");
         assert_eq!(value_after(a, "-ar"), "48000");
         let tee = value_after(a, "-f");
