@@ -397,8 +397,10 @@ http {{ access_log off; sendfile on; types {{ video/mp2t ts; }} server {{ listen
 """)
         nginx = subprocess.Popen(["nginx", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        # seg00002 is the first full-length segment (00000 and 00001 are the short startup ones).
-        for name, label in [("seg00002.ts", "full segment"), ("seg00000.ts", "startup segment")]:
+        # With startup segments on, 00000 and 00001 are short and 00002 is the first full one.
+        startup = LADDER.get("startup_segment_seconds", 0) > 0
+        kinds = [("seg00002.ts", "full segment"), ("seg00000.ts", "startup segment")] if startup else [("seg00001.ts", "full segment")]
+        for name, label in kinds:
             seg = rec["playback"]["hls"].replace("master.m3u8", f"720p/{name}")
             nurl = f"http://127.0.0.1:{nport}/hls/720p/{name}"
             # Both must really serve the same bytes, or the comparison means nothing.

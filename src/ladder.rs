@@ -47,7 +47,8 @@ pub struct Rung {
     pub bitrate_kbps: u32,
     /// x264 threads for this rung in the GStreamer back end (0 or absent: x264's own choice,
     /// 1.5 × cores). Every rung encodes in its own thread already, so small rungs gain nothing
-    /// from frame threads. (FFmpeg runs a single-threaded libx264 in its main thread, serially.)
+    /// from frame threads. The FFmpeg back end ignores it: a single-threaded libx264 would run in
+    /// ffmpeg's main thread, one rung after the other.
     #[serde(default)]
     pub x264_threads: u32,
     /// videoscale `method` for this rung in the GStreamer back end (default `bilinear2`).
@@ -67,7 +68,8 @@ const SCALERS: &[&str] = &["nearest-neighbour", "bilinear", "4-tap", "lanczos", 
 pub struct Ladder {
     pub segment_seconds: u32,
     /// Length of each of the first two segments, in seconds (0: every segment is
-    /// `segment_seconds` long). Short startup segments make a video playable sooner: an HLS
+    /// `segment_seconds` long; GStreamer back end only — the FFmpeg back end keeps uniform
+    /// segments). Short startup segments make a video playable sooner: an HLS
     /// segment is only closed once the GOP after it is complete, so the first segment of every
     /// rung exists after `2 × startup_segment_seconds` of video instead of `2 × segment_seconds`.
     #[serde(default)]

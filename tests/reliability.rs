@@ -178,9 +178,19 @@ async fn delete_while_processing_cancels_and_removes_everything() {
     let short = clip("after_delete.mp4", "testsrc2=size=320x240:rate=25", Some("sine"), 3.0, &[]).await;
     let id = server.upload_ok(&long, "doomed").await;
     let next = server.upload_ok(&short, "next").await;
-    server.wait_for(&id, T, |v| v["status"] == "processing" && v["playable"] == true).await;
+    let v = server.wait_for(&id, T, |v| v["status"] == "processing" && v["playable"] == true).await;
+    let (hls, dash) = (v["playback"]["hls"].as_str().unwrap(), v["playback"]["dash"].as_str().unwrap());
+    let segments = [sibling(hls, "720p/seg00000.ts"), sibling(dash, "720p/seg00000.m4s")];
+    for url in &segments {
+        assert_eq!(server.client.get(url).send().await.unwrap().status().as_u16(), 200, "{url}");
+    }
     let r = server.client.delete(server.url(&format!("/api/videos/{id}"))).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 204);
+    // From the moment the delete is answered, a still-valid token serves nothing of the video,
+    // even while its files are being removed (the DASH copy is not encrypted).
+    for url in &segments {
+        assert_eq!(server.client.get(url).send().await.unwrap().status().as_u16(), 404, "{url} after delete");
+    }
     // The next job gets the worker: the pipeline really stopped.
     let v = server.wait_final(&next, Duration::from_secs(120)).await;
     assert_eq!(v["status"], "ready", "{v}");

@@ -81,7 +81,7 @@ fn not_found() -> AppError {
 /// symlink anywhere below `root`: every directory on the way is checked with lstat, and the file
 /// is opened with O_NOFOLLOW and must be a regular file. (Cheaper than canonicalizing both paths
 /// per request, which was a third of the time of a segment GET.)
-fn open_inside(root: &Path, rel: &Path) -> Result<std::fs::File, AppError> {
+fn open_inside(root: &Path, rel: &Path) -> Result<(std::fs::File, u64), AppError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut dir = root.to_path_buf();
     let parts: Vec<_> = rel.components().collect();
@@ -108,7 +108,7 @@ fn open_inside(root: &Path, rel: &Path) -> Result<std::fs::File, AppError> {
     if !meta.is_file() {
         return Err(not_found());
     }
-    Ok(f)
+    Ok((f, meta.len()))
 }
 
 /// Serves one file of a video's media tree.
@@ -134,31 +134,33 @@ pub async fn serve(
         return Ok(r);
     }
     let (mime, is_manifest) = media_type(&rel).ok_or_else(not_found)?;
-    // Only manifests need the record (their caching depends on whether the job is finished);
-    // segments are immutable once published, and a deleted video's files are gone.
-    let finished = if is_manifest {
-        let id = video_id.clone();
-        Some(app.store.run(move |s| s.get(&id)).await?.ok_or_else(not_found)?.status.is_final())
-    } else {
-        None
-    };
     let root = app.media_dir(&video_id);
-    let (data, total, range_used) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
-        let mut f = open_inside(&root, &rel)?;
-        let len = f.metadata().map_err(|_| not_found())?.len();
-        let range = parse_range(range.as_deref(), len).map_err(|_| AppError::RangeNotSatisfiable(len))?;
-        use std::io::{Read, Seek, SeekFrom};
-        let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
-        let n = if len == 0 { 0 } else { end - start + 1 };
-        let mut buf = vec![0u8; n as usize];
-        if !head_only {
-            f.seek(SeekFrom::Start(start))?;
-            f.read_exact(&mut buf)?;
-        }
-        Ok((buf, len, range))
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))??;
+    // One trip to the blocking pool: the record check and the read. A deleted video's files are
+    // refused at once, even while its directory is still being removed; only manifests need the
+    // decoded record (their caching depends on whether the job is finished).
+    let (data, total, range_used, finished) = app
+        .store
+        .run(move |s| {
+            let finished = if is_manifest {
+                Some(s.get(&video_id)?.ok_or_else(not_found)?.status.is_final())
+            } else if s.exists(&video_id)? {
+                None
+            } else {
+                return Err(not_found());
+            };
+            let (mut f, len) = open_inside(&root, &rel)?;
+            let range = parse_range(range.as_deref(), len).map_err(|_| AppError::RangeNotSatisfiable(len))?;
+            use std::io::{Read, Seek, SeekFrom};
+            let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
+            let n = if len == 0 { 0 } else { end - start + 1 };
+            let mut buf = vec![0u8; n as usize];
+            if !head_only {
+                f.seek(SeekFrom::Start(start))?;
+                f.read_exact(&mut buf)?;
+            }
+            Ok((buf, len, range, finished))
+        })
+        .await?;
     let n = data.len();
     let mut r = if head_only { warp::reply::Response::new(Vec::new().into()) } else { warp::reply::Response::new(data.into()) };
     let h = r.headers_mut();

@@ -111,7 +111,6 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
             format!("-maxrate:v:{i}"), format!("{k}k"),
             format!("-bufsize:v:{i}"), format!("{}k", k * 6 / 10),
         ]);
-
     }
     if has_audio {
         args.extend([

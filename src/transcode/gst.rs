@@ -397,10 +397,12 @@ fn hls_sink(req: &TranscodeRequest, r: &Rendition, writers: &Writers) -> Result<
         // splitmuxsink starts a new file when the GOP just completed would push the current one
         // past max-size-time. At the startup length, every GOP becomes its own segment: keyframe
         // placement (forced at the startup boundaries, then every GOP) alone decides segments.
+        // cmafmux splits at the same keyframes as long as nothing else asks the encoders for a
+        // keyframe: its own requests are off (cmaf_sink), and so are hlssink3's.
         // target-duration only takes whole seconds, so the inner splitmuxsink is set directly.
         let split = sink.downcast_ref::<gst::Bin>().and_then(|b| b.by_name("split_mux_sink"));
         match split {
-            Some(split) => split.set_property("max-size-time", gst::ClockTime::from_nseconds((first * 1e9) as u64)),
+            Some(split) => split.set_property("max-size-time", gst::ClockTime::from_nseconds((first * 1e9).round() as u64)),
             None => return Err(TranscodeError::Build("hlssink3 has no split_mux_sink child".into())),
         }
     }
@@ -427,7 +429,7 @@ fn cmaf_sink(req: &TranscodeRequest, rep: &str) -> Result<gst::Element, Transcod
     // rung. cmafmux would otherwise ask the shared encoder for keyframes at its own fragment
     // boundaries, and a request that arrives late becomes an immediate keyframe in one rung only.
     mux.set_property("send-force-keyunit", false);
-    let boundaries: Vec<u64> = req.ladder.startup_boundaries().iter().map(|b| (b * 1e9) as u64).collect();
+    let boundaries: Vec<u64> = req.ladder.startup_boundaries().iter().map(|b| (b * 1e9).round() as u64).collect();
     if let (false, Some(pad)) = (boundaries.is_empty(), sink.static_pad("sink")) {
         let split = move |t: u64| mux.emit_by_name::<()>("split-at-running-time", &[&gst::ClockTime::from_nseconds(t)]);
         if rep != AUDIO_REP {
@@ -443,9 +445,12 @@ fn cmaf_sink(req: &TranscodeRequest, rep: &str) -> Result<gst::Element, Transcod
             // that one frame a fragment of its own (measured: 0.491 s + 0.021 s). So the split is
             // requested at the end of the AAC frame that reaches the boundary, as it arrives.
             let pending = Mutex::new(boundaries);
+            let sample_rate = u64::from(req.ladder.audio.sample_rate.max(1));
             pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
                 let Some(buf) = info.buffer() else { return gst::PadProbeReturn::Ok };
-                let (Some(pts), Some(dur)) = (buf.pts(), buf.duration()) else { return gst::PadProbeReturn::Ok };
+                let Some(pts) = buf.pts() else { return gst::PadProbeReturn::Ok };
+                // aacparse sets durations; should one be missing, an AAC-LC frame is 1024 samples.
+                let dur = buf.duration().unwrap_or(gst::ClockTime::from_nseconds(1024 * 1_000_000_000 / sample_rate));
                 let start = pad
                     .sticky_event::<gst::event::Segment>(0)
                     .and_then(|ev| ev.segment().downcast_ref::<gst::ClockTime>().and_then(|seg| seg.to_running_time(pts)));
@@ -597,7 +602,7 @@ fn video_rung(
 /// time). Every rung sees the same frames, so the keyframes (and segments) stay aligned; x264
 /// counts its GOP from the last keyframe, so the regular GOPs follow from the last boundary.
 fn force_startup_keyframes(enc: &gst::Element, boundaries: &[f64]) {
-    let pending: Vec<u64> = boundaries.iter().map(|b| (b * 1e9) as u64).collect();
+    let pending: Vec<u64> = boundaries.iter().map(|b| (b * 1e9).round() as u64).collect();
     if pending.is_empty() {
         return;
     }
