@@ -29,6 +29,10 @@ pub struct App {
     pub wake: Notify,
     /// Cancel flags of running jobs, by video id.
     pub running: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Videos deleted by this process: their media is refused at once, before (and even if not)
+    /// their files are gone. Ids are never reused; after a restart the orphan sweep has removed
+    /// the files of records that no longer exist.
+    pub deleted: Mutex<std::collections::HashSet<String>>,
     pub shutting_down: AtomicBool,
     /// One permit per transcode allowed at once, shared by the workers and streaming ingests.
     pub slots: Arc<tokio::sync::Semaphore>,
@@ -123,6 +127,7 @@ impl App {
             events: broadcast::channel(1024).0,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            deleted: Mutex::new(Default::default()),
             shutting_down: AtomicBool::new(false),
             slots: Arc::new(tokio::sync::Semaphore::new(config.workers)),
             config,
@@ -142,6 +147,11 @@ impl App {
     /// Directory of a video's served media.
     pub fn media_dir(&self, id: &str) -> PathBuf {
         self.config.data_dir.join("media").join(id)
+    }
+
+    /// Whether this process deleted the video.
+    pub fn is_deleted(&self, id: &str) -> bool {
+        self.deleted.lock().map_or(true, |d| d.contains(id))
     }
 
     /// The media root.

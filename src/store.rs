@@ -188,11 +188,6 @@ impl Store {
         self.videos.get(id.as_bytes())?.map(|b| dec(&b)).transpose()
     }
 
-    /// Whether a video exists (no record decoded: for the hot path of media GETs).
-    pub fn exists(&self, id: &str) -> Result<bool, AppError> {
-        Ok(self.videos.contains_key(id.as_bytes())?)
-    }
-
     /// Every video, newest first.
     pub fn list(&self) -> Result<Vec<VideoRecord>, AppError> {
         let mut out = self.videos.iter().values().map(|r| dec::<VideoRecord>(&r?)).collect::<Result<Vec<_>, _>>()?;

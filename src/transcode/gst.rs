@@ -197,7 +197,7 @@ fn sample_time(sample: &gst::Sample) -> Option<f64> {
     Some(seg.to_stream_time(pts)?.nseconds() as f64 / 1e9)
 }
 
-/// The image branch: 1 frame per second off the decoded video, scaled three ways.
+/// The image branch: 1 frame per second off the decoded video (or a rung), scaled three ways.
 fn image_branch(p: &gst::Pipeline, vtee: &gst::Element, state: Arc<ImageState>, poster: (u32, u32), thumb: (u32, u32)) -> Result<(), TranscodeError> {
     use gstreamer_app as gst_app;
     // Raw full-rate frames wait here: a few at most, and old ones are dropped rather than
@@ -704,13 +704,6 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
         stills: Mutex::new(HashMap::new()),
         tiles: Mutex::new(Vec::new()),
     });
-    image_branch(
-        &p,
-        &vtee,
-        image_state.clone(),
-        images::fit_width(top.width, top.height, images::POSTER_MAX_WIDTH),
-        images::fit_width(top.width, top.height, images::THUMB_WIDTH),
-    )?;
     let mut hls_sinks = Vec::new();
     let mut positions = Vec::new();
     // Scaled frames of the rungs made so far, for the rungs that are exactly half their size.
@@ -725,6 +718,16 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
         hls_sinks.push(hls);
         scaled.push((r.width, r.height, tee));
     }
+    // The stills come from the smallest rung at least as large as the poster (the 720p rung for a
+    // 1080p source: the poster is then its frame as it is, and the thumbnail and storyboard tiles
+    // are scaled from 1280x720 instead of 1920x1080), or from the source.
+    let poster = images::fit_width(top.width, top.height, images::POSTER_MAX_WIDTH);
+    let image_input = scaled
+        .iter()
+        .filter(|(w, h, _)| *w >= poster.0 && *h >= poster.1)
+        .min_by_key(|(w, h, _)| w * h)
+        .map_or(&vtee, |(_, _, tee)| tee);
+    image_branch(&p, image_input, image_state.clone(), poster, images::fit_width(top.width, top.height, images::THUMB_WIDTH))?;
     let audio_in = if req.media.audio.is_some() {
         let cmaf_audio = cmaf_sink(req, AUDIO_REP)?;
         p.add(&cmaf_audio).map_err(link_err("audio sink"))?;
