@@ -383,6 +383,17 @@ fn own_sink_output(sink: &gst::Element, writers: Option<(Writers, Option<KeyMate
     }
 }
 
+/// The ladder's startup segment boundaries in nanoseconds of running time.
+fn startup_boundaries_ns(req: &TranscodeRequest) -> Vec<u64> {
+    req.ladder.startup_boundaries().iter().map(|b| (b * 1e9).round() as u64).collect()
+}
+
+/// Running time (ns) of `pts` in the segment a pad last saw.
+fn running_time_ns(pad: &gst::Pad, pts: gst::ClockTime) -> Option<u64> {
+    let ev = pad.sticky_event::<gst::event::Segment>(0)?;
+    ev.segment().downcast_ref::<gst::ClockTime>()?.to_running_time(pts).map(|t| t.nseconds())
+}
+
 fn hls_sink(req: &TranscodeRequest, r: &Rendition, writers: &Writers) -> Result<gst::Element, TranscodeError> {
     let dir = req.out_dir.join("hls").join(&r.name);
     let sink = make("hlssink3", Some(&format!("hls_{}", r.name)))?;
@@ -393,7 +404,7 @@ fn hls_sink(req: &TranscodeRequest, r: &Rendition, writers: &Writers) -> Result<
     sink.set_property("max-files", 0u32);
     sink.set_property_from_str("playlist-type", "vod");
     sink.set_property("send-keyframe-requests", false);
-    if let Some(&first) = req.ladder.startup_boundaries().first() {
+    if let Some(&first) = startup_boundaries_ns(req).first() {
         // splitmuxsink starts a new file when the GOP just completed would push the current one
         // past max-size-time. At the startup length, every GOP becomes its own segment: keyframe
         // placement (forced at the startup boundaries, then every GOP) alone decides segments.
@@ -402,7 +413,7 @@ fn hls_sink(req: &TranscodeRequest, r: &Rendition, writers: &Writers) -> Result<
         // target-duration only takes whole seconds, so the inner splitmuxsink is set directly.
         let split = sink.downcast_ref::<gst::Bin>().and_then(|b| b.by_name("split_mux_sink"));
         match split {
-            Some(split) => split.set_property("max-size-time", gst::ClockTime::from_nseconds((first * 1e9).round() as u64)),
+            Some(split) => split.set_property("max-size-time", gst::ClockTime::from_nseconds(first)),
             None => return Err(TranscodeError::Build("hlssink3 has no split_mux_sink child".into())),
         }
     }
@@ -429,7 +440,7 @@ fn cmaf_sink(req: &TranscodeRequest, rep: &str) -> Result<gst::Element, Transcod
     // rung. cmafmux would otherwise ask the shared encoder for keyframes at its own fragment
     // boundaries, and a request that arrives late becomes an immediate keyframe in one rung only.
     mux.set_property("send-force-keyunit", false);
-    let boundaries: Vec<u64> = req.ladder.startup_boundaries().iter().map(|b| (b * 1e9).round() as u64).collect();
+    let boundaries = startup_boundaries_ns(req);
     if let (false, Some(pad)) = (boundaries.is_empty(), sink.static_pad("sink")) {
         let split = move |t: u64| mux.emit_by_name::<()>("split-at-running-time", &[&gst::ClockTime::from_nseconds(t)]);
         if rep != AUDIO_REP {
@@ -451,10 +462,7 @@ fn cmaf_sink(req: &TranscodeRequest, rep: &str) -> Result<gst::Element, Transcod
                 let Some(pts) = buf.pts() else { return gst::PadProbeReturn::Ok };
                 // aacparse sets durations; should one be missing, an AAC-LC frame is 1024 samples.
                 let dur = buf.duration().unwrap_or(gst::ClockTime::from_nseconds(1024 * 1_000_000_000 / sample_rate));
-                let start = pad
-                    .sticky_event::<gst::event::Segment>(0)
-                    .and_then(|ev| ev.segment().downcast_ref::<gst::ClockTime>().and_then(|seg| seg.to_running_time(pts)));
-                let Some(start) = start.map(|t| t.nseconds()) else { return gst::PadProbeReturn::Ok };
+                let Some(start) = running_time_ns(pad, pts) else { return gst::PadProbeReturn::Ok };
                 let end = start + dur.nseconds();
                 let Ok(mut pending) = pending.lock() else { return gst::PadProbeReturn::Remove };
                 if pending.first().is_some_and(|b| *b <= end) {
@@ -575,7 +583,7 @@ fn video_rung(
     p.add_many([&q, &scale, &scaled, &rtee, &q_enc, &enc, &enc_caps, &etee, &q_hls, &parse_hls, &q_cmaf, &parse_cmaf, &avc])
         .map_err(link_err("rung"))?;
     gst::Element::link_many([input, &q, &scale, &scaled, &rtee, &q_enc, &enc, &enc_caps, &etee]).map_err(link_err("rung encoder"))?;
-    force_startup_keyframes(&enc, &req.ladder.startup_boundaries());
+    force_startup_keyframes(&enc, startup_boundaries_ns(req));
     gst::Element::link_many([&etee, &q_hls, &parse_hls]).map_err(link_err("rung HLS branch"))?;
     parse_hls.link_pads(None, hls, Some("video")).map_err(link_err("hlssink3 video"))?;
     gst::Element::link_many([&etee, &q_cmaf, &parse_cmaf, &avc, cmaf]).map_err(link_err("rung CMAF branch"))?;
@@ -598,11 +606,10 @@ fn video_rung(
     Ok((position, rtee))
 }
 
-/// Forces a keyframe in `enc` on the first frame at or after each boundary (seconds of running
-/// time). Every rung sees the same frames, so the keyframes (and segments) stay aligned; x264
+/// Forces a keyframe in `enc` on the first frame at or after each boundary (nanoseconds of
+/// running time). Every rung sees the same frames, so the keyframes (and segments) stay aligned; x264
 /// counts its GOP from the last keyframe, so the regular GOPs follow from the last boundary.
-fn force_startup_keyframes(enc: &gst::Element, boundaries: &[f64]) {
-    let pending: Vec<u64> = boundaries.iter().map(|b| (b * 1e9).round() as u64).collect();
+fn force_startup_keyframes(enc: &gst::Element, pending: Vec<u64>) {
     if pending.is_empty() {
         return;
     }
@@ -610,10 +617,7 @@ fn force_startup_keyframes(enc: &gst::Element, boundaries: &[f64]) {
     let Some(pad) = enc.static_pad("sink") else { return };
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
-        let running = pad
-            .sticky_event::<gst::event::Segment>(0)
-            .and_then(|ev| ev.segment().downcast_ref::<gst::ClockTime>().and_then(|seg| seg.to_running_time(pts)));
-        let Some(t) = running.map(|t| t.nseconds()) else { return gst::PadProbeReturn::Ok };
+        let Some(t) = running_time_ns(pad, pts) else { return gst::PadProbeReturn::Ok };
         let Ok(mut pending) = pending.lock() else { return gst::PadProbeReturn::Remove };
         if pending.first().is_some_and(|b| t >= *b) {
             pending.retain(|b| *b > t);
