@@ -134,6 +134,9 @@ for _ in $(seq 1 900); do
   sleep 0.2
 done
 if [[ $status == ready ]]; then ok "uploaded clip is ready inside the runtime root"; else bad "clip ended $status: $rec"; tail -30 "$log"; fi
+# libswscale is opened at run time (not linked, so ldd above cannot see it): the server says so
+# when it is missing and falls back to videoscale.
+if grep -q "libswscale scaler unavailable" "$log"; then bad "libswscale missing in the runtime root: $(grep -m1 libswscale "$log")"; else ok "rungs scale with libswscale inside the runtime root"; fi
 for kind in hls dash; do
   url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["playback"]["'$kind'"])' "$rec" 2>/dev/null || true)
   if [[ -n $url ]] && err=$(timeout 120 ffmpeg -nostdin -v error -i "$url" -map 0 -f null - 2>&1) && [[ -z $err ]]; then

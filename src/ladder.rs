@@ -51,16 +51,21 @@ pub struct Rung {
     /// ffmpeg's main thread, one rung after the other.
     #[serde(default)]
     pub x264_threads: u32,
-    /// videoscale `method` for this rung in the GStreamer back end (default `bilinear2`).
+    /// Scaler for this rung in the GStreamer back end: `swscale` (libswscale's bicubic, the
+    /// default) or a videoscale `method`.
     #[serde(default)]
     pub scaler: Option<String>,
     /// videoscale `sharpness` (0.5–1.5, default 1): above 1 narrows the filter (fewer taps).
+    /// Not used by `swscale`.
     #[serde(default)]
     pub scaler_sharpness: Option<f64>,
 }
 
-/// videoscale methods a rung may name (GStreamer 1.22's GstVideoScaleMethod nicks).
-const SCALERS: &[&str] = &["nearest-neighbour", "bilinear", "4-tap", "lanczos", "bilinear2", "sinc", "hermite", "spline", "catrom", "mitchell"];
+/// The `scaler` value for libswscale's bicubic (Cascade's `cascadeswscale` element).
+pub const SWSCALE: &str = "swscale";
+
+/// Scalers a rung may name: `swscale`, or GStreamer 1.22's GstVideoScaleMethod nicks for videoscale.
+const SCALERS: &[&str] = &[SWSCALE, "nearest-neighbour", "bilinear", "4-tap", "lanczos", "bilinear2", "sinc", "hermite", "spline", "catrom", "mitchell"];
 
 /// The whole ladder file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -251,12 +256,12 @@ impl Ladder {
         self.rungs.iter().find(|r| r.name == name).map_or(0, |r| r.x264_threads)
     }
 
-    /// videoscale method and sharpness for the rendition named `name` (multi-tap bilinear at
-    /// sharpness 1 unless the rung sets them).
+    /// Scaler and videoscale sharpness for the rendition named `name` (`swscale` at sharpness 1
+    /// unless the rung sets them).
     pub fn scaler(&self, name: &str) -> (&str, f64) {
         let rung = self.rungs.iter().find(|r| r.name == name);
         (
-            rung.and_then(|r| r.scaler.as_deref()).unwrap_or("bilinear2"),
+            rung.and_then(|r| r.scaler.as_deref()).unwrap_or(SWSCALE),
             rung.and_then(|r| r.scaler_sharpness).unwrap_or(1.0),
         )
     }
@@ -354,12 +359,17 @@ mod tests {
     #[test]
     fn scaler_per_rung() {
         let l = ladder();
-        assert_eq!(l.scaler("720p"), ("catrom", 1.3));
-        assert_eq!(l.scaler("360p"), ("bilinear2", 1.0));
-        assert_eq!(l.scaler("162p"), ("bilinear2", 1.0));
+        // The shipped ladder names no scaler: libswscale's bicubic everywhere.
+        assert_eq!(l.scaler("720p"), (SWSCALE, 1.0));
+        assert_eq!(l.scaler("162p"), (SWSCALE, 1.0), "a rendition that is no rung of the file");
         let good = include_str!("../pipelines/ladder.toml");
-        assert!(Ladder::parse(&good.replacen("scaler = \"catrom\"", "scaler = \"magic\"", 1)).is_err());
-        assert!(Ladder::parse(&good.replacen("scaler_sharpness = 1.3", "scaler_sharpness = 2.0", 1)).is_err());
+        let with = |extra: &str| good.replacen("bitrate_kbps = 2800\n", &format!("bitrate_kbps = 2800\n{extra}\n"), 1);
+        let catrom = Ladder::parse(&with("scaler = \"catrom\"\nscaler_sharpness = 1.3")).unwrap();
+        assert_eq!(catrom.scaler("720p"), ("catrom", 1.3));
+        assert_eq!(catrom.scaler("480p"), (SWSCALE, 1.0));
+        assert!(Ladder::parse(&with("scaler = \"swscale\"")).is_ok());
+        assert!(Ladder::parse(&with("scaler = \"magic\"")).is_err());
+        assert!(Ladder::parse(&with("scaler_sharpness = 2.0")).is_err());
     }
 
     #[test]

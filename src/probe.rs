@@ -81,6 +81,10 @@ pub fn init_gstreamer() -> Result<(), String> {
         gst::init().map_err(|e| format!("GStreamer init failed: {e}"))?;
         gsthlssink3::plugin_register_static().map_err(|e| format!("hlssink3 registration: {e}"))?;
         gstfmp4::plugin_register_static().map_err(|e| format!("fmp4 registration: {e}"))?;
+        // Optional: without libswscale the rungs scale with videoscale instead.
+        if let Err(e) = crate::transcode::swscale::register() {
+            tracing::warn!("libswscale scaler unavailable, rungs use videoscale: {e}");
+        }
         Ok(())
     })
     .clone()

@@ -528,30 +528,38 @@ fn video_rung(
     // without holding seconds of raw video per branch.
     let q = queue(Duration::ZERO)?;
     q.set_property("max-size-buffers", 8u32);
-    let scale = make("videoscale", None)?;
-    // Filter per rung from the ladder (multi-tap bilinear unless set): the default 2-tap bilinear
-    // aliases badly beyond 2× downscaling (measured: 24 dB PSNR at 480p from 1080p vs 47 dB for
-    // ffmpeg's bicubic), and fixed 4-tap aliases too (−5 dB).
-    let (method, sharpness) = req.ladder.scaler(&r.name);
-    scale.set_property_from_str("method", method);
-    scale.set_property("sharpness", sharpness);
-    // Even sizes rarely keep the aspect exactly (854x480 is not 16:9): stretch by the fraction of a
-    // pixel rather than letting videoscale shift the picture behind a black border column.
-    scale.set_property("add-borders", false);
-    // Keep the source's colour matrix in every rung: on 1.22 videoscale is videoconvertscale and
-    // would convert HD (BT.709) to BT.601 for SD sizes — extra work, and a different picture from
-    // the FFmpeg back end (measured: 24 dB PSNR against the source at 480p). GStreamer assumes
-    // BT.709 for untagged sources from 720 lines up, BT.601 below.
+    // Scaler per rung from the ladder: libswscale's bicubic (`swscale`, the default) or a
+    // videoscale method. videoscale's default 2-tap bilinear aliases badly beyond 2× downscaling
+    // (measured: 24 dB PSNR at 480p from 1080p vs 47 dB for ffmpeg's bicubic), and fixed 4-tap
+    // aliases too (−5 dB).
+    let (mut method, mut sharpness) = req.ladder.scaler(&r.name);
+    if method == crate::ladder::SWSCALE && !super::swscale::available() {
+        // Closest videoscale setting measured (720p: 0.24 dB under ffmpeg's bicubic).
+        (method, sharpness) = ("catrom", 1.3);
+    }
     let src_height = req.media.video.as_ref().map_or(r.height, |v| v.display_width.min(v.display_height));
-    let colorimetry = if src_height >= 720 { "bt709" } else { "bt601" };
-    let scaled = caps_filter(
-        gst::Caps::builder("video/x-raw")
-            .field("width", r.width as i32)
-            .field("height", r.height as i32)
-            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-            .field("colorimetry", colorimetry)
-            .build(),
-    )?;
+    let mut size = gst::Caps::builder("video/x-raw")
+        .field("width", r.width as i32)
+        .field("height", r.height as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
+    let scale = if method == crate::ladder::SWSCALE {
+        // Changes the size only: the colour matrix stays the source's, as with ffmpeg's scale.
+        make(super::swscale::FACTORY, None)?
+    } else {
+        let scale = make("videoscale", None)?;
+        scale.set_property_from_str("method", method);
+        scale.set_property("sharpness", sharpness);
+        // Even sizes rarely keep the aspect exactly (854x480 is not 16:9): stretch by the fraction
+        // of a pixel rather than letting videoscale shift the picture behind a black border column.
+        scale.set_property("add-borders", false);
+        // Keep the source's colour matrix in every rung: on 1.22 videoscale is videoconvertscale
+        // and would convert HD (BT.709) to BT.601 for SD sizes — extra work, and a different
+        // picture from the FFmpeg back end (measured: 24 dB PSNR against the source at 480p).
+        // GStreamer assumes BT.709 for untagged sources from 720 lines up, BT.601 below.
+        size = size.field("colorimetry", if src_height >= 720 { "bt709" } else { "bt601" });
+        scale
+    };
+    let scaled = caps_filter(size.build())?;
     let rtee = make("tee", None)?;
     // The encoder gets its own thread and queue, so the next rung's scaler runs beside it.
     let q_enc = queue(Duration::ZERO)?;

@@ -4,6 +4,7 @@
 
 pub mod ffmpeg;
 pub mod gst;
+pub mod swscale;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
