@@ -10,7 +10,8 @@
 //! simply not registered and rungs fall back to videoscale (see `available`).
 //!
 //! The element changes only the size (and pixel aspect ratio): no colour conversion, so the caps'
-//! colorimetry and chroma siting pass through untouched.
+//! colorimetry passes through untouched. Chroma siting is libswscale's own (as in ffmpeg's
+//! `scale`), whatever the caps' `chroma-site` says.
 
 use std::ffi::{c_int, c_void, CStr};
 use std::sync::{Mutex, OnceLock};
@@ -111,9 +112,39 @@ mod imp {
         }
     }
 
+    /// Contexts for the negotiated sizes: whole frames, and (interlaced caps with heights that
+    /// split into two 4:2:0 fields) one field at a time.
+    #[derive(Default)]
+    struct Contexts {
+        frame: Option<Context>,
+        field: Option<Context>,
+    }
+
     #[derive(Default)]
     pub struct SwScale {
-        ctx: Mutex<Option<Context>>,
+        ctx: Mutex<Contexts>,
+    }
+
+    /// A bicubic I420 context from `w`x`h` to `ow`x`oh`.
+    fn context(api: &Api, (w, h): (u32, u32), (ow, oh): (u32, u32)) -> Result<Context, gst::LoggableError> {
+        let p = unsafe {
+            (api.get_context)(
+                w as c_int,
+                h as c_int,
+                AV_PIX_FMT_YUV420P,
+                ow as c_int,
+                oh as c_int,
+                AV_PIX_FMT_YUV420P,
+                SWS_BICUBIC,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null(),
+            )
+        };
+        if p.is_null() {
+            return Err(gst::loggable_error!(gst::CAT_RUST, "sws_getContext failed for {}x{} -> {}x{}", w, h, ow, oh));
+        }
+        Ok(Context(p))
     }
 
     #[glib::object_subclass]
@@ -179,36 +210,18 @@ mod imp {
     impl VideoFilterImpl for SwScale {
         fn set_info(&self, _incaps: &gst::Caps, in_info: &gst_video::VideoInfo, _outcaps: &gst::Caps, out_info: &gst_video::VideoInfo) -> Result<(), gst::LoggableError> {
             let api = api().map_err(|e| gst::loggable_error!(gst::CAT_RUST, "{}", e))?;
-            let mut ctx = self.ctx.lock().unwrap();
-            *ctx = None;
-            if (in_info.width(), in_info.height()) == (out_info.width(), out_info.height()) {
-                return Ok(()); // passthrough
+            let mut ctx = self.ctx.lock().unwrap_or_else(|e| e.into_inner());
+            *ctx = Contexts::default();
+            let (from, to) = ((in_info.width(), in_info.height()), (out_info.width(), out_info.height()));
+            if from == to {
+                return Ok(()); // same size, other caps (pixel aspect ratio): frames are copied
             }
-            let p = unsafe {
-                (api.get_context)(
-                    in_info.width() as c_int,
-                    in_info.height() as c_int,
-                    AV_PIX_FMT_YUV420P,
-                    out_info.width() as c_int,
-                    out_info.height() as c_int,
-                    AV_PIX_FMT_YUV420P,
-                    SWS_BICUBIC,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    std::ptr::null(),
-                )
-            };
-            if p.is_null() {
-                return Err(gst::loggable_error!(
-                    gst::CAT_RUST,
-                    "sws_getContext failed for {}x{} -> {}x{}",
-                    in_info.width(),
-                    in_info.height(),
-                    out_info.width(),
-                    out_info.height()
-                ));
+            ctx.frame = Some(context(api, from, to)?);
+            // Interlaced frames are scaled field by field, as videoscale does (and ffmpeg's
+            // scale=interl=1): scaling both fields as one picture would blend them.
+            if in_info.is_interlaced() && from.1 % 4 == 0 && to.1 % 4 == 0 {
+                ctx.field = Some(context(api, (from.0, from.1 / 2), (to.0, to.1 / 2))?);
             }
-            *ctx = Some(Context(p));
             Ok(())
         }
 
@@ -218,30 +231,42 @@ mod imp {
             outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
         ) -> Result<gst::FlowSuccess, gst::FlowError> {
             let api = api().map_err(|_| gst::FlowError::NotNegotiated)?;
-            let ctx = self.ctx.lock().unwrap();
-            let Some(ctx) = ctx.as_ref() else {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ["no scaling context"]);
-                return Err(gst::FlowError::NotNegotiated);
+            let ctx = self.ctx.lock().unwrap_or_else(|e| e.into_inner());
+            let (sws, fields) = match (&ctx.frame, &ctx.field) {
+                (None, _) => {
+                    inframe.copy(outframe).map_err(|_| gst::FlowError::Error)?;
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+                (Some(_), Some(field)) if inframe.is_interlaced() => (field, 2usize),
+                (Some(frame), _) => (frame, 1usize),
             };
-            let mut src = [std::ptr::null::<u8>(); 4];
-            let mut src_stride = [0 as c_int; 4];
-            for i in 0..3 {
-                src[i] = inframe.plane_data(i as u32).map_err(|_| gst::FlowError::Error)?.as_ptr();
-                src_stride[i] = inframe.plane_stride()[i];
-            }
+            let in_strides = inframe.plane_stride().to_vec();
             let out_strides = outframe.plane_stride().to_vec();
-            let mut dst = [std::ptr::null_mut::<u8>(); 4];
+            let mut src = [[std::ptr::null::<u8>(); 4]; 2];
+            let mut dst = [[std::ptr::null_mut::<u8>(); 4]; 2];
+            let mut src_stride = [0 as c_int; 4];
             let mut dst_stride = [0 as c_int; 4];
             for i in 0..3 {
-                dst[i] = outframe.plane_data_mut(i as u32).map_err(|_| gst::FlowError::Error)?.as_mut_ptr();
-                dst_stride[i] = out_strides[i];
+                let plane = inframe.plane_data(i as u32).map_err(|_| gst::FlowError::Error)?.as_ptr();
+                let out = outframe.plane_data_mut(i as u32).map_err(|_| gst::FlowError::Error)?.as_mut_ptr();
+                for f in 0..fields {
+                    // Field f starts on row f and takes every `fields`-th row.
+                    // SAFETY: row f < the plane's height, so the offset stays inside the plane.
+                    src[f][i] = unsafe { plane.add(f * in_strides[i] as usize) };
+                    dst[f][i] = unsafe { out.add(f * out_strides[i] as usize) };
+                }
+                src_stride[i] = in_strides[i] * fields as c_int;
+                dst_stride[i] = out_strides[i] * fields as c_int;
             }
-            // SAFETY: the planes are mapped for the frames' lifetimes and laid out as the
-            // negotiated I420 infos the context was made for.
-            let rows = unsafe { (api.scale)(ctx.0, src.as_ptr(), src_stride.as_ptr(), 0, inframe.height() as c_int, dst.as_ptr(), dst_stride.as_ptr()) };
-            if rows <= 0 {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ["sws_scale returned {}", rows]);
-                return Err(gst::FlowError::Error);
+            let rows = inframe.height() as c_int / fields as c_int;
+            for f in 0..fields {
+                // SAFETY: the planes are mapped for the frames' lifetimes and laid out as the
+                // negotiated I420 infos the context was made for (per field: every other row).
+                let done = unsafe { (api.scale)(sws.0, src[f].as_ptr(), src_stride.as_ptr(), 0, rows, dst[f].as_ptr(), dst_stride.as_ptr()) };
+                if done <= 0 {
+                    gst::element_imp_error!(self, gst::StreamError::Failed, ["sws_scale returned {}", done]);
+                    return Err(gst::FlowError::Error);
+                }
             }
             Ok(gst::FlowSuccess::Ok)
         }
@@ -253,27 +278,49 @@ mod tests {
     use super::*;
     use gstreamer_app as gst_app;
 
-    /// Runs `videotestsrc ! I420 in_w x in_h ! <scaler> ! out_w x out_h ! appsink` for one frame
-    /// and returns the output's caps size and luma plane (rows packed). BT.709 on both sides, or
-    /// videoscale would also convert the matrix for SD sizes.
-    fn one_frame(pattern: &str, scaler: &str, (in_w, in_h): (i32, i32), (out_w, out_h): (i32, i32)) -> ((i32, i32), Vec<u8>) {
+    /// The planes of a frame, rows packed (no stride padding): Y, U, V.
+    type Planes = [Vec<u8>; 3];
+
+    /// Runs `head ! <scaler> ! out caps ! appsink` for one frame and returns the output's size and
+    /// planes. Errors on the bus fail at once instead of waiting for the timeout.
+    fn run(head: &str, scaler: &str, out_caps: &str, input: Option<gst::Buffer>) -> ((u32, u32), Planes) {
         crate::probe::init_gstreamer().unwrap();
-        let desc = format!(
-            "videotestsrc num-buffers=1 pattern={pattern} ! video/x-raw,format=I420,width={in_w},height={in_h},pixel-aspect-ratio=1/1,colorimetry=bt709 \
-             ! {scaler} ! video/x-raw,width={out_w},height={out_h},pixel-aspect-ratio=1/1,colorimetry=bt709 ! appsink name=out sync=false"
-        );
+        let desc = format!("{head} ! {scaler} ! {out_caps} ! appsink name=out sync=false");
         let p = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
         let sink = p.by_name("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
         p.set_state(gst::State::Playing).unwrap();
-        let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(20)).expect("a frame within 20 s");
+        if let Some(buf) = input {
+            let src = p.by_name("in").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+            src.push_buffer(buf).unwrap();
+            src.end_of_stream().unwrap();
+        }
+        let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(20));
+        let error = p.bus().unwrap().pop_filtered(&[gst::MessageType::Error]);
         p.set_state(gst::State::Null).unwrap();
+        if let Some(e) = error {
+            panic!("{desc}: {e:?}");
+        }
+        let sample = sample.expect("a frame within 20 s");
         let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &info).unwrap();
-        let stride = frame.plane_stride()[0] as usize;
-        let y = frame.plane_data(0).unwrap();
-        let w = info.width() as usize;
-        let luma = (0..info.height() as usize).flat_map(|r| y[r * stride..r * stride + w].iter().copied()).collect();
-        ((info.width() as i32, info.height() as i32), luma)
+        let planes = [0u32, 1, 2].map(|i| {
+            let stride = frame.plane_stride()[i as usize] as usize;
+            let w = frame.comp_width(i) as usize;
+            let data = frame.plane_data(i).unwrap();
+            (0..frame.comp_height(i) as usize).flat_map(|r| data[r * stride..r * stride + w].iter().copied()).collect()
+        });
+        ((info.width(), info.height()), planes)
+    }
+
+    /// One videotestsrc frame, BT.709 on both sides (or videoscale would also convert the matrix
+    /// for SD sizes).
+    fn one_frame(pattern: &str, scaler: &str, (in_w, in_h): (u32, u32), (out_w, out_h): (u32, u32)) -> ((u32, u32), Planes) {
+        run(
+            &format!("videotestsrc num-buffers=1 pattern={pattern} ! video/x-raw,format=I420,width={in_w},height={in_h},pixel-aspect-ratio=1/1,colorimetry=bt709"),
+            scaler,
+            &format!("video/x-raw,width={out_w},height={out_h},pixel-aspect-ratio=1/1,colorimetry=bt709"),
+            None,
+        )
     }
 
     fn psnr(a: &[u8], b: &[u8]) -> f64 {
@@ -287,20 +334,61 @@ mod tests {
         crate::probe::init_gstreamer().unwrap();
         register().expect("libswscale is installed with ffmpeg on every machine Cascade is built on");
         assert!(available());
-        // Odd output width on purpose (chroma planes round up).
-        let (size, ours) = one_frame("smpte", FACTORY, (1920, 1080), (853, 480));
-        assert_eq!(size, (853, 480));
-        let (_, reference) = one_frame("smpte", "videoscale method=catrom add-borders=false", (1920, 1080), (853, 480));
-        let db = psnr(&ours, &reference);
-        assert!(db > 30.0, "swscale vs videoscale catrom: {db:.1} dB");
-        // A flat picture stays exactly flat (no offset, no ringing, no border).
+        // Odd output sizes on purpose (chroma planes round up); two patterns with edges in both
+        // directions. Bicubic and catrom differ a little at sharp edges, so "close" is > 30 dB per
+        // plane; a shifted, swapped or garbled plane is far below that.
+        for pattern in ["smpte", "ball"] {
+            let (size, ours) = one_frame(pattern, FACTORY, (1920, 1080), (853, 479));
+            assert_eq!(size, (853, 479));
+            assert_eq!((ours[1].len(), ours[2].len()), (427 * 240, 427 * 240));
+            let (_, reference) = one_frame(pattern, "videoscale method=catrom add-borders=false", (1920, 1080), (853, 479));
+            for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+                let db = psnr(a, b);
+                assert!(db > 30.0, "{pattern} plane {i}: swscale vs videoscale catrom {db:.1} dB");
+            }
+        }
+        // A flat picture stays exactly flat (no offset, no ringing, no border), chroma included.
         let (_, white) = one_frame("white", FACTORY, (1280, 720), (640, 360));
-        assert!(white.iter().all(|&v| v == 235), "white luma must stay 235");
+        assert!(white[0].iter().all(|&v| v == 235), "white luma must stay 235");
+        assert!(white[1].iter().chain(&white[2]).all(|&v| v == 128), "white chroma must stay 128");
         // Upscaling works too, and the same size is passed through untouched.
-        let (up, _) = one_frame("ball", FACTORY, (320, 240), (640, 480));
+        let (up, big) = one_frame("ball", FACTORY, (320, 240), (640, 480));
+        let (_, big_ref) = one_frame("ball", "videoscale method=catrom add-borders=false", (320, 240), (640, 480));
         assert_eq!(up, (640, 480));
+        assert!(psnr(&big[0], &big_ref[0]) > 30.0);
         let (_, same) = one_frame("smpte", FACTORY, (640, 360), (640, 360));
         let (_, direct) = one_frame("smpte", "identity", (640, 360), (640, 360));
         assert_eq!(same, direct);
+    }
+
+    #[test]
+    fn interlaced_frames_are_scaled_field_by_field() {
+        crate::probe::init_gstreamer().unwrap();
+        assert!(available());
+        // Top field white, bottom field black: scaled per field, each stays flat; scaled as one
+        // picture, the rows would blend into greys.
+        let (w, h) = (640usize, 360usize);
+        let mut data = vec![128u8; w * h * 3 / 2];
+        for r in 0..h {
+            data[r * w..(r + 1) * w].fill(if r % 2 == 0 { 235 } else { 16 });
+        }
+        let mut buf = gst::Buffer::from_mut_slice(data);
+        {
+            let b = buf.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::ZERO);
+            b.set_flags(gst::BufferFlags::from_bits_truncate(gst_video::VideoBufferFlags::INTERLACED.bits()));
+        }
+        let caps = "video/x-raw,format=I420,width=640,height=360,framerate=25/1,pixel-aspect-ratio=1/1,interlace-mode=interleaved,colorimetry=bt709";
+        let ((ow, oh), out) = run(
+            &format!("appsrc name=in format=time caps=\"{caps}\""),
+            FACTORY,
+            "video/x-raw,width=320,height=180,pixel-aspect-ratio=1/1",
+            Some(buf),
+        );
+        assert_eq!((ow, oh), (320, 180));
+        for (r, row) in out[0].chunks(320).enumerate() {
+            let want = if r % 2 == 0 { 235 } else { 16 };
+            assert!(row.iter().all(|&v| v == want), "row {r} of the scaled frame mixes the fields: {:?}", &row[..4]);
+        }
     }
 }
