@@ -62,9 +62,9 @@ context.on('request', (req) => {
 const results = [];
 let skipped = 0;
 async function scenario(name, ms, fn) {
-  // BROWSER_ONLY=substring runs only the matching scenarios, for debugging by hand; skipped
+  // BROWSER_ONLY=regex runs only the matching scenarios, for debugging by hand; skipped
   // ones are reported as skipped and never counted as passed. run.sh never sets it.
-  if (process.env.BROWSER_ONLY && !name.includes(process.env.BROWSER_ONLY)) {
+  if (process.env.BROWSER_ONLY && !new RegExp(process.env.BROWSER_ONLY).test(name)) {
     console.log(`# skipped - ${name}`);
     skipped++;
     return;
@@ -89,7 +89,17 @@ async function scenario(name, ms, fn) {
 // Plays and returns the player state once currentTime passes `t`.
 async function playsPast(page, t, ms) {
   await page.waitForFunction(() => window.cascadePlayer && window.cascadePlayer.kind, null, { timeout: 30000 });
-  await page.evaluate(() => { const v = document.getElementById('video'); v.muted = true; v.play().catch(() => {}); });
+  await page.evaluate(() => {
+    const v = document.getElementById('video');
+    if (!window.testSeeks) {
+      // Seeks and stalls, for the failure message: a player that jumps back looks like one that stalls.
+      window.testSeeks = [];
+      v.addEventListener('seeking', () => window.testSeeks.push(`seek@${v.currentTime.toFixed(2)}`));
+      v.addEventListener('waiting', () => window.testSeeks.push(`wait@${v.currentTime.toFixed(2)}`));
+    }
+    v.muted = true;
+    v.play().catch(() => {});
+  });
   let s;
   try {
     return await waitFor(`currentTime > ${t}`, async () => {
@@ -98,14 +108,14 @@ async function playsPast(page, t, ms) {
         const b = [];
         for (let i = 0; i < v.buffered.length; i++) b.push(`${v.buffered.start(i).toFixed(2)}-${v.buffered.end(i).toFixed(2)}`);
         return { t: v.currentTime, w: v.videoWidth, errors: window.cascadePlayer.errors.slice(), paused: v.paused,
-          readyState: v.readyState, buffered: b.join(','), kind: window.cascadePlayer.kind };
+          readyState: v.readyState, buffered: b.join(','), kind: window.cascadePlayer.kind, events: window.testSeeks.slice(-12).join(' ') };
       });
       if (s.errors.length) throw new Error(`player errors: ${s.errors.join(' | ')}`);
       return s.t > t && s.w > 0 && s;
     }, ms);
   } catch (e) {
     // Say where playback stood: a stall and a slow start look alike from the message alone.
-    if (s) e.message += ` (${s.kind}: currentTime ${s.t.toFixed(2)}, readyState ${s.readyState}, paused ${s.paused}, buffered [${s.buffered}])`;
+    if (s) e.message += ` (${s.kind}: currentTime ${s.t.toFixed(2)}, readyState ${s.readyState}, paused ${s.paused}, buffered [${s.buffered}], events: ${s.events})`;
     throw e;
   }
 }
@@ -165,7 +175,10 @@ await scenario('progressive: plays while processing, continues past the encoded 
     const page = await context.newPage();
     try {
       const errors = [];
+      const logs = [];
       page.on('pageerror', (e) => errors.push(String(e)));
+      page.on('console', (m) => logs.push(`${m.type()}: ${m.text().slice(0, 300)}`));
+      page.on('response', (r) => { if (/\.(mpd|m3u8)$/.test(new URL(r.url()).pathname)) logs.push(`manifest ${r.status()} ${new URL(r.url()).pathname.split('/').slice(-2).join('/')}`); });
       await page.goto(`${BASE}/watch/${id}?player=${kind}`);
       await playsPast(page, 1, 90000);
       const rec = await api(`/api/videos/${id}`);
@@ -177,6 +190,10 @@ await scenario('progressive: plays while processing, continues past the encoded 
       if (errors.length) throw new Error(errors.join('; '));
       await page.screenshot({ path: path.join(ART, `progressive-${kind}.png`) });
       console.log(`#   ${kind}: started while ${rec.status} at ${Math.round(rec.progress * 100)} % (${encodedAt.toFixed(1)} s encoded), played past ${target.toFixed(1)} s`);
+    } catch (e) {
+      // The player's own console and the manifest fetches, to tell a player bug from a server one.
+      for (const l of logs.slice(-25)) console.log(`#   ${kind} ${l}`);
+      throw e;
     } finally {
       await page.close();
     }
