@@ -144,7 +144,8 @@ fn new_record(id: &str, got: &Received, now: chrono::DateTime<chrono::Utc>) -> V
     }
 }
 
-/// Upload bytes gathered before a write.
+/// Upload bytes gathered before a write. 4 MiB measured the same throughput within noise
+/// (1256 vs 1225 MB/s for 2 GiB) at +13 MiB of RSS per upload.
 const WRITE_BATCH: usize = 1 << 20;
 
 /// Upload chunks waiting to be written, held by reference.
@@ -159,26 +160,150 @@ impl Batch {
         self.len += b.len();
         self.chunks.push(b);
     }
+}
 
-    /// Writes the chunks on the blocking pool (synchronously: once this returns, a reader of the
-    /// file sees them) and hands the file back.
-    async fn write_out(&mut self, file: Option<std::fs::File>) -> Result<std::fs::File, AppError> {
+/// Block size for `O_DIRECT` writes: offsets, lengths and buffer addresses are multiples of it
+/// (covers 512- and 4096-byte logical sectors).
+const DIRECT_ALIGN: usize = 4096;
+
+/// A staging buffer whose start is aligned for `O_DIRECT` (capacity a multiple of the block).
+struct AlignedBuf {
+    v: Vec<u8>,
+    off: usize,
+    len: usize,
+    cap: usize,
+}
+
+impl AlignedBuf {
+    fn new(cap: usize) -> Self {
+        let cap = cap.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        let v = vec![0u8; cap + DIRECT_ALIGN];
+        let off = v.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuf { v, off, len: 0, cap }
+    }
+}
+
+/// The upload file and how it is written. Uploads are written with `O_DIRECT` where the file
+/// system allows it: on this machine's disk a buffered `write()` + `fsync` of 2 GiB took 2–6 s
+/// (`dd bs=1M conv=fsync`) against 1.2–1.8 s with `O_DIRECT` and 1.5 s for `cp` (which copies in
+/// the kernel with `copy_file_range`); the copy into the page cache was the upload's largest cost
+/// in perf. Bytes are staged in an aligned buffer and written in whole blocks; the tail, and
+/// everything once streaming ingest reads the file as it grows, goes through the page cache.
+struct Sink {
+    file: std::fs::File,
+    direct: bool,
+    buf: AlignedBuf,
+}
+
+impl Sink {
+    /// Creates `dest`, with `O_DIRECT` if the file system supports it (tmpfs does not).
+    fn create(dest: &Path) -> std::io::Result<Sink> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |flags| std::fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(flags).open(dest);
+        let (file, direct) = match open(libc::O_DIRECT) {
+            Ok(f) => (f, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(0)?, false),
+            Err(e) => return Err(e),
+        };
+        Ok(Sink { file, direct, buf: AlignedBuf::new(if direct { WRITE_BATCH } else { 0 }) })
+    }
+
+    /// Writes the chunks; with `all`, also the unaligned tail (after which writes are buffered).
+    fn write(&mut self, chunks: &[bytes::Bytes], all: bool) -> std::io::Result<()> {
         use std::io::Write;
-        let mut f = file.ok_or_else(|| AppError::Internal("upload file lost".into()))?;
-        if self.chunks.is_empty() {
-            return Ok(f);
-        }
-        let chunks = std::mem::take(&mut self.chunks);
-        self.len = 0;
-        tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            for c in &chunks {
-                f.write_all(c)?;
+        if !self.direct {
+            for c in chunks {
+                self.file.write_all(c)?;
             }
-            Ok(f)
-        })
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(AppError::from)
+            return Ok(());
+        }
+        for c in chunks {
+            let mut rest: &[u8] = c;
+            while !rest.is_empty() {
+                let b = &mut self.buf;
+                let n = rest.len().min(b.cap - b.len);
+                b.v[b.off + b.len..b.off + b.len + n].copy_from_slice(&rest[..n]);
+                b.len += n;
+                rest = &rest[n..];
+                if b.len == b.cap {
+                    self.file.write_all(&b.v[b.off..b.off + b.cap])?;
+                    b.len = 0;
+                }
+            }
+        }
+        let b = &mut self.buf;
+        let whole = b.len / DIRECT_ALIGN * DIRECT_ALIGN;
+        if whole > 0 {
+            self.file.write_all(&b.v[b.off..b.off + whole])?;
+            b.v.copy_within(b.off + whole..b.off + b.len, b.off);
+            b.len -= whole;
+        }
+        if all {
+            // Leave O_DIRECT for the tail (not a whole block) and for anything after it.
+            use std::os::fd::AsRawFd;
+            let fd = self.file.as_raw_fd();
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            self.direct = false;
+            let b = &self.buf;
+            self.file.write_all(&b.v[b.off..b.off + b.len])?;
+            self.buf = AlignedBuf::new(0);
+        }
+        Ok(())
+    }
+}
+
+/// The upload file, written on the blocking pool with at most one write in flight: the next
+/// batch is received from the socket while the previous one is written (on 2 cores the two
+/// overlap instead of taking turns). Memory stays bounded: one batch in flight, one filling.
+struct UploadFile {
+    sink: Option<Sink>,
+    pending: Option<tokio::task::JoinHandle<std::io::Result<Sink>>>,
+}
+
+impl UploadFile {
+    async fn create(dest: &Path) -> Result<Self, AppError> {
+        let dest = dest.to_path_buf();
+        let sink = tokio::task::spawn_blocking(move || Sink::create(&dest)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+        Ok(UploadFile { sink: Some(sink), pending: None })
+    }
+
+    /// The sink, once the write in flight (if any) is done.
+    async fn take(&mut self) -> Result<Sink, AppError> {
+        if let Some(h) = self.pending.take() {
+            return h.await.map_err(|e| AppError::Internal(e.to_string()))?.map_err(AppError::from);
+        }
+        self.sink.take().ok_or_else(|| AppError::Internal("upload file lost".into()))
+    }
+
+    fn start(&mut self, mut sink: Sink, batch: &mut Batch, all: bool) {
+        let chunks = std::mem::take(&mut batch.chunks);
+        batch.len = 0;
+        self.pending = Some(tokio::task::spawn_blocking(move || sink.write(&chunks, all).map(|()| sink)));
+    }
+
+    /// Starts writing the batch and returns without waiting for it.
+    async fn write_behind(&mut self, batch: &mut Batch) -> Result<(), AppError> {
+        let sink = self.take().await?;
+        self.start(sink, batch, false);
+        Ok(())
+    }
+
+    /// Writes the batch and everything before it: once this returns, a reader of the file sees
+    /// every byte pushed so far.
+    async fn write_through(&mut self, batch: &mut Batch) -> Result<(), AppError> {
+        let sink = self.take().await?;
+        self.start(sink, batch, true);
+        let sink = self.take().await?;
+        self.sink = Some(sink);
+        Ok(())
+    }
+
+    /// The file, after `write_through`.
+    async fn into_file(mut self) -> Result<std::fs::File, AppError> {
+        Ok(self.take().await?.file)
     }
 }
 
@@ -194,7 +319,7 @@ async fn receive(mut form: FormData, dest: &Path, limit: u64, ingest: &mut Inges
                 // Body chunks are small (tens of KiB) and every write is a trip to the blocking
                 // pool, so chunks are gathered (by reference, not copied) and written together.
                 // Measured on a 2 GiB upload: ×0.63 of `cp` with a tokio write per chunk.
-                let mut file = Some(tokio::fs::File::create(dest).await?.into_std().await);
+                let mut file = UploadFile::create(dest).await?;
                 let mut batch = Batch::default();
                 let mut stream = part.stream();
                 while let Some(chunk) = stream.next().await {
@@ -205,17 +330,21 @@ async fn receive(mut form: FormData, dest: &Path, limit: u64, ingest: &mut Inges
                     }
                     let bytes = chunk.copy_to_bytes(chunk.remaining());
                     batch.push(bytes.clone());
-                    if batch.len >= WRITE_BATCH || ingest.started {
-                        file = Some(batch.write_out(file.take()).await?);
+                    if ingest.started {
+                        // Streaming ingest: the pipeline reads the file behind us, so every byte
+                        // counted so far must be in it before it hears of them.
+                        file.write_through(&mut batch).await?;
+                    } else if batch.len >= WRITE_BATCH {
+                        file.write_behind(&mut batch).await?;
                     }
                     ingest.on_chunk(&bytes, &got).await?;
                     if ingest.started && batch.len > 0 {
-                        // Streaming ingest just began: the pipeline reads the file behind us, so
-                        // every byte counted so far must be in it.
-                        file = Some(batch.write_out(file.take()).await?);
+                        // Streaming ingest just began: everything received so far goes in now.
+                        file.write_through(&mut batch).await?;
                     }
                 }
-                let f = batch.write_out(file.take()).await?;
+                file.write_through(&mut batch).await?;
+                let f = file.into_file().await?;
                 tokio::task::spawn_blocking(move || f.sync_all())
                     .await
                     .map_err(|e| AppError::Internal(e.to_string()))??;
@@ -455,4 +584,45 @@ fn sse_events(s: impl Stream<Item = VideoView> + Send + 'static) -> impl Stream<
             .json_data(&v)
             .unwrap_or_else(|_| warp::sse::Event::default().event("error").data("serialization failed")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks of awkward sizes through the O_DIRECT sink, some batches without the tail, then the
+    /// tail, then buffered writes after it (as streaming ingest does): the file must be exactly
+    /// the bytes in order. The directory is on the repository's file system (tmpfs, which has
+    /// no O_DIRECT, would only test the fallback).
+    #[test]
+    fn direct_sink_writes_every_byte_in_order() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dest = dir.path().join("upload");
+        let mut sink = Sink::create(&dest).unwrap();
+        let mut expected = Vec::new();
+        let mut seed = 7u32;
+        let mut chunk = |n: usize| {
+            let c: Vec<u8> = (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (seed >> 16) as u8
+                })
+                .collect();
+            bytes::Bytes::from(c)
+        };
+        let sizes = [1usize, 4095, 4097, 65_536, 3, WRITE_BATCH + 17, 100_000, 2 * WRITE_BATCH, 511];
+        for (i, group) in sizes.chunks(3).enumerate() {
+            let chunks: Vec<bytes::Bytes> = group.iter().map(|&n| chunk(n)).collect();
+            chunks.iter().for_each(|c| expected.extend_from_slice(c));
+            sink.write(&chunks, i == 2).unwrap();
+        }
+        assert!(!sink.direct, "after the tail, writes are buffered");
+        let after = [chunk(10), chunk(5000)];
+        after.iter().for_each(|c| expected.extend_from_slice(c));
+        sink.write(&after, true).unwrap();
+        drop(sink);
+        let got = std::fs::read(&dest).unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "file content differs from the bytes written");
+    }
 }

@@ -173,9 +173,9 @@ await scenario('progressive: plays while processing, continues past the encoded 
   if (v.status !== 'processing') throw new Error(`already ${v.status} when playable: the clip is too short to test this`);
   for (const kind of ['dash', 'hls']) {
     const page = await context.newPage();
+    const errors = [];
+    const logs = [];
     try {
-      const errors = [];
-      const logs = [];
       page.on('pageerror', (e) => errors.push(String(e)));
       page.on('console', (m) => logs.push(`${m.type()}: ${m.text().slice(0, 300)}`));
       page.on('response', (r) => { if (/\.(mpd|m3u8)$/.test(new URL(r.url()).pathname)) logs.push(`manifest ${r.status()} ${new URL(r.url()).pathname.split('/').slice(-2).join('/')}`); });
