@@ -105,6 +105,32 @@
     });
     player.initialize(video, v.playback.dash, true, 0);
     window.cascadePlayer.dash = player;
+    // Stall watchdog. Rarely (a few browser-test runs in ten), dash.js playing the growing MPD
+    // stopped for good at the end of the two 0.5 s startup segments although later segments were
+    // listed; the cause is not found yet. If playback makes no progress for 5 s while not paused
+    // and more video than that is already encoded, the stream is loaded again at that position.
+    // Waiting at the encoder's edge does not trigger it (nothing more is encoded there).
+    state.recoveries = 0;
+    window.cascadePlayer.recoveries = () => state.recoveries;
+    let lastTime = -1;
+    let stuckSince = 0;
+    setInterval(() => {
+      const t = video.currentTime;
+      const r = state.record;
+      const encoded = !r ? 0 : r.status === 'ready' ? Infinity : r.progress * ((r.source && r.source.duration_s) || 0);
+      if (video.paused || video.seeking || video.ended || t !== lastTime || encoded < t + 5) {
+        lastTime = t;
+        stuckSince = 0;
+        return;
+      }
+      if (!stuckSince) stuckSince = Date.now();
+      else if (Date.now() - stuckSince >= 5000) {
+        stuckSince = 0;
+        state.recoveries += 1;
+        console.warn(`dash: no progress at ${t.toFixed(2)} s for 5 s with ${encoded.toFixed(1)} s encoded; reloading the stream there`);
+        player.attachSource(v.playback.dash, t);
+      }
+    }, 1000);
   } else if (kind === 'hls' && window.Hls && Hls.isSupported()) {
     state.kind = 'hls';
     const hls = new Hls({ startPosition: 0, enableWorker: true, liveDurationInfinity: false });

@@ -189,7 +189,10 @@ await scenario('progressive: plays while processing, continues past the encoded 
       await playsPast(page, target, 150000);
       if (errors.length) throw new Error(errors.join('; '));
       await page.screenshot({ path: path.join(ART, `progressive-${kind}.png`) });
-      console.log(`#   ${kind}: started while ${rec.status} at ${Math.round(rec.progress * 100)} % (${encodedAt.toFixed(1)} s encoded), played past ${target.toFixed(1)} s`);
+      const recoveries = await page.evaluate(() => (window.cascadePlayer.recoveries ? window.cascadePlayer.recoveries() : 0));
+      console.log(`#   ${kind}: started while ${rec.status} at ${Math.round(rec.progress * 100)} % (${encodedAt.toFixed(1)} s encoded), played past ${target.toFixed(1)} s` +
+        (recoveries ? `; the stall watchdog reloaded the stream ${recoveries}x` : ''));
+      if (recoveries) for (const l of logs.slice(-25)) console.log(`#   ${kind} ${l}`);
     } catch (e) {
       // The player's own console and the manifest fetches, to tell a player bug from a server one.
       for (const l of logs.slice(-25)) console.log(`#   ${kind} ${l}`);
