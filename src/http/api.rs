@@ -205,13 +205,42 @@ impl Sink {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(0)?, false),
             Err(e) => return Err(e),
         };
-        Ok(Sink { file, direct, buf: AlignedBuf::new(if direct { WRITE_BATCH } else { 0 }) })
+        Ok(Sink { file, direct, buf: AlignedBuf::new(if direct { WRITE_BATCH } else { DIRECT_ALIGN }) })
+    }
+
+    /// Turns `O_DIRECT` off: for the tail, for streaming ingest, or when the file system refuses it.
+    fn leave_direct(&mut self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.direct = false;
+        Ok(())
+    }
+
+    /// Writes `buf.v[from..to]`. A file system that accepted `O_DIRECT` at open but refuses a
+    /// write with EINVAL (e.g. a larger logical block) gets the rest through the page cache.
+    fn write_staged(&mut self, from: usize, to: usize) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut at = from;
+        while at < to {
+            match self.file.write(&self.buf.v[at..to]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => self.leave_direct()?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Writes the chunks; with `all`, also the unaligned tail (after which writes are buffered).
     fn write(&mut self, chunks: &[bytes::Bytes], all: bool) -> std::io::Result<()> {
         use std::io::Write;
-        if !self.direct {
+        if !self.direct && self.buf.len == 0 {
             for c in chunks {
                 self.file.write_all(c)?;
             }
@@ -226,30 +255,28 @@ impl Sink {
                 b.len += n;
                 rest = &rest[n..];
                 if b.len == b.cap {
-                    self.file.write_all(&b.v[b.off..b.off + b.cap])?;
-                    b.len = 0;
+                    let (from, to) = (b.off, b.off + b.cap);
+                    self.write_staged(from, to)?;
+                    self.buf.len = 0;
                 }
             }
         }
-        let b = &mut self.buf;
-        let whole = b.len / DIRECT_ALIGN * DIRECT_ALIGN;
+        let whole = self.buf.len / DIRECT_ALIGN * DIRECT_ALIGN;
         if whole > 0 {
-            self.file.write_all(&b.v[b.off..b.off + whole])?;
+            let off = self.buf.off;
+            self.write_staged(off, off + whole)?;
+            let b = &mut self.buf;
             b.v.copy_within(b.off + whole..b.off + b.len, b.off);
             b.len -= whole;
         }
-        if all {
-            // Leave O_DIRECT for the tail (not a whole block) and for anything after it.
-            use std::os::fd::AsRawFd;
-            let fd = self.file.as_raw_fd();
-            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-            if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
-                return Err(std::io::Error::last_os_error());
+        if all || !self.direct {
+            // The tail is not a whole block: O_DIRECT ends here (and stays off).
+            if self.direct {
+                self.leave_direct()?;
             }
-            self.direct = false;
-            let b = &self.buf;
-            self.file.write_all(&b.v[b.off..b.off + b.len])?;
-            self.buf = AlignedBuf::new(0);
+            let (off, len) = (self.buf.off, self.buf.len);
+            self.write_staged(off, off + len)?;
+            self.buf = AlignedBuf::new(DIRECT_ALIGN);
         }
         Ok(())
     }
