@@ -105,11 +105,12 @@
     });
     player.initialize(video, v.playback.dash, true, 0);
     window.cascadePlayer.dash = player;
-    // Stall watchdog. Rarely (a few browser-test runs in ten), dash.js playing the growing MPD
-    // stopped for good at the end of the two 0.5 s startup segments although later segments were
-    // listed; the cause is not found yet. If playback makes no progress for 5 s while not paused
-    // and more video than that is already encoded, the stream is loaded again at that position.
-    // Waiting at the encoder's edge does not trigger it (nothing more is encoded there).
+    // Stall watchdog. In some browser-test runs dash.js playing the growing MPD stopped for good
+    // (seen at 0.81 s, 6.61 s and 6.84 s) although later segments were listed; the cause is not
+    // found yet. If playback makes no progress for 5 s while not paused and more video than that
+    // is already encoded, the stream is loaded again at that position. Waiting at the encoder's
+    // edge does not trigger it (nothing more is encoded there), and each reload doubles the wait
+    // before the next, so a slow network is not answered with a reload every 5 s.
     state.recoveries = 0;
     window.cascadePlayer.recoveries = () => state.recoveries;
     let lastTime = -1;
@@ -124,10 +125,10 @@
         return;
       }
       if (!stuckSince) stuckSince = Date.now();
-      else if (Date.now() - stuckSince >= 5000) {
+      else if (Date.now() - stuckSince >= 5000 * 2 ** state.recoveries) {
         stuckSince = 0;
         state.recoveries += 1;
-        console.warn(`dash: no progress at ${t.toFixed(2)} s for 5 s with ${encoded.toFixed(1)} s encoded; reloading the stream there`);
+        console.warn(`dash: no progress at ${t.toFixed(2)} s for ${5 * 2 ** (state.recoveries - 1)} s with ${encoded.toFixed(1)} s encoded; reloading the stream there`);
         player.attachSource(v.playback.dash, t);
       }
     }, 1000);
