@@ -537,7 +537,6 @@ fn video_rung(
         // Closest videoscale setting measured (720p: 0.24 dB under ffmpeg's bicubic).
         (method, sharpness) = ("catrom", 1.3);
     }
-    let src_height = req.media.video.as_ref().map_or(r.height, |v| v.display_width.min(v.display_height));
     let mut size = gst::Caps::builder("video/x-raw")
         .field("width", r.width as i32)
         .field("height", r.height as i32)
@@ -556,6 +555,7 @@ fn video_rung(
         // and would convert HD (BT.709) to BT.601 for SD sizes — extra work, and a different
         // picture from the FFmpeg back end (measured: 24 dB PSNR against the source at 480p).
         // GStreamer assumes BT.709 for untagged sources from 720 lines up, BT.601 below.
+        let src_height = req.media.video.as_ref().map_or(r.height, |v| v.display_width.min(v.display_height));
         size = size.field("colorimetry", if src_height >= 720 { "bt709" } else { "bt601" });
         scale
     };

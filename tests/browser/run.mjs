@@ -175,6 +175,8 @@ await scenario('progressive: plays while processing, continues past the encoded 
     const page = await context.newPage();
     const errors = [];
     const logs = [];
+    // The player's own console and the manifest fetches, to tell a player bug from a server one.
+    const dumpLogs = () => { for (const l of logs.slice(-25)) console.log(`#   ${kind} ${l}`); };
     try {
       page.on('pageerror', (e) => errors.push(String(e)));
       page.on('console', (m) => logs.push(`${m.type()}: ${m.text().slice(0, 300)}`));
@@ -192,10 +194,9 @@ await scenario('progressive: plays while processing, continues past the encoded 
       const recoveries = await page.evaluate(() => (window.cascadePlayer.recoveries ? window.cascadePlayer.recoveries() : 0));
       console.log(`#   ${kind}: started while ${rec.status} at ${Math.round(rec.progress * 100)} % (${encodedAt.toFixed(1)} s encoded), played past ${target.toFixed(1)} s` +
         (recoveries ? `; the stall watchdog reloaded the stream ${recoveries}x` : ''));
-      if (recoveries) for (const l of logs.slice(-25)) console.log(`#   ${kind} ${l}`);
+      if (recoveries) dumpLogs();
     } catch (e) {
-      // The player's own console and the manifest fetches, to tell a player bug from a server one.
-      for (const l of logs.slice(-25)) console.log(`#   ${kind} ${l}`);
+      dumpLogs();
       throw e;
     } finally {
       await page.close();
