@@ -202,9 +202,9 @@ def bench_ladder(src, work):
 
 
 class Server:
-    def __init__(self, work, **env):
+    def __init__(self, work, data=None, **env):
         self.port = free_port()
-        self.data = tempfile.mkdtemp(dir=work)
+        self.data = data or tempfile.mkdtemp(dir=work)
         os.chmod(self.data, 0o755)
         e = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{self.port}", CASCADE_DATA_DIR=self.data,
                  CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn", **env)
@@ -238,13 +238,14 @@ class Server:
                     return int(line.split()[1]) / 1024
         return float("nan")
 
-    def stop(self):
+    def stop(self, keep_data=False):
         self.p.send_signal(signal.SIGTERM)
         try:
             self.p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.p.kill()
-        shutil.rmtree(self.data, ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.data, ignore_errors=True)
 
 
 def bench_ttfp(src, work):
@@ -404,6 +405,7 @@ http {{ access_log off; sendfile on; types {{ video/mp2t ts; }} server {{ listen
         # With startup segments on, 00000 and 00001 are short and 00002 is the first full one.
         startup = LADDER.get("startup_segment_seconds", 0) > 0
         kinds = [("seg00002.ts", "full segment"), ("seg00000.ts", "startup segment")] if startup else [("seg00001.ts", "full segment")]
+        segments = []
         for name, label in kinds:
             seg = rec["playback"]["hls"].replace("master.m3u8", f"720p/{name}")
             nurl = f"http://127.0.0.1:{nport}/hls/720p/{name}"
@@ -421,6 +423,22 @@ http {{ access_log off; sendfile on; types {{ video/mp2t ts; }} server {{ listen
             row("serving", f"GETs per second ({what})", statistics.median(x[0] for x in c), statistics.median(x[0] for x in n),
                 "req/s", "nginx", "higher", target=("ratio_min", 0.8))
             row("serving", f"p99 latency ({what})", statistics.median(x[1] for x in c), statistics.median(x[1] for x in n), "ms", "nginx")
+            segments.append((seg, nurl, what))
+        # The same GETs with Cascade's segment cache off: every request opens and reads the file,
+        # as nginx does (no target: shown so the cache's share of the figures above is visible).
+        old_base = server.url("")
+        server.stop(keep_data=True)
+        server = Server(work, data=server.data, CASCADE_SEGMENT_CACHE_MB="0")
+        for seg, nurl, what in segments:
+            seg = seg.replace(old_base, server.url(""), 1)
+            if urllib.request.urlopen(seg, timeout=10).read() != urllib.request.urlopen(nurl, timeout=10).read():
+                raise RuntimeError("Cascade (cache off) and nginx serve different bytes")
+            c, n = [], []
+            for _ in range(RUNS):
+                c.append(wrk(seg))
+                n.append(wrk(nurl))
+            row("serving", f"GETs per second ({what}), segment cache off", statistics.median(x[0] for x in c),
+                statistics.median(x[0] for x in n), "req/s", "nginx", "higher")
     finally:
         if nginx:
             nginx.terminate()

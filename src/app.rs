@@ -34,6 +34,8 @@ pub struct App {
     /// the files of records that no longer exist.
     pub deleted: Mutex<std::collections::HashSet<String>>,
     pub shutting_down: AtomicBool,
+    /// Segments of finished videos served from memory.
+    pub segments: crate::http::cache::SegmentCache,
     /// One permit per transcode allowed at once, shared by the workers and streaming ingests.
     pub slots: Arc<tokio::sync::Semaphore>,
 }
@@ -129,6 +131,7 @@ impl App {
             running: Mutex::new(HashMap::new()),
             deleted: Mutex::new(Default::default()),
             shutting_down: AtomicBool::new(false),
+            segments: crate::http::cache::SegmentCache::new(config.segment_cache_bytes),
             slots: Arc::new(tokio::sync::Semaphore::new(config.workers)),
             config,
         })

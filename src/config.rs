@@ -62,6 +62,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `CASCADE_STREAM_INGEST`: transcode streamable uploads while they arrive.
     pub stream_ingest: bool,
+    /// `CASCADE_SEGMENT_CACHE_MB`: memory for segments of finished videos (0: off).
+    pub segment_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             max_attempts: 3,
             shutdown_grace: Duration::from_secs(20),
             stream_ingest: true,
+            segment_cache_bytes: 64 << 20,
         }
     }
 }
@@ -128,6 +131,10 @@ impl Config {
                 "CASCADE_MAX_ATTEMPTS" => c.max_attempts = parse(k, v)?,
                 "CASCADE_SHUTDOWN_GRACE" => c.shutdown_grace = Duration::from_secs(parse(k, v)?),
                 "CASCADE_STREAM_INGEST" => c.stream_ingest = parse(k, v)?,
+                "CASCADE_SEGMENT_CACHE_MB" => {
+                    let mb: usize = parse(k, v)?;
+                    c.segment_cache_bytes = mb.checked_mul(1 << 20).filter(|_| mb <= 65536).ok_or("CASCADE_SEGMENT_CACHE_MB must be at most 65536")?;
+                }
                 // Read elsewhere (logging) or by the tools around the binary.
                 "CASCADE_LOG" | "CASCADE_LOG_FORMAT" => {}
                 other => return Err(format!("unknown setting {other}")),

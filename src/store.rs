@@ -358,6 +358,11 @@ impl AsyncStore {
             .map_err(|e| AppError::Internal(format!("store task failed: {e}")))?
     }
 
+    /// The store itself, for code already on the blocking pool.
+    pub fn blocking(&self) -> Arc<Store> {
+        self.0.clone()
+    }
+
     /// Flushes sled's log (awaited): call before acknowledging what must survive a crash.
     pub async fn flush(&self) -> Result<(), AppError> {
         self.0.db.flush_async().await?;

@@ -92,6 +92,23 @@ async fn upload_transcode_and_play_720p_with_audio() {
     let r = server.client.get(&seg).header("range", "bytes=999999999-").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 416);
 
+    // Segments of a ready video are served from memory once read: the same bytes as the file,
+    // whole or in ranges, even after the file is gone from the disk; a HEAD gives the length.
+    let seg_file = server.data_dir.join("media").join(&id).join("hls/720p/seg00001.ts");
+    let on_disk = std::fs::read(&seg_file).unwrap();
+    let seg1 = sibling(&hls, "720p/seg00001.ts");
+    for _ in 0..2 {
+        assert_eq!(server.client.get(&seg1).send().await.unwrap().bytes().await.unwrap(), on_disk);
+    }
+    std::fs::remove_file(&seg_file).unwrap();
+    assert_eq!(server.client.get(&seg1).send().await.unwrap().bytes().await.unwrap(), on_disk);
+    let r = server.client.get(&seg1).header("range", "bytes=10-").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 206);
+    assert_eq!(r.bytes().await.unwrap(), on_disk[10..]);
+    let r = server.client.head(&seg1).send().await.unwrap();
+    assert_eq!(r.headers()["content-length"].to_str().unwrap(), on_disk.len().to_string());
+    std::fs::write(&seg_file, &on_disk).unwrap();
+
     // Listed, then deleted with every file.
     let list: Value = server.client.get(server.url("/api/videos")).send().await.unwrap().json().await.unwrap();
     assert!(list["videos"].as_array().unwrap().iter().any(|x| x["id"] == id.as_str()));
@@ -106,6 +123,8 @@ async fn upload_transcode_and_play_720p_with_audio() {
     let r = server.client.delete(server.url(&format!("/api/videos/{id}"))).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert_eq!(server.get_text(&hls).await.0, 404);
+    // Also a segment that was in memory.
+    assert_eq!(server.client.get(&seg1).send().await.unwrap().status().as_u16(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,14 @@ async fn playable_while_processing_then_vod() {
     let rep = &mpd_now.periods[0].adaptations[0].representations[0];
     let init = rep.SegmentTemplate.as_ref().unwrap().initialization.clone().unwrap();
     assert_eq!(server.client.get(sibling(&dash, &init)).send().await.unwrap().status().as_u16(), 200);
+    // Segments of a video still processing are not kept in memory (a retried job rewrites them):
+    // with the file moved away, the GET that just worked finds nothing.
+    let seg0 = sibling(&hls, "360p/seg00000.ts");
+    let seg0_file = server.data_dir.join("media").join(&id).join("hls/360p/seg00000.ts");
+    assert_eq!(server.client.get(&seg0).send().await.unwrap().status().as_u16(), 200);
+    std::fs::rename(&seg0_file, seg0_file.with_extension("moved")).unwrap();
+    assert_eq!(server.client.get(&seg0).send().await.unwrap().status().as_u16(), 404);
+    std::fs::rename(seg0_file.with_extension("moved"), &seg0_file).unwrap();
 
     // While processing: every published media playlist is EVENT, has no ENDLIST, and carries the
     // key line before its first segment.

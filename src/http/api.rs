@@ -558,6 +558,7 @@ pub async fn delete(app: Arc<App>, id: String) -> Result<warp::reply::Response, 
     }
     // From now on no media of it is served, whatever the removal of its files below does.
     app.deleted.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.insert(id.clone());
+    app.segments.forget(&id);
     app.store.flush().await?;
     crate::jobs::worker::cancel(&app, &id);
     remove_dir_off_executor(app.upload_dir(&id)).await;

@@ -1,6 +1,7 @@
 //! HTTP: routes, and the one place where errors become JSON `{code, message}` with a status.
 
 pub mod api;
+pub mod cache;
 pub mod media;
 pub mod pages;
 
