@@ -55,15 +55,6 @@ pub struct VideoInfo {
     pub fps_den: u32,
     /// Clockwise rotation in degrees from the container's orientation tag.
     pub rotation: u32,
-    /// Whether frames must go through `videoflip`: an orientation tag other than `rotate-0` was
-    /// seen (mirroring included), or the probe could not tell.
-    #[serde(default = "unknown_orientation")]
-    pub oriented: bool,
-}
-
-/// Without the field (older JSON), the orientation is treated as unknown: `videoflip` stays in.
-fn unknown_orientation() -> bool {
-    true
 }
 
 /// What the probe learned about the audio stream.
@@ -101,11 +92,6 @@ pub fn init_gstreamer() -> Result<(), String> {
 
 fn describe_caps(caps: Option<gst::Caps>) -> String {
     caps.and_then(|c| c.structure(0).map(|s| s.name().to_string())).unwrap_or_else(|| "unknown".into())
-}
-
-/// Whether a tag list carries an orientation other than the identity.
-fn oriented_by_tags(tags: Option<&gst::TagList>) -> bool {
-    tags.and_then(|t| t.get::<gst::tags::ImageOrientation>()).is_some_and(|v| v.get() != "rotate-0")
 }
 
 fn rotation_from_tags(tags: Option<gst::TagList>) -> u32 {
@@ -163,7 +149,6 @@ fn media_info_from(info: &pbutils::DiscovererInfo) -> Result<MediaInfo, ProbeErr
             // put the orientation only there.
             #[allow(deprecated)]
             let global = info.tags();
-            let oriented = oriented_by_tags(v.tags().as_ref()) || oriented_by_tags(global.as_ref());
             let rotation = rotation_from_tags(v.tags()).max(rotation_from_tags(global));
             let fr = v.framerate();
             let (w, h) = (v.width(), v.height());
@@ -184,7 +169,6 @@ fn media_info_from(info: &pbutils::DiscovererInfo) -> Result<MediaInfo, ProbeErr
                 fps_num: fr.numer().max(0) as u32,
                 fps_den: fr.denom().max(0) as u32,
                 rotation,
-                oriented,
             }
         });
     let audio = info.audio_streams().into_iter().next().map(|a| AudioInfo {
@@ -278,8 +262,6 @@ pub fn probe_ffprobe(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeErro
                 fps_num,
                 fps_den,
                 rotation,
-                // ffprobe's view of the orientation may differ from the tags GStreamer acts on.
-                oriented: true,
             }
         });
     let audio = streams.iter().find(|s| s["codec_type"] == "audio").map(|a| AudioInfo {
@@ -331,23 +313,6 @@ pub fn validate(m: &MediaInfo) -> Result<(), ProbeError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_an_orientation_other_than_identity_needs_videoflip() {
-        init_gstreamer().unwrap();
-        let tagged = |v: &str| {
-            let mut t = gst::TagList::new();
-            t.get_mut().unwrap().add::<gst::tags::ImageOrientation>(&v, gst::TagMergeMode::Replace);
-            t
-        };
-        assert!(!oriented_by_tags(None));
-        assert!(!oriented_by_tags(Some(&gst::TagList::new())));
-        assert!(!oriented_by_tags(Some(&tagged("rotate-0"))));
-        for v in ["rotate-90", "rotate-180", "flip-rotate-0", "flip-rotate-270"] {
-            assert!(oriented_by_tags(Some(&tagged(v))), "{v}");
-        }
-        assert_eq!(rotation_from_tags(Some(tagged("flip-rotate-270"))), 270);
-    }
-
     fn media(w: u32, h: u32, dur: f64) -> MediaInfo {
         MediaInfo {
             duration_s: dur,
@@ -361,7 +326,6 @@ mod tests {
                 fps_num: 30,
                 fps_den: 1,
                 rotation: 0,
-                oriented: false,
             }),
             audio: None,
         }

@@ -443,7 +443,6 @@ mod tests {
                     fps_num: 30,
                     fps_den: 1,
                     rotation: 0,
-                    oriented: false,
                 }),
                 audio: audio.then(|| AudioInfo { codec: "audio/mpeg".into(), channels: 2, sample_rate: 44100 }),
             },
