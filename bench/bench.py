@@ -295,7 +295,7 @@ def bench_stream(src, work):
     mkv = os.path.join(work, "source.mkv")
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", src, "-c", "copy", mkv], check=True, timeout=300)
     size = os.path.getsize(mkv)
-    rate = max(size // 20, 100_000)  # about 20 s of upload
+    rate = max(size // 12, 100_000)  # about 12 s of upload (long enough to show the difference)
     results = {}
     for label, env in [("streamed", {}), ("not streamed", {"CASCADE_STREAM_INGEST": "false"})]:
         times, rss = [], []
@@ -373,7 +373,7 @@ def bench_upload(work):
 
 
 def wrk(url):
-    out = subprocess.run(["wrk", "-t2", "-c32", "-d6s", "--latency", url], capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(["wrk", "-t2", "-c32", "-d4s", "--latency", url], capture_output=True, text=True, timeout=60).stdout
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     m = re.search(r"99%\s+([0-9.]+)(us|ms|s)", out)
     p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]

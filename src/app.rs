@@ -152,6 +152,11 @@ impl App {
         self.config.data_dir.join("media").join(id)
     }
 
+    /// Whether a job of the video is running in this process.
+    pub fn has_running_job(&self, id: &str) -> bool {
+        self.running.lock().map_or(true, |r| r.contains_key(id))
+    }
+
     /// Whether this process deleted the video.
     pub fn is_deleted(&self, id: &str) -> bool {
         self.deleted.lock().map_or(true, |d| d.contains(id))

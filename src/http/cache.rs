@@ -7,7 +7,7 @@
 //! be replaced). A deleted video's entries are dropped, and deleted videos are refused before the
 //! cache is asked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -22,8 +22,23 @@ struct Entry {
 struct Inner {
     /// Video id → media path → bytes.
     videos: HashMap<String, HashMap<PathBuf, Entry>>,
+    /// Last use → entry, oldest first: eviction takes from the front without a scan.
+    order: BTreeMap<u64, (String, PathBuf)>,
     bytes: usize,
     tick: u64,
+}
+
+impl Inner {
+    fn remove(&mut self, id: &str, rel: &Path) {
+        let Some(files) = self.videos.get_mut(id) else { return };
+        if let Some(e) = files.remove(rel) {
+            self.order.remove(&e.used);
+            self.bytes -= e.data.len();
+        }
+        if files.is_empty() {
+            self.videos.remove(id);
+        }
+    }
 }
 
 /// The cache; `capacity` 0 turns it off.
@@ -51,8 +66,10 @@ impl SegmentCache {
         g.tick += 1;
         let tick = g.tick;
         let e = g.videos.get_mut(id)?.get_mut(rel)?;
-        e.used = tick;
-        Some(e.data.clone())
+        let (old, data) = (std::mem::replace(&mut e.used, tick), e.data.clone());
+        let key = g.order.remove(&old).unwrap_or_else(|| (id.to_string(), rel.to_path_buf()));
+        g.order.insert(tick, key);
+        Some(data)
     }
 
     /// Adds a file, evicting the least recently used ones until everything fits.
@@ -61,27 +78,15 @@ impl SegmentCache {
             return;
         }
         let Ok(mut g) = self.inner.lock() else { return };
+        g.remove(id, &rel);
         g.tick += 1;
         let tick = g.tick;
-        let len = data.len();
-        let old = g.videos.entry(id.to_string()).or_default().insert(rel, Entry { data, used: tick });
-        g.bytes = g.bytes + len - old.map_or(0, |o| o.data.len());
+        g.bytes += data.len();
+        g.order.insert(tick, (id.to_string(), rel.clone()));
+        g.videos.entry(id.to_string()).or_default().insert(rel, Entry { data, used: tick });
         while g.bytes > self.capacity {
-            // A linear scan: at most capacity / smallest segment entries (a few hundred), and
-            // only on a miss.
-            let oldest = g
-                .videos
-                .iter()
-                .flat_map(|(v, files)| files.iter().map(move |(p, e)| (e.used, v, p)))
-                .min_by_key(|(used, _, _)| *used)
-                .map(|(_, v, p)| (v.clone(), p.clone()));
-            let Some((v, p)) = oldest else { break };
-            let files = g.videos.get_mut(&v).expect("found above");
-            let gone = files.remove(&p).map_or(0, |e| e.data.len());
-            if files.is_empty() {
-                g.videos.remove(&v);
-            }
-            g.bytes -= gone;
+            let Some((_, (v, p))) = g.order.pop_first() else { break };
+            g.remove(&v, &p);
         }
     }
 
@@ -89,7 +94,10 @@ impl SegmentCache {
     pub fn forget(&self, id: &str) {
         if let Ok(mut g) = self.inner.lock() {
             if let Some(files) = g.videos.remove(id) {
-                g.bytes -= files.values().map(|e| e.data.len()).sum::<usize>();
+                for e in files.values() {
+                    g.order.remove(&e.used);
+                    g.bytes -= e.data.len();
+                }
             }
         }
     }

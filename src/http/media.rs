@@ -164,31 +164,30 @@ pub async fn serve(
     let root = app.media_dir(&video_id);
     let store = app.store.blocking();
     let app2 = app.clone();
+    // Only a whole-file GET may fill the cache (a Range request reads just its range), and not
+    // while a job of the video runs (no record read for those: progressive playback stays cheap).
+    let may_cache = cacheable && range.is_none() && !head_only && !app.has_running_job(&video_id);
     let (data, total, range_used) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        // The status is read before the file is opened: a file opened once the video is ready
+        // is final (a retried job rewrites its files only before that).
+        let ready = may_cache && store.get(&video_id)?.is_some_and(|r| r.status == crate::store::Status::Ready);
         let (mut f, len) = open_inside(&root, &rel)?;
         let range = parse_range(range.as_deref(), len).map_err(|_| AppError::RangeNotSatisfiable(len))?;
         use std::io::{Read, Seek, SeekFrom};
-        // A file of a finished video is read whole into the cache (its bytes never change again),
-        // then the range is cut from it.
-        if cacheable
-            && app2.segments.admits(len)
-            && store.get(&video_id)?.is_some_and(|r| r.status == crate::store::Status::Ready)
-        {
+        if ready && app2.segments.admits(len) {
             let mut buf = Vec::with_capacity(len as usize);
             (&mut f).take(len).read_to_end(&mut buf)?;
             if buf.len() as u64 != len {
                 return Err(AppError::Internal("media file shrank while being read".into()));
             }
             let data = bytes::Bytes::from(buf);
-            if !app2.is_deleted(&video_id) {
-                app2.segments.insert(&video_id, rel, data.clone());
+            app2.segments.insert(&video_id, rel, data.clone());
+            if app2.is_deleted(&video_id) {
+                // Deleted meanwhile: the delete marks the video before it empties the cache,
+                // so either it or this removes the entry.
+                app2.segments.forget(&video_id);
             }
-            let body = match range {
-                _ if head_only => bytes::Bytes::new(),
-                Some((s, e)) => data.slice(s as usize..=e as usize),
-                None => data,
-            };
-            return Ok((body, len, range));
+            return Ok((data, len, None));
         }
         let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
         let n = if len == 0 { 0 } else { end - start + 1 };

@@ -127,7 +127,9 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, growing:
     if rec.attempts > max_attempts {
         return fail(app, &id, "too_many_attempts", format!("the job was interrupted {} times; giving up", rec.attempts - 1)).await;
     }
-    // A previous run (crash, restart) may have left partial output: start from scratch.
+    // A previous run (crash, restart) may have left partial output: start from scratch (and
+    // nothing of it stays in the segment cache).
+    app.segments.forget(&id);
     let media_dir = app.media_dir(&id);
     let dir2 = media_dir.clone();
     tokio::task::spawn_blocking(move || {
@@ -338,6 +340,7 @@ async fn requeue(app: &App, id: &str, forgive_attempt: bool) -> Result<(), AppEr
         })
         .await?;
     app.store.flush().await?;
+    app.segments.forget(id);
     remove_dir_off_executor(app.media_dir(id)).await;
     if let Some(r) = rec {
         app.notify(&r);
