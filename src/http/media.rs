@@ -135,10 +135,11 @@ pub async fn serve(
         return Ok(r);
     }
     let (mime, is_manifest) = media_type(&rel).ok_or_else(not_found)?;
-    // Only manifests need the record (their caching depends on whether the job is finished);
-    // segments are immutable once published. A sled read per segment GET cost about a quarter of
-    // the throughput of 0.2 MB segments (9.4k vs 12.3k req/s here), so a deleted video is
-    // recognised in memory instead.
+    // Manifests need the record (their caching depends on whether the job is finished);
+    // segments are immutable once published. A sled read on every segment GET cost about a
+    // quarter of the throughput of 0.2 MB segments (9.4k vs 12.3k req/s here), so a deleted video
+    // is recognised in memory instead; a segment GET reads the record only on a cache miss with
+    // no job running, to learn whether the file may be cached (below).
     let finished = if is_manifest {
         let id = video_id.clone();
         Some(app.store.run(move |s| s.get(&id)).await?.ok_or_else(not_found)?.status.is_final())
