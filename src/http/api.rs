@@ -249,21 +249,18 @@ impl Sink {
         Ok(())
     }
 
-    /// Writes the staged bytes at `offset`: the whole blocks, and with `all` (or without
-    /// `O_DIRECT`) the rest too, after which writes go through the page cache. Returns how many
-    /// bytes were written; the rest stays in the buffer. A file system that accepted `O_DIRECT` at
-    /// open but refuses a write with EINVAL (e.g. a larger logical block) gets the rest through
-    /// the page cache.
-    fn write_at(&self, buf: &AlignedBuf, offset: u64, all: bool) -> std::io::Result<usize> {
+    /// Writes the staged bytes at `offset`. A buffer that is not a whole number of blocks (the
+    /// tail, or a write-through for streaming ingest) ends `O_DIRECT`, and later writes go
+    /// through the page cache. A file system that accepted `O_DIRECT` at open but refuses a write
+    /// with EINVAL (e.g. a larger logical block) gets the rest through the page cache.
+    fn write_at(&self, buf: &AlignedBuf, offset: u64) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        if all && self.is_direct() {
-            // The tail is not a whole block: O_DIRECT ends here (and stays off).
+        if buf.len % DIRECT_ALIGN != 0 && self.is_direct() {
             self.leave_direct()?;
         }
-        let n = if self.is_direct() { buf.len / DIRECT_ALIGN * DIRECT_ALIGN } else { buf.len };
-        let data = &buf.v[buf.off..buf.off + n];
+        let data = &buf.v[buf.off..buf.off + buf.len];
         let mut done = 0;
-        while done < n {
+        while done < data.len() {
             // Whether this write went out with O_DIRECT: another write in flight may turn it off
             // meanwhile, and this one must then be retried, not failed.
             let was_direct = self.is_direct();
@@ -279,7 +276,7 @@ impl Sink {
                 Err(e) => return Err(e),
             }
         }
-        Ok(n)
+        Ok(())
     }
 }
 
@@ -348,11 +345,7 @@ impl UploadFile {
                 self.offset += full.len as u64;
                 self.pending.push_back(tokio::task::spawn_blocking(move || {
                     let _place = place;
-                    // A full buffer is a whole number of blocks: written entirely.
-                    match sink.write_at(&full, offset, false)? {
-                        n if n == full.len => Ok(full),
-                        _ => Err(std::io::Error::other("a full upload buffer was not written whole")),
-                    }
+                    sink.write_at(&full, offset).map(|()| full)
                 }));
             }
         }
@@ -365,12 +358,16 @@ impl UploadFile {
         while !self.pending.is_empty() {
             self.finish_one().await?;
         }
+        if self.sink.is_direct() {
+            // Whatever the buffer holds, O_DIRECT ends here (and stays off).
+            self.sink.leave_direct()?;
+        }
         let buf = std::mem::replace(&mut self.fill, self.spare.pop().unwrap_or_else(|| AlignedBuf::new(self.size)));
         let (sink, offset) = (self.sink.clone(), self.offset);
-        let (mut buf, n) = tokio::task::spawn_blocking(move || sink.write_at(&buf, offset, true).map(|n| (buf, n)))
+        let mut buf = tokio::task::spawn_blocking(move || sink.write_at(&buf, offset).map(|()| buf))
             .await
             .map_err(|e| AppError::Internal(e.to_string()))??;
-        self.offset += n as u64;
+        self.offset += buf.len as u64;
         buf.len = 0;
         self.spare.push(buf);
         Ok(())
