@@ -59,13 +59,20 @@ pub struct Rung {
     /// Not used by `swscale`.
     #[serde(default)]
     pub scaler_sharpness: Option<f64>,
+    /// Scale this rung from the frames of the named (taller) rung instead of from the source,
+    /// when that rung is made for the video (GStreamer back end). Absent: from the source.
+    #[serde(default)]
+    pub scale_from: Option<String>,
 }
 
 /// The `scaler` value for libswscale's bicubic (Cascade's `cascadeswscale` element).
 pub const SWSCALE: &str = "swscale";
+/// The `scaler` value for libswscale's Lanczos (the same element, `method=lanczos`).
+pub const SWSCALE_LANCZOS: &str = "swscale-lanczos";
 
-/// Scalers a rung may name: `swscale`, or GStreamer 1.22's GstVideoScaleMethod nicks for videoscale.
-const SCALERS: &[&str] = &[SWSCALE, "nearest-neighbour", "bilinear", "4-tap", "lanczos", "bilinear2", "sinc", "hermite", "spline", "catrom", "mitchell"];
+/// Scalers a rung may name: `swscale`, `swscale-lanczos`, or GStreamer 1.22's GstVideoScaleMethod
+/// nicks for videoscale.
+const SCALERS: &[&str] = &[SWSCALE, SWSCALE_LANCZOS, "nearest-neighbour", "bilinear", "4-tap", "lanczos", "bilinear2", "sinc", "hermite", "spline", "catrom", "mitchell"];
 
 /// The whole ladder file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -170,6 +177,11 @@ impl Ladder {
             if r.scaler_sharpness.is_some_and(|x| !(0.5..=1.5).contains(&x)) {
                 return Err(format!("rung {}: scaler_sharpness must be 0.5–1.5", r.name));
             }
+            if let Some(from) = &r.scale_from {
+                if !self.rungs.iter().any(|o| &o.name == from && o.height > r.height) {
+                    return Err(format!("rung {}: scale_from must name a taller rung of the ladder", r.name));
+                }
+            }
             if r.x264_threads > 64 {
                 return Err(format!("rung {}: x264_threads must be 0 (auto) to 64", r.name));
             }
@@ -266,6 +278,11 @@ impl Ladder {
         )
     }
 
+    /// The rung the rendition named `name` is scaled from (`scale_from`), if any.
+    pub fn scale_from(&self, name: &str) -> Option<&str> {
+        self.rungs.iter().find(|r| r.name == name).and_then(|r| r.scale_from.as_deref())
+    }
+
     /// Frames between keyframes: one GOP per segment.
     pub fn gop_frames(&self, fps_num: u32, fps_den: u32) -> u32 {
         ((self.segment_seconds as f64 * fps_num as f64 / fps_den as f64).round() as u32).max(1)
@@ -359,17 +376,32 @@ mod tests {
     #[test]
     fn scaler_per_rung() {
         let l = ladder();
-        // The shipped ladder names no scaler: libswscale's bicubic everywhere.
+        // The shipped ladder: libswscale's bicubic, Lanczos for 480p (scaled from 720p).
         assert_eq!(l.scaler("720p"), (SWSCALE, 1.0));
+        assert_eq!(l.scaler("480p"), (SWSCALE_LANCZOS, 1.0));
         assert_eq!(l.scaler("162p"), (SWSCALE, 1.0), "a rendition that is no rung of the file");
         let good = include_str!("../pipelines/ladder.toml");
         let with = |extra: &str| good.replacen("bitrate_kbps = 2800\n", &format!("bitrate_kbps = 2800\n{extra}\n"), 1);
         let catrom = Ladder::parse(&with("scaler = \"catrom\"\nscaler_sharpness = 1.3")).unwrap();
         assert_eq!(catrom.scaler("720p"), ("catrom", 1.3));
-        assert_eq!(catrom.scaler("480p"), (SWSCALE, 1.0));
+        assert_eq!(catrom.scaler("360p"), (SWSCALE, 1.0));
         assert!(Ladder::parse(&with("scaler = \"swscale\"")).is_ok());
         assert!(Ladder::parse(&with("scaler = \"magic\"")).is_err());
         assert!(Ladder::parse(&with("scaler_sharpness = 2.0")).is_err());
+        assert!(Ladder::parse(&with("scaler = \"swscale-lanczos\"")).is_ok());
+    }
+
+    #[test]
+    fn scale_from_names_a_taller_rung() {
+        let l = ladder();
+        assert_eq!((l.scale_from("1080p"), l.scale_from("480p"), l.scale_from("360p")), (None, Some("720p"), Some("720p")));
+        assert_eq!(l.scale_from("162p"), None, "a rendition that is no rung of the file");
+        let good = include_str!("../pipelines/ladder.toml");
+        let with = |from: &str| good.replacen("bitrate_kbps = 2800\n", &format!("bitrate_kbps = 2800\nscale_from = \"{from}\"\n"), 1);
+        assert!(Ladder::parse(&with("1080p")).is_ok());
+        for bad in ["720p", "360p", "4k"] {
+            assert!(Ladder::parse(&with(bad)).is_err(), "720p scaled from {bad} must be refused");
+        }
     }
 
     #[test]

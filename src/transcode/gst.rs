@@ -500,15 +500,13 @@ fn video_head(p: &gst::Pipeline, req: &TranscodeRequest) -> Result<(gst::Element
     Ok((convert, tee))
 }
 
-/// The rung to scale `r` from instead of the source: one exactly twice its width and height.
-///
-/// Measured on a 1080p30 source (20 s, 3 runs of each): 360p scaled from 720p instead of from
-/// 1080p saves ~9 % of the whole transcode's CPU time at the same PSNR against the source
-/// (43.97 vs 44.05 dB; 720p and 480p unchanged). A full cascade (480p from 720p at 1.5×, 360p from
-/// 480p) saved ~11 % but cost 1.5 dB at 480p and 6 dB at 360p: blur and phase errors of
-/// non-integer steps add up, while a 2:1 step keeps pixel centres aligned.
-fn scale_parent<'a>(made: &'a [(u32, u32, gst::Element)], r: &Rendition) -> Option<&'a gst::Element> {
-    made.iter().find(|(w, h, _)| *w == 2 * r.width && *h == 2 * r.height).map(|(_, _, tee)| tee)
+/// The frames to scale `r` from: the tee of the rung the ladder names in `scale_from`, when that
+/// rung was made for this video and is at least as large in both dimensions, or the source's.
+fn scale_parent<'a>(req: &TranscodeRequest, made: &'a [(&'a Rendition, gst::Element)], r: &Rendition, source: &'a gst::Element) -> &'a gst::Element {
+    req.ladder
+        .scale_from(&r.name)
+        .and_then(|from| made.iter().find(|(m, _)| m.name == from && m.width >= r.width && m.height >= r.height))
+        .map_or(source, |(_, tee)| tee)
 }
 
 /// One rung: scale, encode, then into its HLS and CMAF sinks. `input` is a tee of raw frames:
@@ -533,7 +531,8 @@ fn video_rung(
     // (measured: 24 dB PSNR at 480p from 1080p vs 47 dB for ffmpeg's bicubic), and fixed 4-tap
     // aliases too (−5 dB).
     let (mut method, mut sharpness) = req.ladder.scaler(&r.name);
-    if method == crate::ladder::SWSCALE && !super::swscale::available() {
+    let swscale = [crate::ladder::SWSCALE, crate::ladder::SWSCALE_LANCZOS].contains(&method);
+    if swscale && !super::swscale::available() {
         // Closest videoscale setting measured (720p: 0.24 dB under ffmpeg's bicubic).
         (method, sharpness) = ("catrom", 1.3);
     }
@@ -541,9 +540,13 @@ fn video_rung(
         .field("width", r.width as i32)
         .field("height", r.height as i32)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
-    let scale = if method == crate::ladder::SWSCALE {
+    let scale = if swscale {
         // Changes the size only: the colour matrix stays the source's, as with ffmpeg's scale.
-        make(super::swscale::FACTORY, None)?
+        let scale = make(super::swscale::FACTORY, None)?;
+        if method == crate::ladder::SWSCALE_LANCZOS {
+            scale.set_property("method", "lanczos");
+        }
+        scale
     } else {
         let scale = make("videoscale", None)?;
         scale.set_property_from_str("method", method);
@@ -735,16 +738,16 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
     let mut hls_sinks = Vec::new();
     let mut positions = Vec::new();
     // Scaled frames of the rungs made so far, for the rungs that are exactly half their size.
-    let mut scaled: Vec<(u32, u32, gst::Element)> = Vec::new();
+    let mut scaled: Vec<(&Rendition, gst::Element)> = Vec::new();
     for r in &req.renditions {
         let hls = hls_sink(req, r, &writers)?;
         let cmaf = cmaf_sink(req, &r.name)?;
         p.add_many([&hls, &cmaf]).map_err(link_err("sinks"))?;
-        let from = scale_parent(&scaled, r).unwrap_or(&vtee);
+        let from = scale_parent(req, &scaled, r, &vtee);
         let (position, tee) = video_rung(&p, req, r, from, &hls, &cmaf)?;
         positions.push(position);
         hls_sinks.push(hls);
-        scaled.push((r.width, r.height, tee));
+        scaled.push((r, tee));
     }
     // The stills come from the smallest rung at least as large as the poster (the 720p rung for a
     // 1080p source: the poster is then its frame as it is, and the thumbnail and storyboard tiles
@@ -752,9 +755,9 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
     let poster = images::fit_width(top.width, top.height, images::POSTER_MAX_WIDTH);
     let image_input = scaled
         .iter()
-        .filter(|(w, h, _)| *w >= poster.0 && *h >= poster.1)
-        .min_by_key(|(w, h, _)| w * h)
-        .map_or(&vtee, |(_, _, tee)| tee);
+        .filter(|(r, _)| r.width >= poster.0 && r.height >= poster.1)
+        .min_by_key(|(r, _)| r.width * r.height)
+        .map_or(&vtee, |(_, tee)| tee);
     image_branch(&p, image_input, image_state.clone(), poster, images::fit_width(top.width, top.height, images::THUMB_WIDTH))?;
     let audio_in = if req.media.audio.is_some() {
         let cmaf_audio = cmaf_sink(req, AUDIO_REP)?;
