@@ -52,7 +52,8 @@ pub struct Rung {
     #[serde(default)]
     pub x264_threads: u32,
     /// Scaler for this rung in the GStreamer back end: `swscale` (libswscale's bicubic, the
-    /// default) or a videoscale `method`.
+    /// default), `swscale-lanczos` or a videoscale `method`. The FFmpeg back end uses libswscale's
+    /// Lanczos for `swscale-lanczos` and `lanczos`, its bicubic for the others.
     #[serde(default)]
     pub scaler: Option<String>,
     /// videoscale `sharpness` (0.5–1.5, default 1): above 1 narrows the filter (fewer taps).
@@ -60,7 +61,7 @@ pub struct Rung {
     #[serde(default)]
     pub scaler_sharpness: Option<f64>,
     /// Scale this rung from the frames of the named (taller) rung instead of from the source,
-    /// when that rung is made for the video (GStreamer back end). Absent: from the source.
+    /// when that rung is made for the video (both back ends). Absent: from the source.
     #[serde(default)]
     pub scale_from: Option<String>,
 }

@@ -103,8 +103,9 @@ async fn startup_segments_are_short_aligned_and_start_with_keyframes() {
     }
     ffmpeg_decode(&dash).await.unwrap_or_else(|e| panic!("DASH does not decode: {e}"));
 
-    // 360p is scaled from 720p (exactly half), 480p from the source; each must still be close to
-    // the source (the bitrates here are generous for testsrc2, so this measures the scaling).
+    // 360p and 480p are scaled from the 720p frames (`scale_from`; 480p with Lanczos); each must
+    // still be close to the source (the bitrates here are generous for testsrc2, so this measures
+    // the scaling: a wrong plane, offset or stride would be far below).
     for var in &m.variants {
         let r = var.resolution.unwrap();
         let db = psnr(&sibling(&hls, &var.uri), src.to_str().unwrap(), r.width, r.height).await;

@@ -1,4 +1,5 @@
-//! The FFmpeg back end: one `ffmpeg` process per job. One decode, `split` into a scaler per rung,
+//! The FFmpeg back end: one `ffmpeg` process per job. One decode, `split` into a scaler per rung
+//! (from the source, or from a larger rung's frames where the ladder says `scale_from`),
 //! libx264 with the ladder's settings, one AAC encode, and the `tee` muxer feeding one `hls`
 //! slave per rung (MPEG-TS, AES-128 via `hls_key_info_file`) and one `dash` slave (CMAF) — every
 //! stream encoded once. FFmpeg's own playlists and MPD are written into a hidden work dir and only
@@ -50,9 +51,21 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
     let v = &req.ladder.video;
     let a = &req.ladder.audio;
 
-    // Three more outputs of the split feed the poster, the thumbnail and the storyboard.
-    let mut graph = format!("[0:v:0]fps={fn_}/{fd},format=yuv420p,split={}", n + 3);
-    for i in 0..n {
+    // A rung with `scale_from` is scaled from that rung's frames (as in the GStreamer back end),
+    // the others from the source: parent[i] is the index of rung i's input rung, if any.
+    let parent: Vec<Option<usize>> = req
+        .renditions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let from = req.ladder.scale_from(&r.name)?;
+            req.renditions[..i].iter().position(|m| m.name == from && m.width >= r.width && m.height >= r.height)
+        })
+        .collect();
+    let from_source: Vec<usize> = (0..n).filter(|&i| parent[i].is_none()).collect();
+    // Three more outputs of the source's split feed the poster, the thumbnail and the storyboard.
+    let mut graph = format!("[0:v:0]fps={fn_}/{fd},format=yuv420p,split={}", from_source.len() + 3);
+    for i in &from_source {
         graph.push_str(&format!("[s{i}]"));
     }
     graph.push_str("[sp][st][ss]");
@@ -65,7 +78,23 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
         .map(|v| (v.display_width.max(1), v.display_height.max(1)))
         .unwrap_or((req.renditions[0].width, req.renditions[0].height));
     for (i, r) in req.renditions.iter().enumerate() {
-        graph.push_str(&format!(";[s{i}]scale={}:{}:flags=bicubic,setdar={dw}/{dh}[v{i}]", r.width, r.height));
+        let input = match parent[i] {
+            Some(p) => format!("c{p}_{i}"),
+            None => format!("s{i}"),
+        };
+        // libswscale's Lanczos for the rungs that name one, its bicubic for every other scaler.
+        let lanczos = [crate::ladder::SWSCALE_LANCZOS, "lanczos"].contains(&req.ladder.scaler(&r.name).0);
+        let flags = if lanczos { "lanczos" } else { "bicubic" };
+        graph.push_str(&format!(";[{input}]scale={}:{}:flags={flags},setdar={dw}/{dh}", r.width, r.height));
+        let kids: Vec<usize> = (0..n).filter(|&c| parent[c] == Some(i)).collect();
+        if kids.is_empty() {
+            graph.push_str(&format!("[v{i}]"));
+        } else {
+            graph.push_str(&format!(",split={}[v{i}]", kids.len() + 1));
+            for c in kids {
+                graph.push_str(&format!("[c{i}_{c}]"));
+            }
+        }
     }
     let top = &req.renditions[0];
     let poster_at = req.media.duration_s * 0.1;
@@ -469,8 +498,10 @@ mod tests {
         assert_eq!(value_after(a, "-progress"), "pipe:1");
         assert_eq!(
             value_after(a, "-filter_complex"),
-            "[0:v:0]fps=30/1,format=yuv420p,split=6[s0][s1][s2][sp][st][ss];[s0]scale=1280:720:flags=bicubic,setdar=1280/720[v0];\
-             [s1]scale=854:480:flags=bicubic,setdar=1280/720[v1];[s2]scale=640:360:flags=bicubic,setdar=1280/720[v2]\
+            // 480p (Lanczos) and 360p are scaled from the 720p rung's frames (`scale_from`).
+            "[0:v:0]fps=30/1,format=yuv420p,split=4[s0][sp][st][ss];\
+             [s0]scale=1280:720:flags=bicubic,setdar=1280/720,split=3[v0][c0_1][c0_2];\
+             [c0_1]scale=854:480:flags=lanczos,setdar=1280/720[v1];[c0_2]scale=640:360:flags=bicubic,setdar=1280/720[v2]\
              ;[sp]trim=start=1.000,trim=end_frame=1,scale=1280:720:flags=bicubic,setsar=1[poster]\
              ;[st]trim=start=1.000,trim=end_frame=1,scale=320:180:flags=bicubic,setsar=1[thumb]\
              ;[ss]fps=1/1,scale=160:90:flags=bicubic,setsar=1,tile=10x1[sprite]"
