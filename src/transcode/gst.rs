@@ -737,7 +737,7 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
     });
     let mut hls_sinks = Vec::new();
     let mut positions = Vec::new();
-    // Scaled frames of the rungs made so far, for the rungs that are exactly half their size.
+    // Scaled frames of the rungs made so far, for the rungs scaled from them (`scale_from`).
     let mut scaled: Vec<(&Rendition, gst::Element)> = Vec::new();
     for r in &req.renditions {
         let hls = hls_sink(req, r, &writers)?;
