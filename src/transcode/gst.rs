@@ -367,19 +367,44 @@ fn own_sink_output(sink: &gst::Element, writers: Option<(Writers, Option<KeyMate
     });
     if let Some((writers, key)) = writers {
         sink.connect("get-fragment-stream", false, move |args| {
-            let location: String = args.get(1)?.get().ok()?;
+            // The signal must return a stream: hlssink3 declares a non-nullable GOutputStream, and
+            // a None here panics inside a GLib callback, which aborts the whole server (seen when
+            // an aborted upload's media dir was deleted while the pipeline still ran). A segment
+            // that cannot be opened gets a stream whose first write fails instead, so the sink
+            // posts an error and the job ends like any other failed job.
+            let stream = |w: Box<dyn std::io::Write + Send>| Some(gio::WriteOutputStream::new(w).upcast::<gio::OutputStream>().to_value());
+            let Some(location) = args.get(1).and_then(|v| v.get::<String>().ok()) else {
+                return stream(Box::new(FailingWriter("no segment location in get-fragment-stream".into())));
+            };
             let path = PathBuf::from(&location);
             let writer = match SegmentWriter::create(&path, key.as_ref()) {
                 Ok(w) => w,
                 Err(e) => {
                     warn!(%location, error = %e, "cannot open segment for writing");
-                    return None;
+                    return stream(Box::new(FailingWriter(format!("cannot open segment {location}: {e}"))));
                 }
             };
-            writers.lock().ok()?.insert(path.clone(), writer);
-            let handle = WriterHandle { writers: writers.clone(), path };
-            Some(gio::WriteOutputStream::new(handle).upcast::<gio::OutputStream>().to_value())
+            match writers.lock() {
+                Ok(mut map) => {
+                    map.insert(path.clone(), writer);
+                }
+                Err(_) => return stream(Box::new(FailingWriter("segment writers lock poisoned".into()))),
+            }
+            stream(Box::new(WriterHandle { writers: writers.clone(), path }))
         });
+    }
+}
+
+/// A segment stream that refuses every write with the reason it could not be opened.
+struct FailingWriter(String);
+
+impl std::io::Write for FailingWriter {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other(self.0.clone()))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -935,5 +960,43 @@ impl Transcoder for GstTranscoder {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment that cannot be opened must fail the pipeline with an error on the bus. It used
+    /// to return no stream from `get-fragment-stream`, which panics inside GLib and aborts the
+    /// process (the whole server): this test binary would die instead of failing.
+    #[test]
+    fn unopenable_segment_is_a_pipeline_error_not_an_abort() {
+        crate::probe::init_gstreamer().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("deleted-while-running");
+        let p = gst::parse::launch(
+            "videotestsrc num-buffers=90 ! video/x-raw,width=160,height=90,framerate=30/1 ! x264enc key-int-max=15 speed-preset=ultrafast ! h264parse ! hlssink3 name=hls target-duration=1",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = p.by_name("hls").unwrap();
+        sink.set_property("location", gone.join("seg%05d.ts").to_string_lossy().to_string());
+        sink.set_property("playlist-location", gone.join("x.m3u8").to_string_lossy().to_string());
+        let writers: Writers = Arc::new(Mutex::new(HashMap::new()));
+        own_sink_output(&sink, Some((writers.clone(), None)));
+        p.set_state(gst::State::Playing).unwrap();
+        let msg = p.bus().unwrap().timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Error, gst::MessageType::Eos]);
+        p.set_state(gst::State::Null).unwrap();
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Error(e)) => {
+                let text = format!("{} {:?}", e.error(), e.debug());
+                assert!(text.contains("cannot open segment") || text.contains("write"), "unexpected error: {text}");
+            }
+            other => panic!("expected an error for an unopenable segment, got {other:?}"),
+        }
+        assert!(!gone.exists(), "nothing may be created in place of the deleted dir");
+        assert!(writers.lock().unwrap().is_empty());
     }
 }
