@@ -104,7 +104,10 @@ impl Server {
     }
 
     pub async fn get_video(&self, id: &str) -> Value {
-        self.client.get(self.url(&format!("/api/videos/{id}"))).send().await.unwrap().json().await.unwrap()
+        // A refused connection usually means the server died: show its log (a panic, an abort).
+        let r = self.client.get(self.url(&format!("/api/videos/{id}"))).send().await;
+        let r = r.unwrap_or_else(|e| panic!("GET video {id}: {e}\n--- server log ---\n{}", self.log()));
+        r.json().await.unwrap()
     }
 
     /// Polls the record until `pred` holds (panics with the record and log after `timeout`).
