@@ -53,15 +53,7 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
 
     // A rung with `scale_from` is scaled from that rung's frames (as in the GStreamer back end),
     // the others from the source: parent[i] is the index of rung i's input rung, if any.
-    let parent: Vec<Option<usize>> = req
-        .renditions
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let from = req.ladder.scale_from(&r.name)?;
-            req.renditions[..i].iter().position(|m| m.name == from && m.width >= r.width && m.height >= r.height)
-        })
-        .collect();
+    let parent: Vec<Option<usize>> = (0..n).map(|i| req.scale_parent(i)).collect();
     let from_source: Vec<usize> = (0..n).filter(|&i| parent[i].is_none()).collect();
     // Three more outputs of the source's split feed the poster, the thumbnail and the storyboard.
     let mut graph = format!("[0:v:0]fps={fn_}/{fd},format=yuv420p,split={}", from_source.len() + 3);

@@ -525,18 +525,9 @@ fn video_head(p: &gst::Pipeline, req: &TranscodeRequest) -> Result<(gst::Element
     Ok((convert, tee))
 }
 
-/// The frames to scale `r` from: the tee of the rung the ladder names in `scale_from`, when that
-/// rung was made for this video and is at least as large in both dimensions, or the source's.
-fn scale_parent<'a>(req: &TranscodeRequest, made: &'a [(&'a Rendition, gst::Element)], r: &Rendition, source: &'a gst::Element) -> &'a gst::Element {
-    req.ladder
-        .scale_from(&r.name)
-        .and_then(|from| made.iter().find(|(m, _)| m.name == from && m.width >= r.width && m.height >= r.height))
-        .map_or(source, |(_, tee)| tee)
-}
-
 /// One rung: scale, encode, then into its HLS and CMAF sinks. `input` is a tee of raw frames:
-/// the source's, or a larger rung's (see `scale_parent`). Returns the rung's position counter
-/// and the tee of its scaled frames, for smaller rungs.
+/// the source's, or a larger rung's (see `TranscodeRequest::scale_parent`). Returns the rung's
+/// position counter and the tee of its scaled frames, for smaller rungs.
 fn video_rung(
     p: &gst::Pipeline,
     req: &TranscodeRequest,
@@ -764,11 +755,11 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
     let mut positions = Vec::new();
     // Scaled frames of the rungs made so far, for the rungs scaled from them (`scale_from`).
     let mut scaled: Vec<(&Rendition, gst::Element)> = Vec::new();
-    for r in &req.renditions {
+    for (i, r) in req.renditions.iter().enumerate() {
         let hls = hls_sink(req, r, &writers)?;
         let cmaf = cmaf_sink(req, &r.name)?;
         p.add_many([&hls, &cmaf]).map_err(link_err("sinks"))?;
-        let from = scale_parent(req, &scaled, r, &vtee);
+        let from = req.scale_parent(i).map_or(&vtee, |j| &scaled[j].1);
         let (position, tee) = video_rung(&p, req, r, from, &hls, &cmaf)?;
         positions.push(position);
         hls_sinks.push(hls);

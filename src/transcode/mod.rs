@@ -41,6 +41,15 @@ impl TranscodeRequest {
         let v = self.media.video.as_ref();
         self.ladder.output_fps(v.map_or(30, |v| v.fps_num), v.map_or(1, |v| v.fps_den))
     }
+
+    /// The index of the rendition that rendition `i` is scaled from: the rung its `scale_from`
+    /// names, when that rung is made for this video (an earlier, taller rendition) and at least
+    /// as large in both dimensions. `None`: from the source.
+    pub fn scale_parent(&self, i: usize) -> Option<usize> {
+        let r = &self.renditions[i];
+        let from = self.ladder.scale_from(&r.name)?;
+        self.renditions[..i].iter().position(|m| m.name == from && m.width >= r.width && m.height >= r.height)
+    }
 }
 
 /// What a back end reports while it runs.

@@ -296,7 +296,8 @@ mod imp {
             if from == to {
                 return Ok(()); // same size, other caps (pixel aspect ratio): frames are copied
             }
-            let flags = if *self.method.lock().unwrap_or_else(|e| e.into_inner()) == 1 { SWS_LANCZOS } else { SWS_BICUBIC };
+            let method = METHODS[*self.method.lock().unwrap_or_else(|e| e.into_inner())];
+            let flags = if method == "lanczos" { SWS_LANCZOS } else { SWS_BICUBIC };
             ctx.frame = Some(context(api, from, to, flags)?);
             // Interlaced frames are scaled field by field, as videoscale does (and ffmpeg's
             // scale=interl=1): scaling both fields as one picture would blend them.
