@@ -13,9 +13,9 @@ use crate::config::Config;
 use crate::error::AppError;
 use crate::ladder::Ladder;
 use crate::packaging::token::TokenSigner;
+use crate::packaging::RenditionSummary;
 use crate::packaging::{DASH_MPD, HLS_MASTER};
 use crate::store::{AsyncStore, ErrorInfo, SourceInfo, Status, Store, VideoRecord};
-use crate::packaging::RenditionSummary;
 
 /// The service's shared state.
 pub struct App {
@@ -228,12 +228,7 @@ impl App {
     /// 1-based positions of queued jobs, by video id.
     pub async fn queue_positions(&self) -> Result<HashMap<String, usize>, AppError> {
         let jobs = self.store.run(|s| s.jobs()).await?;
-        Ok(jobs
-            .into_iter()
-            .filter(|j| j.state == crate::store::JobState::Queued)
-            .enumerate()
-            .map(|(i, j)| (j.video_id, i + 1))
-            .collect())
+        Ok(jobs.into_iter().filter(|j| j.state == crate::store::JobState::Queued).enumerate().map(|(i, j)| (j.video_id, i + 1)).collect())
     }
 }
 

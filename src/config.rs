@@ -133,7 +133,8 @@ impl Config {
                 "CASCADE_STREAM_INGEST" => c.stream_ingest = parse(k, v)?,
                 "CASCADE_SEGMENT_CACHE_MB" => {
                     let mb: usize = parse(k, v)?;
-                    c.segment_cache_bytes = mb.checked_mul(1 << 20).filter(|_| mb <= 65536).ok_or("CASCADE_SEGMENT_CACHE_MB must be at most 65536")?;
+                    c.segment_cache_bytes =
+                        mb.checked_mul(1 << 20).filter(|_| mb <= 65536).ok_or("CASCADE_SEGMENT_CACHE_MB must be at most 65536")?;
                 }
                 // Read elsewhere (logging) or by the tools around the binary.
                 "CASCADE_LOG" | "CASCADE_LOG_FORMAT" => {}

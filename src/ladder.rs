@@ -73,7 +73,20 @@ pub const SWSCALE_LANCZOS: &str = "swscale-lanczos";
 
 /// Scalers a rung may name: `swscale`, `swscale-lanczos`, or GStreamer 1.22's GstVideoScaleMethod
 /// nicks for videoscale.
-const SCALERS: &[&str] = &[SWSCALE, SWSCALE_LANCZOS, "nearest-neighbour", "bilinear", "4-tap", "lanczos", "bilinear2", "sinc", "hermite", "spline", "catrom", "mitchell"];
+const SCALERS: &[&str] = &[
+    SWSCALE,
+    SWSCALE_LANCZOS,
+    "nearest-neighbour",
+    "bilinear",
+    "4-tap",
+    "lanczos",
+    "bilinear2",
+    "sinc",
+    "hermite",
+    "spline",
+    "catrom",
+    "mitchell",
+];
 
 /// The whole ladder file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -102,21 +115,13 @@ pub struct Rendition {
     pub bitrate_kbps: u32,
 }
 
-const X264_PRESETS: &[&str] = &[
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-];
+const X264_PRESETS: &[&str] = &["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
 
 impl Ladder {
     /// Reads and validates a ladder file.
     pub fn load(path: &Path) -> Result<Ladder, LadderError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LadderError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| LadderError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| LadderError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text).map_err(|message| LadderError::Invalid { path: path.display().to_string(), message })
     }
 
     /// Parses and validates ladder TOML text.
@@ -160,10 +165,7 @@ impl Ladder {
         }
         let mut names = std::collections::HashSet::new();
         for r in &self.rungs {
-            if r.name.is_empty()
-                || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                || r.name == "audio"
-            {
+            if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || r.name == "audio" {
                 return Err(format!("rung name {:?} must be [A-Za-z0-9_-]+ and not \"audio\"", r.name));
             }
             if !names.insert(r.name.clone()) {
@@ -216,16 +218,10 @@ impl Ladder {
             .collect();
         if out.is_empty() {
             let lowest = rungs.last().expect("validated: at least one rung");
-            let area_ratio = (w as f64 * h as f64)
-                / ((lowest.height as f64 * 16.0 / 9.0) * lowest.height as f64);
+            let area_ratio = (w as f64 * h as f64) / ((lowest.height as f64 * 16.0 / 9.0) * lowest.height as f64);
             let kbps = ((lowest.bitrate_kbps as f64 * area_ratio).round() as u32).max(100);
             let (ew, eh) = (even(w as f64), even(h as f64));
-            out.push(Rendition {
-                name: format!("{}p", ew.min(eh)),
-                width: ew,
-                height: eh,
-                bitrate_kbps: kbps.min(lowest.bitrate_kbps),
-            });
+            out.push(Rendition { name: format!("{}p", ew.min(eh)), width: ew, height: eh, bitrate_kbps: kbps.min(lowest.bitrate_kbps) });
         }
         out
     }
@@ -273,10 +269,7 @@ impl Ladder {
     /// unless the rung sets them).
     pub fn scaler(&self, name: &str) -> (&str, f64) {
         let rung = self.rungs.iter().find(|r| r.name == name);
-        (
-            rung.and_then(|r| r.scaler.as_deref()).unwrap_or(SWSCALE),
-            rung.and_then(|r| r.scaler_sharpness).unwrap_or(1.0),
-        )
+        (rung.and_then(|r| r.scaler.as_deref()).unwrap_or(SWSCALE), rung.and_then(|r| r.scaler_sharpness).unwrap_or(1.0))
     }
 
     /// The rung the rendition named `name` is scaled from (`scale_from`), if any.
@@ -291,7 +284,11 @@ impl Ladder {
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a.max(1) } else { gcd(b, a % b) }
+    if b == 0 {
+        a.max(1)
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Rounds to the nearest even integer, at least 2.
@@ -315,10 +312,7 @@ mod tests {
     #[test]
     fn landscape_720p_skips_1080p() {
         let r = ladder().renditions_for(1280, 720);
-        assert_eq!(
-            names(&r),
-            vec![("720p".into(), 1280, 720), ("480p".into(), 854, 480), ("360p".into(), 640, 360)]
-        );
+        assert_eq!(names(&r), vec![("720p".into(), 1280, 720), ("480p".into(), 854, 480), ("360p".into(), 640, 360)]);
     }
 
     #[test]

@@ -69,7 +69,9 @@ fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
         match a.as_str() {
             "--out" => out = Some(PathBuf::from(it.next().ok_or_else(|| anyhow!("--out needs a value"))?)),
             "--ladder" => ladder_path = PathBuf::from(it.next().ok_or_else(|| anyhow!("--ladder needs a value"))?),
-            "--backend" => backend = it.next().ok_or_else(|| anyhow!("--backend needs a value"))?.parse().map_err(|e: String| anyhow!(e))?,
+            "--backend" => {
+                backend = it.next().ok_or_else(|| anyhow!("--backend needs a value"))?.parse().map_err(|e: String| anyhow!(e))?
+            }
             "--clear" => encrypt = false,
             _ if input.is_none() && !a.starts_with("--") => input = Some(PathBuf::from(a)),
             other => bail!("unexpected argument {other:?}\n{USAGE}"),
@@ -94,11 +96,24 @@ fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut last_err = None;
     for b in backends {
-        let res = jobs::execute::execute(&input, None, &out, &scratch, &media, &ladder, key.as_ref(), b.as_ref(), &Default::default(), "/api/time", &mut |p| match p {
-            jobs::execute::JobProgress::Playable { .. } => info!(seconds = t0.elapsed().as_secs_f64(), "playable"),
-            jobs::execute::JobProgress::Fraction(f) => tracing::debug!(progress = f),
-            jobs::execute::JobProgress::Image(name) => info!(seconds = t0.elapsed().as_secs_f64(), %name, "image ready"),
-        }, &cancel);
+        let res = jobs::execute::execute(
+            &input,
+            None,
+            &out,
+            &scratch,
+            &media,
+            &ladder,
+            key.as_ref(),
+            b.as_ref(),
+            &Default::default(),
+            "/api/time",
+            &mut |p| match p {
+                jobs::execute::JobProgress::Playable { .. } => info!(seconds = t0.elapsed().as_secs_f64(), "playable"),
+                jobs::execute::JobProgress::Fraction(f) => tracing::debug!(progress = f),
+                jobs::execute::JobProgress::Image(name) => info!(seconds = t0.elapsed().as_secs_f64(), %name, "image ready"),
+            },
+            &cancel,
+        );
         match res {
             Ok(out_info) => {
                 let _ = std::fs::remove_dir_all(&scratch);

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
+use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_pbutils as pbutils;
-use gst::prelude::*;
 use pbutils::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -115,62 +115,51 @@ pub fn probe_file(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeError> 
     }
     init_gstreamer().map_err(ProbeError::Internal)?;
     let abs = std::fs::canonicalize(path).map_err(|e| ProbeError::Internal(e.to_string()))?;
-    let uri = gst::glib::filename_to_uri(&abs, None)
-        .map_err(|e| ProbeError::Internal(e.to_string()))?;
-    let disc = pbutils::Discoverer::new(gst::ClockTime::from_seconds(timeout_s))
-        .map_err(|e| ProbeError::Internal(e.to_string()))?;
+    let uri = gst::glib::filename_to_uri(&abs, None).map_err(|e| ProbeError::Internal(e.to_string()))?;
+    let disc = pbutils::Discoverer::new(gst::ClockTime::from_seconds(timeout_s)).map_err(|e| ProbeError::Internal(e.to_string()))?;
     let info = disc.discover_uri(&uri).map_err(|e| ProbeError::Unsupported(e.to_string()))?;
     match info.result() {
         pbutils::DiscovererResult::Ok => {}
-        pbutils::DiscovererResult::Timeout => {
-            return Err(ProbeError::Unsupported("probe timed out".into()))
-        }
-        pbutils::DiscovererResult::MissingPlugins => {
-            return Err(ProbeError::Unsupported("no decoder installed for this format".into()))
-        }
+        pbutils::DiscovererResult::Timeout => return Err(ProbeError::Unsupported("probe timed out".into())),
+        pbutils::DiscovererResult::MissingPlugins => return Err(ProbeError::Unsupported("no decoder installed for this format".into())),
         other => return Err(ProbeError::Unsupported(format!("{other:?}"))),
     }
     media_info_from(&info)
 }
 
 fn media_info_from(info: &pbutils::DiscovererInfo) -> Result<MediaInfo, ProbeError> {
-    let container = info.stream_info().and_then(|s| {
-        s.downcast_ref::<pbutils::DiscovererContainerInfo>().map(|_| describe_caps(s.caps()))
-    });
+    let container = info.stream_info().and_then(|s| s.downcast_ref::<pbutils::DiscovererContainerInfo>().map(|_| describe_caps(s.caps())));
     let videos = info.video_streams();
     if !videos.is_empty() && videos.iter().all(|v| v.is_image()) && info.audio_streams().is_empty() {
         return Err(ProbeError::Unsupported("the file is a still image, not a video".into()));
     }
-    let video = videos
-        .into_iter()
-        .find(|v| !v.is_image())
-        .map(|v| {
-            // Container-level tags are deprecated in the API since 1.20 but some demuxers still
-            // put the orientation only there.
-            #[allow(deprecated)]
-            let global = info.tags();
-            let rotation = rotation_from_tags(v.tags()).max(rotation_from_tags(global));
-            let fr = v.framerate();
-            let (w, h) = (v.width(), v.height());
-            // Non-square pixels: display width follows the pixel aspect ratio.
-            let par = v.par();
-            let disp_w = if par.numer() > 0 && par.denom() > 0 && par.numer() != par.denom() {
-                ((w as u64 * par.numer() as u64) / par.denom() as u64) as u32
-            } else {
-                w
-            };
-            let (dw, dh) = if rotation == 90 || rotation == 270 { (h, disp_w) } else { (disp_w, h) };
-            VideoInfo {
-                codec: describe_caps(v.caps()),
-                width: w,
-                height: h,
-                display_width: dw,
-                display_height: dh,
-                fps_num: fr.numer().max(0) as u32,
-                fps_den: fr.denom().max(0) as u32,
-                rotation,
-            }
-        });
+    let video = videos.into_iter().find(|v| !v.is_image()).map(|v| {
+        // Container-level tags are deprecated in the API since 1.20 but some demuxers still
+        // put the orientation only there.
+        #[allow(deprecated)]
+        let global = info.tags();
+        let rotation = rotation_from_tags(v.tags()).max(rotation_from_tags(global));
+        let fr = v.framerate();
+        let (w, h) = (v.width(), v.height());
+        // Non-square pixels: display width follows the pixel aspect ratio.
+        let par = v.par();
+        let disp_w = if par.numer() > 0 && par.denom() > 0 && par.numer() != par.denom() {
+            ((w as u64 * par.numer() as u64) / par.denom() as u64) as u32
+        } else {
+            w
+        };
+        let (dw, dh) = if rotation == 90 || rotation == 270 { (h, disp_w) } else { (disp_w, h) };
+        VideoInfo {
+            codec: describe_caps(v.caps()),
+            width: w,
+            height: h,
+            display_width: dw,
+            display_height: dh,
+            fps_num: fr.numer().max(0) as u32,
+            fps_den: fr.denom().max(0) as u32,
+            rotation,
+        }
+    });
     let audio = info.audio_streams().into_iter().next().map(|a| AudioInfo {
         codec: describe_caps(a.caps()),
         channels: a.channels(),
@@ -228,9 +217,7 @@ fn parse_ratio(s: &str) -> (u32, u32) {
 /// Probes with `ffprobe` (the fallback when GStreamer cannot read a file or has no plugins).
 pub fn probe_ffprobe(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeError> {
     let out = run_with_timeout(
-        std::process::Command::new("ffprobe")
-            .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
-            .arg(path),
+        std::process::Command::new("ffprobe").args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"]).arg(path),
         std::time::Duration::from_secs(timeout_s),
     )
     .map_err(ProbeError::Unsupported)?;
@@ -240,10 +227,8 @@ pub fn probe_ffprobe(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeErro
     if format == "image2" || format.ends_with("_pipe") {
         return Err(ProbeError::Unsupported("the file is a still image, not a video".into()));
     }
-    let video = streams
-        .iter()
-        .find(|s| s["codec_type"] == "video" && s["disposition"]["attached_pic"].as_i64().unwrap_or(0) == 0)
-        .map(|v| {
+    let video =
+        streams.iter().find(|s| s["codec_type"] == "video" && s["disposition"]["attached_pic"].as_i64().unwrap_or(0) == 0).map(|v| {
             let (w, h) = (v["width"].as_u64().unwrap_or(0) as u32, v["height"].as_u64().unwrap_or(0) as u32);
             let rot_side = v["side_data_list"]
                 .as_array()
@@ -251,7 +236,8 @@ pub fn probe_ffprobe(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeErro
                 .or_else(|| v["tags"]["rotate"].as_str().and_then(|r| r.parse().ok()))
                 .unwrap_or(0.0);
             let rotation = ((-(rot_side as i64)).rem_euclid(360)) as u32;
-            let (fps_num, fps_den) = parse_ratio(v["avg_frame_rate"].as_str().filter(|r| *r != "0/0").or(v["r_frame_rate"].as_str()).unwrap_or("0/0"));
+            let (fps_num, fps_den) =
+                parse_ratio(v["avg_frame_rate"].as_str().filter(|r| *r != "0/0").or(v["r_frame_rate"].as_str()).unwrap_or("0/0"));
             let (dw, dh) = if rotation == 90 || rotation == 270 { (h, w) } else { (w, h) };
             VideoInfo {
                 codec: v["codec_name"].as_str().unwrap_or("unknown").to_string(),

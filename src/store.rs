@@ -154,12 +154,7 @@ impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, AppError> {
         let db = sled::Config::new().path(path).open()?;
-        Ok(Store {
-            videos: db.open_tree("videos")?,
-            jobs: db.open_tree("jobs")?,
-            keys: db.open_tree("keys")?,
-            db,
-        })
+        Ok(Store { videos: db.open_tree("videos")?, jobs: db.open_tree("jobs")?, keys: db.open_tree("keys")?, db })
     }
 
     /// Inserts a new video with its queued job and key, atomically.
@@ -204,13 +199,8 @@ impl Store {
             Some(id) => self.get(id)?.into_iter().collect(),
             None => self.list()?,
         };
-        let positions: std::collections::HashMap<String, usize> = self
-            .jobs()?
-            .into_iter()
-            .filter(|j| j.state == JobState::Queued)
-            .enumerate()
-            .map(|(i, j)| (j.video_id, i + 1))
-            .collect();
+        let positions: std::collections::HashMap<String, usize> =
+            self.jobs()?.into_iter().filter(|j| j.state == JobState::Queued).enumerate().map(|(i, j)| (j.video_id, i + 1)).collect();
         recs.into_iter()
             .map(|r| {
                 let pos = positions.get(&r.id).copied();
@@ -334,7 +324,6 @@ impl Store {
         }
         Ok(ids)
     }
-
 }
 
 /// The store for async code: every call runs on the blocking pool.
@@ -348,14 +337,9 @@ impl AsyncStore {
     }
 
     /// Runs `f` with the store off the async executor.
-    pub async fn run<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<R, AppError> + Send + 'static,
-    ) -> Result<R, AppError> {
+    pub async fn run<R: Send + 'static>(&self, f: impl FnOnce(&Store) -> Result<R, AppError> + Send + 'static) -> Result<R, AppError> {
         let s = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&s))
-            .await
-            .map_err(|e| AppError::Internal(format!("store task failed: {e}")))?
+        tokio::task::spawn_blocking(move || f(&s)).await.map_err(|e| AppError::Internal(format!("store task failed: {e}")))?
     }
 
     /// The store itself, for code already on the blocking pool.

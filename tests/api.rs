@@ -55,7 +55,8 @@ async fn upload_transcode_and_play_720p_with_audio() {
     assert!((dur - 12.0).abs() <= 0.5, "MPD duration {dur}");
     let sets = &mpd.periods[0].adaptations;
     assert_eq!(sets.len(), 2);
-    let reps: Vec<_> = sets[0].representations.iter().map(|r| (r.id.clone().unwrap(), r.width.unwrap(), r.codecs.clone().unwrap())).collect();
+    let reps: Vec<_> =
+        sets[0].representations.iter().map(|r| (r.id.clone().unwrap(), r.width.unwrap(), r.codecs.clone().unwrap())).collect();
     assert_eq!(reps.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), vec!["720p", "480p", "360p"]);
     assert!(reps.iter().all(|r| r.2.starts_with("avc1.64")));
     assert_eq!(sets[1].representations[0].codecs.as_deref(), Some("mp4a.40.2"));
@@ -218,7 +219,8 @@ async fn bad_input_fails_with_a_code_and_limits_hold() {
     assert_eq!(uploads.len(), ids.len(), "stray upload dirs: {uploads:?}");
 
     // A form without a file is a 400 with a JSON error; a non-multipart body too.
-    let r = server.client.post(server.url("/api/videos")).multipart(reqwest::multipart::Form::new().text("title", "x")).send().await.unwrap();
+    let r =
+        server.client.post(server.url("/api/videos")).multipart(reqwest::multipart::Form::new().text("title", "x")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "bad_request");
     let r = server.client.post(server.url("/api/videos")).body("hello").send().await.unwrap();

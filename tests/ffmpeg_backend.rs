@@ -13,7 +13,9 @@ async fn forced_ffmpeg_is_progressive_encrypted_and_plays() {
     let id = server.upload_ok(&src, "ffmpeg").await;
 
     // Playable while still processing, with the same manifest shapes as GStreamer's.
-    let v = server.wait_for(&id, Duration::from_secs(300), |v| v["playable"] == true || v["status"] != "queued" && v["status"] != "processing").await;
+    let v = server
+        .wait_for(&id, Duration::from_secs(300), |v| v["playable"] == true || v["status"] != "queued" && v["status"] != "processing")
+        .await;
     assert_eq!(v["status"], "processing", "{v}");
     let hls = v["playback"]["hls"].as_str().unwrap().to_string();
     let dash = v["playback"]["dash"].as_str().unwrap().to_string();

@@ -14,7 +14,12 @@ async fn image_size(server: &Server, url: &str) -> (u64, u64) {
     assert_eq!(&bytes[..2], &[0xFF, 0xD8], "not a JPEG: {url}");
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), &bytes).unwrap();
-    let (ok, out) = run("ffprobe", &["-v", "error", "-show_entries", "stream=width,height,codec_name", "-of", "csv=p=0", f.path().to_str().unwrap()], Duration::from_secs(30)).await;
+    let (ok, out) = run(
+        "ffprobe",
+        &["-v", "error", "-show_entries", "stream=width,height,codec_name", "-of", "csv=p=0", f.path().to_str().unwrap()],
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(ok, "{out}");
     let parts: Vec<&str> = out.trim().split(',').collect();
     assert_eq!(parts[0], "mjpeg", "{out}");

@@ -10,8 +10,14 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_mkv_upload_is_playable_before_it_finishes() {
     let server = Server::start(&[]).await;
-    let mkv = clip("stream60.mkv", "testsrc2=size=1280x720:rate=30", Some("sine=frequency=440"), 60.0,
-        &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"]).await;
+    let mkv = clip(
+        "stream60.mkv",
+        "testsrc2=size=1280x720:rate=30",
+        Some("sine=frequency=440"),
+        60.0,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"],
+    )
+    .await;
     let port = server.port;
     let path = mkv.clone();
     // ~20 s upload: 100 pieces, 200 ms apart.
@@ -20,7 +26,8 @@ async fn slow_mkv_upload_is_playable_before_it_finishes() {
     let mut playable_at = None;
     while !upload.is_finished() {
         // Found by the client's own reference, as the upload page does while it is still sending.
-        let by_ref: serde_json::Value = server.client.get(server.url("/api/videos?ref=streamed")).send().await.unwrap().json().await.unwrap();
+        let by_ref: serde_json::Value =
+            server.client.get(server.url("/api/videos?ref=streamed")).send().await.unwrap().json().await.unwrap();
         if let Some(v) = by_ref["videos"].as_array().unwrap().first().cloned() {
             assert_eq!(v["streamed"], true, "{v}");
             if v["playable"] == true && playable_at.is_none() {
@@ -68,8 +75,14 @@ async fn moov_at_end_mp4_is_not_streamed_and_still_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_streamed_upload_leaves_nothing() {
     let server = Server::start(&[]).await;
-    let mkv = clip("abort60.mkv", "testsrc2=size=1280x720:rate=30", Some("sine=frequency=500"), 60.0,
-        &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"]).await;
+    let mkv = clip(
+        "abort60.mkv",
+        "testsrc2=size=1280x720:rate=30",
+        Some("sine=frequency=500"),
+        60.0,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"],
+    )
+    .await;
     let port = server.port;
     let path = mkv.clone();
     let upload = tokio::spawn(async move { throttled_upload(port, &path, "aborted", 100, Duration::from_millis(150), Some(60)).await });

@@ -15,30 +15,118 @@ const T: Duration = Duration::from_secs(400);
 type Case = (&'static str, &'static str, Option<&'static str>, f64, &'static [&'static str]);
 
 const GOOD: &[Case] = &[
-    ("vp9_opus.webm", "testsrc2=size=320x240:rate=25", Some("sine=frequency=330"), 3.0,
-        &["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus"]),
-    ("hevc.mkv", "testsrc2=size=320x240:rate=25", Some("sine=frequency=350"), 3.0,
-        &["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-c:a", "aac"]),
-    ("h264_10bit.mp4", "testsrc2=size=320x240:rate=25", Some("sine=frequency=370"), 3.0,
-        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le", "-c:a", "aac"]),
-    ("mpeg2.ts", "testsrc2=size=320x240:rate=25", Some("sine=frequency=390"), 3.0,
-        &["-c:v", "mpeg2video", "-q:v", "5", "-c:a", "mp2", "-f", "mpegts"]),
-    ("prores.mov", "testsrc2=size=320x240:rate=25", Some("sine=frequency=410"), 3.0,
-        &["-c:v", "prores_ks", "-profile:v", "0", "-c:a", "pcm_s16le"]),
-    ("rotated.mp4", "testsrc2=size=640x360:rate=30", Some("sine=frequency=430"), 3.0,
-        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"]),
-    ("odd_853x479.mkv", "testsrc2=size=853x479:rate=30", Some("sine=frequency=450"), 3.0,
-        &["-vf", "scale=853:479", "-c:v", "ffv1", "-pix_fmt", "yuv444p", "-c:a", "aac"]),
-    ("vfr.mkv", "testsrc2=size=320x240:rate=30", Some("sine=frequency=470"), 4.0,
-        &["-vf", "select='lt(mod(n\\,10)\\,4)+lt(t\\,1)'", "-vsync", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"]),
-    ("surround51.mp4", "testsrc2=size=320x240:rate=25", Some("sine=frequency=490"), 3.0,
-        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "6"]),
-    ("mono44k.mp4", "testsrc2=size=320x240:rate=25", Some("sine=frequency=510:sample_rate=44100"), 3.0,
-        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "1", "-ar", "44100"]),
-    ("short.mp4", "testsrc2=size=320x240:rate=25", Some("sine=frequency=530"), 1.5,
-        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"]),
-    ("long_gop.mp4", "testsrc2=size=320x240:rate=25", Some("sine=frequency=550"), 9.0,
-        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "250", "-keyint_min", "250", "-sc_threshold", "0", "-c:a", "aac"]),
+    (
+        "vp9_opus.webm",
+        "testsrc2=size=320x240:rate=25",
+        Some("sine=frequency=330"),
+        3.0,
+        &["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus"],
+    ),
+    (
+        "hevc.mkv",
+        "testsrc2=size=320x240:rate=25",
+        Some("sine=frequency=350"),
+        3.0,
+        &["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-c:a", "aac"],
+    ),
+    (
+        "h264_10bit.mp4",
+        "testsrc2=size=320x240:rate=25",
+        Some("sine=frequency=370"),
+        3.0,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le", "-c:a", "aac"],
+    ),
+    (
+        "mpeg2.ts",
+        "testsrc2=size=320x240:rate=25",
+        Some("sine=frequency=390"),
+        3.0,
+        &["-c:v", "mpeg2video", "-q:v", "5", "-c:a", "mp2", "-f", "mpegts"],
+    ),
+    (
+        "prores.mov",
+        "testsrc2=size=320x240:rate=25",
+        Some("sine=frequency=410"),
+        3.0,
+        &["-c:v", "prores_ks", "-profile:v", "0", "-c:a", "pcm_s16le"],
+    ),
+    (
+        "rotated.mp4",
+        "testsrc2=size=640x360:rate=30",
+        Some("sine=frequency=430"),
+        3.0,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"],
+    ),
+    (
+        "odd_853x479.mkv",
+        "testsrc2=size=853x479:rate=30",
+        Some("sine=frequency=450"),
+        3.0,
+        &["-vf", "scale=853:479", "-c:v", "ffv1", "-pix_fmt", "yuv444p", "-c:a", "aac"],
+    ),
+    (
+        "vfr.mkv",
+        "testsrc2=size=320x240:rate=30",
+        Some("sine=frequency=470"),
+        4.0,
+        &[
+            "-vf",
+            "select='lt(mod(n\\,10)\\,4)+lt(t\\,1)'",
+            "-vsync",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    ),
+    (
+        "surround51.mp4",
+        "testsrc2=size=320x240:rate=25",
+        Some("sine=frequency=490"),
+        3.0,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "6"],
+    ),
+    (
+        "mono44k.mp4",
+        "testsrc2=size=320x240:rate=25",
+        Some("sine=frequency=510:sample_rate=44100"),
+        3.0,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "1", "-ar", "44100"],
+    ),
+    (
+        "short.mp4",
+        "testsrc2=size=320x240:rate=25",
+        Some("sine=frequency=530"),
+        1.5,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"],
+    ),
+    (
+        "long_gop.mp4",
+        "testsrc2=size=320x240:rate=25",
+        Some("sine=frequency=550"),
+        9.0,
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "250",
+            "-keyint_min",
+            "250",
+            "-sc_threshold",
+            "0",
+            "-c:a",
+            "aac",
+        ],
+    ),
 ];
 
 fn lcg_bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -62,7 +150,19 @@ async fn corpus_of_odd_and_bad_inputs() {
             let rotated = path.with_file_name("rotated_dm.mp4");
             let (ok, out) = run(
                 "ffmpeg",
-                &["-nostdin", "-v", "error", "-y", "-i", path.to_str().unwrap(), "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated.to_str().unwrap()],
+                &[
+                    "-nostdin",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-i",
+                    path.to_str().unwrap(),
+                    "-c",
+                    "copy",
+                    "-metadata:s:v:0",
+                    "rotate=90",
+                    rotated.to_str().unwrap(),
+                ],
                 Duration::from_secs(60),
             )
             .await;
@@ -76,7 +176,12 @@ async fn corpus_of_odd_and_bad_inputs() {
     let _ = std::fs::remove_file(&audio_only);
     let audio_only = {
         let p = audio_only.with_file_name("audio_only_real.m4a");
-        let (ok, out) = run("ffmpeg", &["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440", "-t", "3", "-c:a", "aac", p.to_str().unwrap()], Duration::from_secs(60)).await;
+        let (ok, out) = run(
+            "ffmpeg",
+            &["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440", "-t", "3", "-c:a", "aac", p.to_str().unwrap()],
+            Duration::from_secs(60),
+        )
+        .await;
         assert!(ok, "{out}");
         p
     };
@@ -88,7 +193,12 @@ async fn corpus_of_odd_and_bad_inputs() {
     let absurd = bytes_file("absurd.y4m", &y4m);
     let image = {
         let p = full.with_file_name("image.png");
-        let (ok, out) = run("ffmpeg", &["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240", "-frames:v", "1", p.to_str().unwrap()], Duration::from_secs(60)).await;
+        let (ok, out) = run(
+            "ffmpeg",
+            &["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240", "-frames:v", "1", p.to_str().unwrap()],
+            Duration::from_secs(60),
+        )
+        .await;
         assert!(ok, "{out}");
         p
     };
@@ -198,7 +308,11 @@ async fn delete_while_processing_cancels_and_removes_everything() {
     assert!(!server.data_dir.join("media").join(&id).exists(), "media left behind");
     assert!(!server.data_dir.join("uploads").join(&id).exists(), "upload left behind");
     assert_eq!(server.client.get(server.url(&format!("/api/videos/{id}"))).send().await.unwrap().status().as_u16(), 404);
-    assert!(server.log().contains("cancelled") || server.log().contains("Cancelled") || server.log().contains("deleted"), "{}", server.log());
+    assert!(
+        server.log().contains("cancelled") || server.log().contains("Cancelled") || server.log().contains("deleted"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

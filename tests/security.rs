@@ -74,7 +74,8 @@ async fn encrypted_segments_and_token_enforcement() {
     assert_eq!(server.get_text(&server.url(&format!("/play/{truncated}/hls/key"))).await.0, 403);
     // A token minted for another video opens only that video: the key served is the other one,
     // which does not decrypt this video's segments.
-    let other_key = server.client.get(server.url(&format!("/play/{other_token}/hls/key"))).send().await.unwrap().bytes().await.unwrap().to_vec();
+    let other_key =
+        server.client.get(server.url(&format!("/play/{other_token}/hls/key"))).send().await.unwrap().bytes().await.unwrap().to_vec();
     assert_eq!(other_key.len(), 16);
     assert_ne!(other_key, key);
     let seg = std::fs::read(&segs[0]).unwrap();
@@ -83,7 +84,9 @@ async fn encrypted_segments_and_token_enforcement() {
     let swapped = token.replacen(&id, &other, 1);
     assert_eq!(server.get_text(&server.url(&format!("/play/{swapped}/hls/key"))).await.0, 403);
     // No other route reaches keys or media.
-    for path in [format!("/media/{id}/hls/master.m3u8"), format!("/api/videos/{id}/key"), format!("/play/{id}/hls/key"), "/play/".to_string()] {
+    for path in
+        [format!("/media/{id}/hls/master.m3u8"), format!("/api/videos/{id}/key"), format!("/play/{id}/hls/key"), "/play/".to_string()]
+    {
         let status = server.get_text(&server.url(&path)).await.0;
         assert!(status == 404 || status == 403, "{path}: {status}");
     }

@@ -31,7 +31,9 @@ async fn keyframe_times(url: &str) -> Vec<f64> {
 /// paired by index (MPEG-TS timestamps jitter by a tick after x264enc's offset).
 async fn psnr(url: &str, src: &str, w: u64, h: u64) -> f64 {
     let graph = format!("[0:v]settb=1/30,setpts=N[d];[1:v]settb=1/30,setpts=N,scale={w}:{h}:flags=bicubic[ref];[d][ref]psnr");
-    let (ok, out) = run("ffmpeg", &["-nostdin", "-v", "info", "-i", url, "-i", src, "-lavfi", &graph, "-f", "null", "-"], Duration::from_secs(180)).await;
+    let (ok, out) =
+        run("ffmpeg", &["-nostdin", "-v", "info", "-i", url, "-i", src, "-lavfi", &graph, "-f", "null", "-"], Duration::from_secs(180))
+            .await;
     assert!(ok, "psnr of {url}: {out}");
     let avg = out.rsplit("average:").next().and_then(|s| s.split_whitespace().next()).unwrap_or("");
     avg.parse().unwrap_or_else(|_| panic!("no PSNR in ffmpeg's output: {out}"))
@@ -41,14 +43,8 @@ async fn psnr(url: &str, src: &str, w: u64, h: u64) -> f64 {
 async fn startup_segments_are_short_aligned_and_start_with_keyframes() {
     let server = Server::start(&[("CASCADE_BACKEND", "gstreamer")]).await;
     // 29.97 fps: the startup boundaries fall between frames, as they do for most phone videos.
-    let src = clip(
-        "startup2997.mp4",
-        "testsrc2=size=1280x720:rate=30000/1001",
-        Some("sine=frequency=440:sample_rate=48000"),
-        11.0,
-        &[],
-    )
-    .await;
+    let src =
+        clip("startup2997.mp4", "testsrc2=size=1280x720:rate=30000/1001", Some("sine=frequency=440:sample_rate=48000"), 11.0, &[]).await;
     let id = server.upload_ok(&src, "Startup").await;
     let v = server.wait_final(&id, T).await;
     assert_eq!(v["status"], "ready", "{v}\n{}", server.log());

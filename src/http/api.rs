@@ -12,9 +12,9 @@ use warp::multipart::FormData;
 
 use crate::app::{remove_dir_off_executor, App, VideoView};
 use crate::error::AppError;
-use crate::packaging::crypto::KeyMaterial;
 use crate::ingest::{streamable, Growing};
 use crate::jobs::worker::run_job;
+use crate::packaging::crypto::KeyMaterial;
 use crate::store::{JobState, Status, VideoRecord};
 
 /// Longest title kept.
@@ -422,9 +422,7 @@ async fn receive(mut form: FormData, dest: &Path, limit: u64, ingest: &mut Inges
                 }
                 file.write_through().await?;
                 let sink = file.into_sink().await?;
-                tokio::task::spawn_blocking(move || sink.file.sync_all())
-                    .await
-                    .map_err(|e| AppError::Internal(e.to_string()))??;
+                tokio::task::spawn_blocking(move || sink.file.sync_all()).await.map_err(|e| AppError::Internal(e.to_string()))??;
             }
             "title" => {
                 let mut text = Vec::new();
@@ -585,12 +583,8 @@ pub async fn list(app: Arc<App>, client_ref: Option<String>, base: String) -> Re
 
 async fn get_view(app: &App, id: &str, base: &str) -> Result<VideoView, AppError> {
     let id2 = id.to_string();
-    let (rec, pos) = app
-        .store
-        .run(move |s| s.with_positions(Some(&id2)))
-        .await?
-        .pop()
-        .ok_or_else(|| AppError::NotFound(format!("no video {id}")))?;
+    let (rec, pos) =
+        app.store.run(move |s| s.with_positions(Some(&id2))).await?.pop().ok_or_else(|| AppError::NotFound(format!("no video {id}")))?;
     Ok(app.view(rec, pos, base))
 }
 
@@ -655,7 +649,9 @@ pub async fn events(app: Arc<App>, id: String, base: String) -> Result<warp::rep
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
 }
 
-fn sse_events(s: impl Stream<Item = VideoView> + Send + 'static) -> impl Stream<Item = Result<warp::sse::Event, Infallible>> + Send + 'static {
+fn sse_events(
+    s: impl Stream<Item = VideoView> + Send + 'static,
+) -> impl Stream<Item = Result<warp::sse::Event, Infallible>> + Send + 'static {
     s.map(|v| {
         Ok(warp::sse::Event::default()
             .event("video")

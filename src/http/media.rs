@@ -120,10 +120,7 @@ pub async fn serve(
     range: Option<String>,
     head_only: bool,
 ) -> Result<warp::reply::Response, AppError> {
-    let video_id = app
-        .signer
-        .verify(&token, now_unix())
-        .map_err(|e| AppError::Forbidden(e.to_string()))?;
+    let video_id = app.signer.verify(&token, now_unix()).map_err(|e| AppError::Forbidden(e.to_string()))?;
     let rel = safe_relative(&tail).ok_or_else(not_found)?;
     if rel == Path::new("hls").join("key") {
         let id = video_id.clone();
@@ -249,7 +246,9 @@ mod tests {
     #[test]
     fn traversal_is_refused() {
         assert_eq!(safe_relative("hls/720p/seg00001.ts"), Some(PathBuf::from("hls/720p/seg00001.ts")));
-        for bad in ["../x", "hls/../../db", "%2e%2e/secret", "hls/%2E%2E/%2e%2e/db", "hls//x", "/etc/passwd", "hls/.hidden", "a\\b", "%00", ""] {
+        for bad in
+            ["../x", "hls/../../db", "%2e%2e/secret", "hls/%2E%2E/%2e%2e/db", "hls//x", "/etc/passwd", "hls/.hidden", "a\\b", "%00", ""]
+        {
             assert_eq!(safe_relative(bad), None, "{bad}");
         }
     }

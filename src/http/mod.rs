@@ -27,9 +27,7 @@ fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infalli
 
 /// `scheme://host` of the request.
 fn base() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("host")
-        .and(warp::header::optional::<String>("x-forwarded-proto"))
-        .map(api::base_url)
+    warp::header::optional::<String>("host").and(warp::header::optional::<String>("x-forwarded-proto")).map(api::base_url)
 }
 
 fn reject(e: AppError) -> Rejection {
@@ -39,12 +37,10 @@ fn reject(e: AppError) -> Rejection {
 /// Every route of the service.
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let healthz = warp::path!("healthz").and(warp::get()).map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
-    let time = warp::path!("api" / "time")
-        .and(warp::get())
-        .map(|| {
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            warp::reply::with_header(now, "cache-control", "no-store")
-        });
+    let time = warp::path!("api" / "time").and(warp::get()).map(|| {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        warp::reply::with_header(now, "cache-control", "no-store")
+    });
 
     #[derive(serde::Deserialize)]
     struct UploadQuery {
@@ -108,9 +104,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         }))
     });
     let api = healthz.or(time).or(config).or(upload).or(list).or(events).or(get).or(delete).or(play);
-    api.or(pages::routes(app))
-        .recover(recover)
-        .with(warp::trace::request())
+    api.or(pages::routes(app)).recover(recover).with(warp::trace::request())
 }
 
 /// Maps every rejection to a JSON error with the right status.

@@ -10,8 +10,8 @@ use super::execute::{execute, JobProgress, Limits};
 use crate::app::{remove_dir, remove_dir_off_executor, App};
 use crate::config::BackendChoice;
 use crate::error::AppError;
-use crate::packaging::{DASH_MPD, HLS_MASTER};
 use crate::ingest::{Growing, UploadState};
+use crate::packaging::{DASH_MPD, HLS_MASTER};
 use crate::probe::{self, probe_any, ProbeError};
 use crate::store::{ErrorInfo, JobRecord, Manifests, SourceInfo, Status, VideoRecord};
 use crate::transcode::ffmpeg::FfmpegTranscoder;
@@ -143,7 +143,13 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, growing:
     if growing.is_none() && !tokio::fs::try_exists(&source).await.unwrap_or(false) {
         // A streamed upload cut off by a shutdown or crash: its record exists, its file never completed.
         remove_dir_off_executor(app.upload_dir(&id)).await;
-        return fail(app, &id, "upload_incomplete", "the upload did not complete (the server stopped while it was arriving); upload the file again".into()).await;
+        return fail(
+            app,
+            &id,
+            "upload_incomplete",
+            "the upload did not complete (the server stopped while it was arriving); upload the file again".into(),
+        )
+        .await;
     }
     if let Some(g) = &growing {
         // Enough of the file for the demuxer to see every stream's header.
@@ -211,11 +217,8 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, growing:
         })
     };
 
-    let limits = Limits {
-        stall_timeout: app.config.stall_timeout,
-        wall_factor: app.config.job_timeout_factor,
-        min_wall: Duration::from_secs(300),
-    };
+    let limits =
+        Limits { stall_timeout: app.config.stall_timeout, wall_factor: app.config.job_timeout_factor, min_wall: Duration::from_secs(300) };
     let ladder = app.ladder.clone();
     // Streaming ingest is GStreamer-only (the FFmpeg back end reads files).
     let choice = if growing.is_some() { BackendChoice::Gstreamer } else { app.config.backend };
@@ -233,7 +236,20 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, growing:
             let mut on_progress = |p: JobProgress| {
                 let _ = tx.send(p);
             };
-            let res = execute(&src2, growing2.clone(), &dir2, &scratch, &media, &ladder, Some(&key), backend.as_ref(), &limits, "/api/time", &mut on_progress, &cancel2);
+            let res = execute(
+                &src2,
+                growing2.clone(),
+                &dir2,
+                &scratch,
+                &media,
+                &ladder,
+                Some(&key),
+                backend.as_ref(),
+                &limits,
+                "/api/time",
+                &mut on_progress,
+                &cancel2,
+            );
             match res {
                 Ok(out) => return (backend.name(), Ok(out), first_error),
                 Err(e @ TranscodeError::Cancelled) => return (backend.name(), Err(e), first_error),

@@ -67,8 +67,6 @@ impl SegmentWriter {
         })
     }
 
-
-
     fn encrypt_whole_blocks(&mut self, keep_tail: bool) -> io::Result<()> {
         let n = match self.cipher.as_mut() {
             Some(cipher) => {

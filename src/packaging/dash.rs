@@ -110,11 +110,7 @@ pub fn mpd(video: &[DashRep], audio: Option<&DashRep>, presentation: &Presentati
         ..Default::default()
     };
     let mpd = match presentation {
-        Presentation::Static { duration } => MPD {
-            mpdtype: Some("static".into()),
-            mediaPresentationDuration: Some(*duration),
-            ..base
-        },
+        Presentation::Static { duration } => MPD { mpdtype: Some("static".into()), mediaPresentationDuration: Some(*duration), ..base },
         Presentation::Dynamic { availability_start, window, update_seconds, utc_timing_url } => MPD {
             mpdtype: Some("dynamic".into()),
             availabilityStartTime: Some(*availability_start),

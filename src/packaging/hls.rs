@@ -1,10 +1,7 @@
 //! HLS playlists written by Cascade (m3u8-rs): media playlists with the key line from the first
 //! write, and the master playlist.
 
-use m3u8_rs::{
-    Key, KeyMethod, MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, Resolution,
-    VariantStream,
-};
+use m3u8_rs::{Key, KeyMethod, MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, Resolution, VariantStream};
 
 /// One finished segment of a media playlist.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,17 +19,10 @@ pub struct KeyLine {
 }
 
 /// Renders a media playlist: `EVENT` without ENDLIST while encoding, `VOD` with ENDLIST at the end.
-pub fn media_playlist(
-    segments: &[HlsSegment],
-    target_seconds: u32,
-    key: Option<&KeyLine>,
-    finished: bool,
-) -> Vec<u8> {
+pub fn media_playlist(segments: &[HlsSegment], target_seconds: u32, key: Option<&KeyLine>, finished: bool) -> Vec<u8> {
     let longest = segments.iter().map(|s| s.duration).fold(0.0, f64::max);
-    let mut segs: Vec<MediaSegment> = segments
-        .iter()
-        .map(|s| MediaSegment { uri: s.uri.clone(), duration: s.duration as f32, ..Default::default() })
-        .collect();
+    let mut segs: Vec<MediaSegment> =
+        segments.iter().map(|s| MediaSegment { uri: s.uri.clone(), duration: s.duration as f32, ..Default::default() }).collect();
     if let (Some(k), Some(first)) = (key, segs.first_mut()) {
         first.key = Some(Key {
             method: KeyMethod::AES128,

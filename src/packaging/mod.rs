@@ -124,22 +124,16 @@ impl Packager {
         })
     }
 
-
-
     /// Records the RFC 6381 codecs string of a rung's video (from the encoder's caps).
     pub fn set_video_codec(&mut self, rung: &str, codecs: &str) {
         self.video_codecs.insert(rung.to_string(), codecs.to_string());
     }
 
-
     /// Adds a finished segment; rewrites the track's manifest. Returns true when this segment made
     /// the video playable (first segment of every track on disk, master + MPD just published).
     pub fn add_segment(&mut self, track: &Track, path: &Path, duration_s: f64) -> io::Result<bool> {
-        let file_name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| io::Error::other("segment path has no file name"))?
-            .to_string();
+        let file_name =
+            path.file_name().and_then(|n| n.to_str()).ok_or_else(|| io::Error::other("segment path has no file name"))?.to_string();
         let bytes = std::fs::metadata(path)?.len();
         match track {
             Track::Hls(rung) => {
@@ -199,12 +193,8 @@ impl Packager {
         let total_bytes: u64 = parts.iter().map(|p| p.0).sum();
         let total_s: f64 = parts.iter().map(|p| p.1).sum();
         // A short last segment says little about the peak: only segments of ≥ 1 s count there.
-        let peak = parts
-            .iter()
-            .filter(|(_, d)| *d >= 1.0 || parts.len() == 1)
-            .map(|(b, d)| (*b as f64 * 8.0 / d) as u64)
-            .max()
-            .unwrap_or(0);
+        let peak =
+            parts.iter().filter(|(_, d)| *d >= 1.0 || parts.len() == 1).map(|(b, d)| (*b as f64 * 8.0 / d) as u64).max().unwrap_or(0);
         let avg = (total_bytes as f64 * 8.0 / total_s) as u64;
         Some((peak.max(avg), avg))
     }
@@ -224,14 +214,7 @@ impl Packager {
                     .unwrap_or((nominal * 11 / 10, nominal));
                 let video = self.video_codecs.get(&r.name).map(String::as_str).unwrap_or(DEFAULT_VIDEO_CODECS);
                 let codecs = if self.spec.has_audio { format!("{video},{AUDIO_CODECS}") } else { video.to_string() };
-                RenditionSummary {
-                    name: r.name.clone(),
-                    width: r.width,
-                    height: r.height,
-                    bandwidth: peak,
-                    average_bandwidth: avg,
-                    codecs,
-                }
+                RenditionSummary { name: r.name.clone(), width: r.width, height: r.height, bandwidth: peak, average_bandwidth: avg, codecs }
             })
             .collect()
     }
@@ -281,9 +264,10 @@ impl Packager {
                 self.dash_rep(&r.name, r.bitrate_kbps as u64 * 1000, codecs, Some((r.width, r.height)), false)
             })
             .collect();
-        let audio = self.spec.has_audio.then(|| {
-            self.dash_rep(AUDIO_REP, self.spec.audio_bitrate_kbps as u64 * 1000, AUDIO_CODECS.into(), None, true)
-        });
+        let audio = self
+            .spec
+            .has_audio
+            .then(|| self.dash_rep(AUDIO_REP, self.spec.audio_bitrate_kbps as u64 * 1000, AUDIO_CODECS.into(), None, true));
         let presentation = if finished {
             let dur = self.dash.values().map(|t| t.total_s).fold(0.0, f64::max);
             Presentation::Static { duration: Duration::from_secs_f64(dur.max(0.001)) }

@@ -102,10 +102,18 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
     ));
 
     let mut args: Vec<String> = vec![
-        s("-hide_banner"), s("-nostdin"), s("-y"), s("-loglevel"), s("error"), s("-nostats"),
-        s("-progress"), s("pipe:1"),
-        s("-i"), req.input.to_string_lossy().to_string(),
-        s("-filter_complex"), graph,
+        s("-hide_banner"),
+        s("-nostdin"),
+        s("-y"),
+        s("-loglevel"),
+        s("error"),
+        s("-nostats"),
+        s("-progress"),
+        s("pipe:1"),
+        s("-i"),
+        req.input.to_string_lossy().to_string(),
+        s("-filter_complex"),
+        graph,
     ];
     for i in 0..n {
         args.extend([s("-map"), format!("[v{i}]")]);
@@ -116,29 +124,44 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
     // x264 exactly as the GStreamer back end configures x264enc: fixed GOP, no scene-cut
     // keyframes, closed GOPs, CBR-like VBV with a 600 ms buffer (x264enc's default).
     args.extend([
-        s("-c:v"), s("libx264"),
-        s("-preset"), v.preset.clone(),
-        s("-profile:v"), v.profile.clone(),
-        s("-bf"), v.bframes.to_string(),
-        s("-g"), gop.to_string(),
-        s("-keyint_min"), gop.to_string(),
-        s("-sc_threshold"), s("0"),
-        s("-x264-params"), s("open-gop=0"),
+        s("-c:v"),
+        s("libx264"),
+        s("-preset"),
+        v.preset.clone(),
+        s("-profile:v"),
+        v.profile.clone(),
+        s("-bf"),
+        v.bframes.to_string(),
+        s("-g"),
+        gop.to_string(),
+        s("-keyint_min"),
+        gop.to_string(),
+        s("-sc_threshold"),
+        s("0"),
+        s("-x264-params"),
+        s("open-gop=0"),
     ]);
     for (i, r) in req.renditions.iter().enumerate() {
         let k = r.bitrate_kbps;
         args.extend([
-            format!("-b:v:{i}"), format!("{k}k"),
-            format!("-maxrate:v:{i}"), format!("{k}k"),
-            format!("-bufsize:v:{i}"), format!("{}k", k * 6 / 10),
+            format!("-b:v:{i}"),
+            format!("{k}k"),
+            format!("-maxrate:v:{i}"),
+            format!("{k}k"),
+            format!("-bufsize:v:{i}"),
+            format!("{}k", k * 6 / 10),
         ]);
     }
     if has_audio {
         args.extend([
-            s("-c:a"), s("aac"),
-            s("-b:a"), format!("{}k", a.bitrate_kbps),
-            s("-ac"), a.channels.to_string(),
-            s("-ar"), a.sample_rate.to_string(),
+            s("-c:a"),
+            s("aac"),
+            s("-b:a"),
+            format!("{}k", a.bitrate_kbps),
+            s("-ac"),
+            a.channels.to_string(),
+            s("-ar"),
+            a.sample_rate.to_string(),
         ]);
     }
 
@@ -170,7 +193,17 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
     args.extend([s("-f"), s("tee"), slaves.join("|")]);
     let img = req.out_dir.join(images::DIR);
     for (label, name) in [("[poster]", images::POSTER), ("[thumb]", images::THUMBNAIL), ("[sprite]", images::SPRITE)] {
-        args.extend([s("-map"), s(label), s("-frames:v"), s("1"), s("-q:v"), s("3"), s("-update"), s("1"), img.join(name).to_string_lossy().to_string()]);
+        args.extend([
+            s("-map"),
+            s(label),
+            s("-frames:v"),
+            s("1"),
+            s("-q:v"),
+            s("3"),
+            s("-update"),
+            s("1"),
+            img.join(name).to_string_lossy().to_string(),
+        ]);
     }
 
     let mut dash_reps: Vec<String> = req.renditions.iter().map(|r| r.name.clone()).collect();
@@ -305,7 +338,11 @@ fn parse_ffmpeg_mpd(text: &str) -> Result<dash_mpd::MPD, String> {
 fn stderr_tail(buf: &Mutex<String>) -> String {
     let t = buf.lock().map(|s| s.clone()).unwrap_or_default();
     let t = t.trim();
-    if t.is_empty() { "ffmpeg failed without a message".into() } else { t.to_string() }
+    if t.is_empty() {
+        "ffmpeg failed without a message".into()
+    } else {
+        t.to_string()
+    }
 }
 
 impl Transcoder for FfmpegTranscoder {
@@ -342,7 +379,9 @@ impl Transcoder for FfmpegTranscoder {
             let _ = std::fs::remove_file(req.scratch_dir.join("hls.keyinfo"));
         }
         if result.is_ok() {
-            if std::env::var_os("CASCADE_KEEP_WORK").is_none() { let _ = std::fs::remove_dir_all(&work); }
+            if std::env::var_os("CASCADE_KEEP_WORK").is_none() {
+                let _ = std::fs::remove_dir_all(&work);
+            }
         }
         result
     }

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gio::prelude::*;
-use gstreamer as gst;
 use gst::prelude::*;
+use gstreamer as gst;
 use tracing::{debug, info, warn};
 
 use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder, Watchdog};
@@ -198,7 +198,13 @@ fn sample_time(sample: &gst::Sample) -> Option<f64> {
 }
 
 /// The image branch: 1 frame per second off the decoded video (or a rung), scaled three ways.
-fn image_branch(p: &gst::Pipeline, vtee: &gst::Element, state: Arc<ImageState>, poster: (u32, u32), thumb: (u32, u32)) -> Result<(), TranscodeError> {
+fn image_branch(
+    p: &gst::Pipeline,
+    vtee: &gst::Element,
+    state: Arc<ImageState>,
+    poster: (u32, u32),
+    thumb: (u32, u32),
+) -> Result<(), TranscodeError> {
     use gstreamer_app as gst_app;
     // Raw full-rate frames wait here: a few at most, and old ones are dropped rather than
     // holding back the encoders (the stills and tiles need one frame a second).
@@ -218,7 +224,13 @@ fn image_branch(p: &gst::Pipeline, vtee: &gst::Element, state: Arc<ImageState>, 
     for (name, (w, h)) in [(images::POSTER, poster), (images::THUMBNAIL, thumb)] {
         let q = queue(Duration::from_secs(2))?;
         let scale = make("videoscale", None)?;
-        let caps = caps_filter(gst::Caps::builder("video/x-raw").field("width", w as i32).field("height", h as i32).field("pixel-aspect-ratio", gst::Fraction::new(1, 1)).build())?;
+        let caps = caps_filter(
+            gst::Caps::builder("video/x-raw")
+                .field("width", w as i32)
+                .field("height", h as i32)
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        )?;
         let enc = make("jpegenc", None)?;
         enc.set_property("quality", 85i32);
         let st = state.clone();
@@ -681,9 +693,8 @@ fn audio_branch(
     let a = &req.ladder.audio;
     let convert = make("audioconvert", None)?;
     let resample = make("audioresample", None)?;
-    let raw = caps_filter(
-        gst::Caps::builder("audio/x-raw").field("rate", a.sample_rate as i32).field("channels", a.channels as i32).build(),
-    )?;
+    let raw =
+        caps_filter(gst::Caps::builder("audio/x-raw").field("rate", a.sample_rate as i32).field("channels", a.channels as i32).build())?;
     let enc = make("avenc_aac", None)?;
     enc.set_property("bitrate", (a.bitrate_kbps * 1000) as i32);
     let parse = make("aacparse", None)?;
@@ -866,9 +877,7 @@ impl Transcoder for GstTranscoder {
         let pipeline = graph.pipeline.clone();
         let _null = NullOnDrop(pipeline.clone());
         let bus = pipeline.bus().ok_or_else(|| TranscodeError::Build("pipeline has no bus".into()))?;
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| TranscodeError::Build(format!("pipeline refused to start: {e}")))?;
+        pipeline.set_state(gst::State::Playing).map_err(|e| TranscodeError::Build(format!("pipeline refused to start: {e}")))?;
         info!(renditions = req.renditions.len(), audio = req.media.audio.is_some(), "GStreamer pipeline playing");
 
         let mut watchdog = Watchdog::new(req, cancel);
@@ -936,8 +945,7 @@ impl Transcoder for GstTranscoder {
                         }
                         if rep != AUDIO_REP && codecs_sent.insert(rep.to_string()) {
                             if let Some(codecs) = rung_codecs(&pipeline, rep) {
-                                events(TranscodeEvent::VideoCodec { rung: rep.to_string(), codecs })
-                                    .map_err(TranscodeError::Packaging)?;
+                                events(TranscodeEvent::VideoCodec { rung: rep.to_string(), codecs }).map_err(TranscodeError::Packaging)?;
                             }
                         }
                         Track::Dash(rep.to_string())

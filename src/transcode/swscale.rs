@@ -45,7 +45,8 @@ pub const METHODS: &[&str] = &["bicubic", "lanczos"];
 /// at 864/432.
 const STRIDE_ALIGN: u32 = 32;
 
-type GetContext = unsafe extern "C" fn(c_int, c_int, c_int, c_int, c_int, c_int, c_int, *mut c_void, *mut c_void, *const f64) -> *mut c_void;
+type GetContext =
+    unsafe extern "C" fn(c_int, c_int, c_int, c_int, c_int, c_int, c_int, *mut c_void, *mut c_void, *const f64) -> *mut c_void;
 type Scale = unsafe extern "C" fn(*mut c_void, *const *const u8, *const c_int, c_int, c_int, *const *mut u8, *const c_int) -> c_int;
 type FreeContext = unsafe extern "C" fn(*mut c_void);
 
@@ -252,9 +253,10 @@ mod imp {
         /// from the video meta (x264enc, the next scaler, jpegenc do); tightly packed otherwise.
         fn decide_allocation(&self, query: &mut gst::query::Allocation) -> Result<(), gst::LoggableError> {
             let (caps, _) = query.get_owned();
-            let padded = caps.as_ref().and_then(|c| gst_video::VideoInfo::from_caps(c).ok()).filter(|info| {
-                info.stride().iter().take(info.n_planes() as usize).any(|s| !(*s as u32).is_multiple_of(STRIDE_ALIGN))
-            });
+            let padded = caps
+                .as_ref()
+                .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
+                .filter(|info| info.stride().iter().take(info.n_planes() as usize).any(|s| !(*s as u32).is_multiple_of(STRIDE_ALIGN)));
             if let (Some(caps), Some(info), true) = (caps, padded, query.find_allocation_meta::<gst_video::VideoMeta>().is_some()) {
                 let pool = gst_video::VideoBufferPool::new();
                 let mut config = pool.config();
@@ -288,7 +290,13 @@ mod imp {
     }
 
     impl VideoFilterImpl for SwScale {
-        fn set_info(&self, _incaps: &gst::Caps, in_info: &gst_video::VideoInfo, _outcaps: &gst::Caps, out_info: &gst_video::VideoInfo) -> Result<(), gst::LoggableError> {
+        fn set_info(
+            &self,
+            _incaps: &gst::Caps,
+            in_info: &gst_video::VideoInfo,
+            _outcaps: &gst::Caps,
+            out_info: &gst_video::VideoInfo,
+        ) -> Result<(), gst::LoggableError> {
             let api = api().map_err(|e| gst::loggable_error!(gst::CAT_RUST, "{}", e))?;
             let mut ctx = self.ctx.lock().unwrap_or_else(|e| e.into_inner());
             *ctx = Contexts::default();
@@ -344,7 +352,8 @@ mod imp {
             for f in 0..fields {
                 // SAFETY: the planes are mapped for the frames' lifetimes and laid out as the
                 // negotiated I420 infos the context was made for (per field: every other row).
-                let done = unsafe { (api.scale)(sws.0, src[f].as_ptr(), src_stride.as_ptr(), 0, rows, dst[f].as_ptr(), dst_stride.as_ptr()) };
+                let done =
+                    unsafe { (api.scale)(sws.0, src[f].as_ptr(), src_stride.as_ptr(), 0, rows, dst[f].as_ptr(), dst_stride.as_ptr()) };
                 if done <= 0 {
                     gst::element_imp_error!(self, gst::StreamError::Failed, ["sws_scale returned {}", done]);
                     return Err(gst::FlowError::Error);

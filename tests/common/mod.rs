@@ -170,7 +170,8 @@ pub async fn run(cmd: &str, args: &[&str], timeout: Duration) -> (bool, String) 
 
 /// Decodes every stream of `url` with ffmpeg; Err with ffmpeg's complaints.
 pub async fn ffmpeg_decode(url: &str) -> Result<(), String> {
-    let (ok, out) = run("ffmpeg", &["-nostdin", "-v", "error", "-xerror", "-i", url, "-map", "0", "-f", "null", "-"], Duration::from_secs(180)).await;
+    let (ok, out) =
+        run("ffmpeg", &["-nostdin", "-v", "error", "-xerror", "-i", url, "-map", "0", "-f", "null", "-"], Duration::from_secs(180)).await;
     if ok && out.trim().is_empty() {
         Ok(())
     } else {
@@ -180,7 +181,8 @@ pub async fn ffmpeg_decode(url: &str) -> Result<(), String> {
 
 /// Duration ffprobe reports for a URL or file.
 pub async fn ffprobe_duration(url: &str) -> f64 {
-    let (ok, out) = run("ffprobe", &["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", url], Duration::from_secs(60)).await;
+    let (ok, out) =
+        run("ffprobe", &["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", url], Duration::from_secs(60)).await;
     assert!(ok, "ffprobe {url}: {out}");
     out.trim().lines().last().unwrap_or("").trim().parse().unwrap_or_else(|_| panic!("ffprobe duration of {url}: {out:?}"))
 }
@@ -316,7 +318,14 @@ pub async fn raw_upload(port: u16, declared: Option<u64>, file_bytes: usize) -> 
 /// Uploads `path` by hand with a chunked body sent in `pieces` pieces with `pause` between them
 /// (a slow uplink). With `abort_after = Some(k)` the connection is dropped after k pieces.
 /// Returns the HTTP status (0 when aborted) and the response text.
-pub async fn throttled_upload(port: u16, path: &Path, title: &str, pieces: usize, pause: Duration, abort_after: Option<usize>) -> (u16, String) {
+pub async fn throttled_upload(
+    port: u16,
+    path: &Path,
+    title: &str,
+    pieces: usize,
+    pause: Duration,
+    abort_after: Option<usize>,
+) -> (u16, String) {
     let data = std::fs::read(path).unwrap();
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let boundary = "cascadethrottled";
