@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh --with-browser
 export PATH="$HOME/.cargo/bin:$PATH"
 
+echo "== cargo fmt --check, clippy"
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
 echo "== cargo test"
 cargo build --locked --all-targets
 cargo test --locked -- --test-threads="${CASCADE_TEST_THREADS:-2}"

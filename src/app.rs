@@ -1,4 +1,5 @@
-//! Shared state of the running service and the paths of its data directory.
+//! Shared state of the running service and the paths of its data directory. Nothing here
+//! decides anything: the subsystems (`upload`, `jobs`, `http`) hold the logic.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -6,16 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 
+use crate::auth::token::TokenSigner;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::ladder::Ladder;
-use crate::packaging::token::TokenSigner;
-use crate::packaging::RenditionSummary;
-use crate::packaging::{DASH_MPD, HLS_MASTER};
-use crate::store::{AsyncStore, ErrorInfo, SourceInfo, Status, Store, VideoRecord};
+use crate::model::VideoRecord;
+use crate::store::{AsyncStore, Store};
 
 /// The service's shared state.
 pub struct App {
@@ -34,54 +33,10 @@ pub struct App {
     /// the files of records that no longer exist.
     pub deleted: Mutex<std::collections::HashSet<String>>,
     pub shutting_down: AtomicBool,
-    /// Segments of finished videos served from memory.
-    pub segments: crate::http::cache::SegmentCache,
+    /// Segments of finished videos served from memory (owned by media serving).
+    pub segments: crate::http::media::cache::SegmentCache,
     /// One permit per transcode allowed at once, shared by the workers and streaming ingests.
     pub slots: Arc<tokio::sync::Semaphore>,
-}
-
-/// Playback URLs with a fresh token.
-#[derive(Debug, Clone, Serialize)]
-pub struct Playback {
-    pub hls: String,
-    pub dash: String,
-    pub token: String,
-    pub expires_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// A video as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct VideoView {
-    pub id: String,
-    pub title: String,
-    pub original_name: Option<String>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub updated_at: chrono::DateTime<chrono::Utc>,
-    pub status: Status,
-    pub progress: f64,
-    pub playable: bool,
-    pub queue_position: Option<usize>,
-    pub error: Option<ErrorInfo>,
-    pub backend: Option<String>,
-    pub fallback_reason: Option<String>,
-    pub source: Option<SourceInfo>,
-    pub renditions: Vec<RenditionSummary>,
-    pub upload_bytes: u64,
-    pub attempts: u32,
-    /// Transcoding started while the upload was still arriving.
-    pub streamed: bool,
-    pub playback: Option<Playback>,
-    /// Poster, thumbnail and storyboard URLs (behind the playback token), once they exist.
-    pub images: Option<Images>,
-}
-
-/// URLs of a video's pictures.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Images {
-    pub poster: Option<String>,
-    pub thumbnail: Option<String>,
-    /// WebVTT mapping time ranges to `storyboard.jpg#xywh=…`.
-    pub storyboard: Option<String>,
 }
 
 /// Seconds since the Unix epoch.
@@ -131,7 +86,7 @@ impl App {
             running: Mutex::new(HashMap::new()),
             deleted: Mutex::new(Default::default()),
             shutting_down: AtomicBool::new(false),
-            segments: crate::http::cache::SegmentCache::new(config.segment_cache_bytes),
+            segments: crate::http::media::cache::SegmentCache::new(config.segment_cache_bytes),
             slots: Arc::new(tokio::sync::Semaphore::new(config.workers)),
             config,
         })
@@ -145,6 +100,11 @@ impl App {
     /// The uploaded source file.
     pub fn source_path(&self, id: &str) -> PathBuf {
         self.upload_dir(id).join("source")
+    }
+
+    /// The source file while its upload is arriving (renamed to `source_path` once complete).
+    pub fn partial_source_path(&self, id: &str) -> PathBuf {
+        self.upload_dir(id).join("source.part")
     }
 
     /// Directory of a video's served media.
@@ -175,60 +135,6 @@ impl App {
     /// Tells SSE listeners about a record.
     pub fn notify(&self, rec: &VideoRecord) {
         let _ = self.events.send(rec.clone());
-    }
-
-    /// A fresh playback token and its URLs (`base` is e.g. `http://host:port`, or empty).
-    pub fn playback(&self, id: &str, base: &str) -> Playback {
-        let exp = now_unix() + self.config.token_ttl.as_secs();
-        let token = self.signer.mint(id, exp);
-        Playback {
-            hls: format!("{base}/play/{token}/{HLS_MASTER}"),
-            dash: format!("{base}/play/{token}/{DASH_MPD}"),
-            expires_at: chrono::DateTime::from_timestamp(exp as i64, 0).unwrap_or_default(),
-            token,
-        }
-    }
-
-    /// The API view of a record.
-    pub fn view(&self, rec: VideoRecord, queue_position: Option<usize>, base: &str) -> VideoView {
-        let playback = (rec.playable || !rec.images.is_empty()).then(|| self.playback(&rec.id, base));
-        let images = playback.as_ref().filter(|_| !rec.images.is_empty()).map(|p| {
-            use crate::packaging::images as im;
-            let url = |name: &str| rec.images.iter().any(|n| n == name).then(|| format!("{base}/play/{}/{}/{name}", p.token, im::DIR));
-            Images {
-                poster: url(im::POSTER),
-                thumbnail: url(im::THUMBNAIL),
-                storyboard: url(im::SPRITE).map(|u| u.replace(im::SPRITE, im::VTT)),
-            }
-        });
-        let playback = playback.filter(|_| rec.playable);
-        VideoView {
-            images,
-            queue_position: if rec.status == Status::Queued { queue_position } else { None },
-            playback,
-            id: rec.id,
-            title: rec.title,
-            original_name: rec.original_name,
-            created_at: rec.created_at,
-            updated_at: rec.updated_at,
-            status: rec.status,
-            progress: rec.progress,
-            playable: rec.playable,
-            error: rec.error,
-            backend: rec.backend,
-            fallback_reason: rec.fallback_reason,
-            source: rec.source,
-            renditions: rec.renditions,
-            upload_bytes: rec.upload_bytes,
-            attempts: rec.attempts,
-            streamed: rec.streamed,
-        }
-    }
-
-    /// 1-based positions of queued jobs, by video id.
-    pub async fn queue_positions(&self) -> Result<HashMap<String, usize>, AppError> {
-        let jobs = self.store.run(|s| s.jobs()).await?;
-        Ok(jobs.into_iter().filter(|j| j.state == crate::store::JobState::Queued).enumerate().map(|(i, j)| (j.video_id, i + 1)).collect())
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Config {
     pub stream_ingest: bool,
     /// `CASCADE_SEGMENT_CACHE_MB`: memory for segments of finished videos (0: off).
     pub segment_cache_bytes: usize,
+    /// `CASCADE_KEEP_WORK`: keep the FFmpeg back end's work files (debugging).
+    pub keep_work: bool,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(20),
             stream_ingest: true,
             segment_cache_bytes: 64 << 20,
+            keep_work: false,
         }
     }
 }
@@ -131,6 +134,7 @@ impl Config {
                 "CASCADE_MAX_ATTEMPTS" => c.max_attempts = parse(k, v)?,
                 "CASCADE_SHUTDOWN_GRACE" => c.shutdown_grace = Duration::from_secs(parse(k, v)?),
                 "CASCADE_STREAM_INGEST" => c.stream_ingest = parse(k, v)?,
+                "CASCADE_KEEP_WORK" => c.keep_work = parse(k, v)?,
                 "CASCADE_SEGMENT_CACHE_MB" => {
                     let mb: usize = parse(k, v)?;
                     c.segment_cache_bytes =

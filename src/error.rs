@@ -21,8 +21,10 @@ pub enum AppError {
     RangeNotSatisfiable(u64),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Token(#[from] crate::auth::token::TokenError),
     #[error("storage error: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -39,6 +41,7 @@ impl AppError {
             AppError::Forbidden(_) => "forbidden",
             AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             AppError::ShuttingDown => "shutting_down",
+            AppError::Token(_) => "forbidden",
             AppError::Store(_) => "store_error",
             AppError::Internal(_) => "internal_error",
         }
@@ -52,7 +55,7 @@ impl AppError {
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) | AppError::Token(_) => StatusCode::FORBIDDEN,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -61,12 +64,6 @@ impl AppError {
 }
 
 impl warp::reject::Reject for AppError {}
-
-impl From<sled::Error> for AppError {
-    fn from(e: sled::Error) -> Self {
-        AppError::Store(e.to_string())
-    }
-}
 
 impl From<std::io::Error> for AppError {
     fn from(e: std::io::Error) -> Self {

@@ -205,7 +205,7 @@ impl Ladder {
         let short = w.min(h);
         let long = w.max(h);
         let mut rungs: Vec<&Rung> = self.rungs.iter().collect();
-        rungs.sort_by(|a, b| b.height.cmp(&a.height));
+        rungs.sort_by_key(|r| std::cmp::Reverse(r.height));
         let mut out: Vec<Rendition> = rungs
             .iter()
             .filter(|r| r.height <= short)
@@ -291,8 +291,8 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
-/// Rounds to the nearest even integer, at least 2.
-fn even(x: f64) -> u32 {
+/// Rounds to the nearest even integer, at least 2 (video sizes must be even for 4:2:0).
+pub fn even(x: f64) -> u32 {
     let v = (x / 2.0).round() as u32 * 2;
     v.max(2)
 }

@@ -1,16 +1,18 @@
 //! Cascade: upload a video, get an adaptive HLS (AES-128) + DASH ladder, playable while encoding.
 
 mod app;
+mod auth;
 mod config;
 mod error;
 mod http;
-mod ingest;
 mod jobs;
 mod ladder;
+mod model;
 mod packaging;
 mod probe;
 mod store;
 mod transcode;
+mod upload;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -78,61 +80,65 @@ fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let (Some(input), Some(out)) = (input, out) else { bail!("{USAGE}") };
-    let ladder = ladder::Ladder::load(&ladder_path)?;
-    let media = probe::probe_any(&input, 30).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    let limits = jobs::runner::Limits::from_config(&config::Config::default());
+    run_transcode(input, out, ladder_path, backend, encrypt, limits, false)
+}
+
+/// `cascade transcode`: the server's job runner on one file, without a server or a store.
+fn run_transcode(
+    input: PathBuf,
+    out: PathBuf,
+    ladder_path: PathBuf,
+    backend: config::BackendChoice,
+    encrypt: bool,
+    limits: jobs::runner::Limits,
+    keep_work: bool,
+) -> anyhow::Result<()> {
     if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
         bail!("{} is not empty", out.display());
     }
-    std::fs::create_dir_all(out.join("hls")).context("creating the output dir")?;
+    let spec = jobs::runner::JobSpec {
+        input,
+        growing: None,
+        out_dir: out.clone(),
+        scratch_dir: tempfile_dir()?,
+        ladder: ladder::Ladder::load(&ladder_path)?,
+        key: encrypt.then(model::KeyMaterial::generate),
+        backend,
+        limits,
+        keep_work,
+        utc_timing_url: "/api/time".into(),
+    };
+    let media = jobs::runner::probe(&spec).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+    let t0 = Instant::now();
+    let outcome = jobs::runner::transcode_with_fallback(
+        &spec,
+        &media,
+        &mut |p| match p {
+            jobs::runner::JobProgress::Playable { .. } => info!(seconds = t0.elapsed().as_secs_f64(), "playable"),
+            jobs::runner::JobProgress::Fraction(f) => tracing::debug!(progress = f),
+            jobs::runner::JobProgress::Image(name) => info!(seconds = t0.elapsed().as_secs_f64(), %name, "image ready"),
+        },
+        &AtomicBool::new(false),
+    );
+    let _ = std::fs::remove_dir_all(&spec.scratch_dir);
+    for failure in &outcome.earlier_failures {
+        warn!(%failure, "back end failed");
+    }
+    let out_info = outcome.result.map_err(|e| anyhow!("{}: {}: {e}", outcome.backend, e.code()))?;
     // Debug output is not served: the key sits beside the playlists so local players can read it
     // (`ffplay -allowed_extensions ALL OUT/hls/master.m3u8`).
-    let key = encrypt.then(packaging::crypto::KeyMaterial::generate);
-    if let Some(k) = &key {
+    if let Some(k) = &spec.key {
         std::fs::write(out.join("hls").join("key"), k.key)?;
     }
-    let backends = jobs::worker::backends(backend);
-    let cancel = AtomicBool::new(false);
-    let scratch = tempfile_dir()?;
-    let t0 = Instant::now();
-    let mut last_err = None;
-    for b in backends {
-        let res = jobs::execute::execute(
-            &input,
-            None,
-            &out,
-            &scratch,
-            &media,
-            &ladder,
-            key.as_ref(),
-            b.as_ref(),
-            &Default::default(),
-            "/api/time",
-            &mut |p| match p {
-                jobs::execute::JobProgress::Playable { .. } => info!(seconds = t0.elapsed().as_secs_f64(), "playable"),
-                jobs::execute::JobProgress::Fraction(f) => tracing::debug!(progress = f),
-                jobs::execute::JobProgress::Image(name) => info!(seconds = t0.elapsed().as_secs_f64(), %name, "image ready"),
-            },
-            &cancel,
-        );
-        match res {
-            Ok(out_info) => {
-                let _ = std::fs::remove_dir_all(&scratch);
-                let summary = serde_json::json!({
-                    "backend": b.name(),
-                    "seconds": t0.elapsed().as_secs_f64(),
-                    "duration_s": out_info.duration_s,
-                    "renditions": out_info.renditions,
-                });
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-                return Ok(());
-            }
-            Err(e) => {
-                warn!(backend = b.name(), error = %e, "back end failed");
-                last_err = Some(anyhow!("{}: {e}", e.code()));
-            }
-        }
-    }
-    Err(last_err.unwrap_or_else(|| anyhow!("no back end ran")))
+    let summary = serde_json::json!({
+        "backend": outcome.backend,
+        "seconds": t0.elapsed().as_secs_f64(),
+        "duration_s": out_info.duration_s,
+        "renditions": out_info.renditions,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
 }
 
 /// A private scratch dir for one CLI run (removed at exit by the OS's tmp cleaning or the next run).
@@ -185,7 +191,7 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     if !recovered.is_empty() {
         warn!(count = recovered.len(), ids = ?recovered, "re-queued jobs a previous process left running");
     }
-    let workers = jobs::worker::spawn_workers(app.clone());
+    let workers = jobs::spawn_workers(app.clone());
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
     info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), workers = config.workers, backend = ?config.backend, "Cascade listening");
     let stop = Arc::new(tokio::sync::Notify::new());

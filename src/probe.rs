@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_pbutils as pbutils;
 use pbutils::prelude::*;
@@ -72,6 +71,23 @@ pub struct MediaInfo {
     pub container: Option<String>,
     pub video: Option<VideoInfo>,
     pub audio: Option<AudioInfo>,
+}
+
+impl MediaInfo {
+    /// The source as shown to users (display size, after rotation); `None` without video.
+    pub fn source_info(&self) -> Option<crate::model::SourceInfo> {
+        let v = self.video.as_ref()?;
+        Some(crate::model::SourceInfo {
+            duration_s: self.duration_s,
+            width: v.display_width,
+            height: v.display_height,
+            fps: if v.fps_den > 0 { v.fps_num as f64 / v.fps_den as f64 } else { 0.0 },
+            rotation: v.rotation,
+            video_codec: v.codec.clone(),
+            audio_codec: self.audio.as_ref().map(|a| a.codec.clone()),
+            container: self.container.clone(),
+        })
+    }
 }
 
 /// Initializes GStreamer and registers the in-process plugins. Idempotent.

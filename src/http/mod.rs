@@ -1,9 +1,9 @@
 //! HTTP: routes, and the one place where errors become JSON `{code, message}` with a status.
 
 pub mod api;
-pub mod cache;
 pub mod media;
 pub mod pages;
+pub mod views;
 
 use std::convert::Infallible;
 use std::sync::Arc;

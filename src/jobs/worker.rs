@@ -1,22 +1,29 @@
-//! The worker pool: claims queued jobs from sled, runs them, records the outcome.
+//! The server side of jobs: workers that claim queued jobs from the store, streamed transcodes
+//! started by uploads, and the bookkeeping around the runner (progress into the record, the
+//! outcome recorded, retries, cancellation). One job's steps: `prepare`, `probe`,
+//! `transcode` (the runner's fallback loop), `record_outcome`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, info, instrument, warn, Instrument};
 
-use super::execute::{execute, JobProgress, Limits};
-use crate::app::{remove_dir, remove_dir_off_executor, App};
-use crate::config::BackendChoice;
+use super::failure::JobFailure;
+use super::runner::{self, JobOutput, JobProgress, JobSpec, Limits, Outcome};
+use crate::app::{remove_dir_off_executor, App};
 use crate::error::AppError;
-use crate::ingest::{Growing, UploadState};
-use crate::packaging::{DASH_MPD, HLS_MASTER};
-use crate::probe::{self, probe_any, ProbeError};
-use crate::store::{ErrorInfo, JobRecord, Manifests, SourceInfo, Status, VideoRecord};
-use crate::transcode::ffmpeg::FfmpegTranscoder;
-use crate::transcode::gst::GstTranscoder;
-use crate::transcode::{TranscodeError, Transcoder};
+use crate::model::{ErrorInfo, JobRecord, JobState, KeyMaterial, Status, VideoRecord};
+use crate::probe::MediaInfo;
+use crate::transcode::TranscodeError;
+use crate::upload::{Growing, UploadState};
+
+/// Bytes of a streamed upload on disk before its probe: enough for the demuxer to see every
+/// stream's header.
+const STREAM_PROBE_BYTES: u64 = 4 << 20;
+/// How long a streamed transcode waits for those bytes.
+const STREAM_PROBE_WAIT: Duration = Duration::from_secs(120);
 
 /// Starts `config.workers` workers; they stop when the app shuts down.
 pub fn spawn_workers(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
@@ -31,14 +38,13 @@ pub fn spawn_workers(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
 async fn worker_loop(app: Arc<App>, n: usize) {
     info!(n, "worker started");
     while !app.is_shutting_down() {
-        // A transcode slot first (streaming ingests take them too), then a job.
-        let Ok(_permit) = app.slots.clone().acquire_owned().await else { break };
+        // A transcode slot first (streamed transcodes take them too), then a job.
+        let Ok(permit) = app.slots.clone().acquire_owned().await else { break };
         // The slot may have been freed by a job cancelled for shutdown: claim nothing new then.
         if app.is_shutting_down() {
             break;
         }
-        let claimed = app.store.run(|s| s.claim_next()).await;
-        match claimed {
+        match app.store.run(|s| s.claim_next()).await {
             Ok(Some((job, rec))) => {
                 app.notify(&rec);
                 if let Err(e) = run_job(&app, &job, rec, None).await {
@@ -46,7 +52,7 @@ async fn worker_loop(app: Arc<App>, n: usize) {
                 }
             }
             Ok(None) => {
-                drop(_permit);
+                drop(permit);
                 let _ = tokio::time::timeout(Duration::from_secs(1), app.wake.notified()).await;
             }
             Err(e) => {
@@ -58,20 +64,293 @@ async fn worker_loop(app: Arc<App>, n: usize) {
     info!(n, "worker stopped");
 }
 
+/// A transcode slot, if one is free now.
+pub fn try_take_slot(app: &App) -> Option<OwnedSemaphorePermit> {
+    app.slots.clone().try_acquire_owned().ok()
+}
+
+/// Records a video whose upload is still arriving, with its job running, and starts transcoding
+/// it from the growing file. The slot is held until the job ends.
+pub async fn start_streamed(
+    app: &Arc<App>,
+    rec: VideoRecord,
+    key: KeyMaterial,
+    growing: Arc<Growing>,
+    slot: OwnedSemaphorePermit,
+) -> Result<(), AppError> {
+    let rec = VideoRecord { status: Status::Processing, attempts: 1, ..rec };
+    let r2 = rec.clone();
+    let job = app.store.run(move |s| s.create_with(&r2, &key, JobState::Running)).await?;
+    app.store.flush().await?;
+    app.notify(&rec);
+    info!(video_id = %rec.id, "streamable upload: transcoding while it arrives");
+    let app = app.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        if let Err(e) = run_job(&app, &job, rec, Some(growing)).await {
+            error!(video_id = %job.video_id, error = %e, "streamed job bookkeeping failed");
+        }
+    });
+    Ok(())
+}
+
+/// Cancels a running job (delete, shutdown). Returns whether one was running.
+pub fn cancel(app: &App, id: &str) -> bool {
+    match app.running.lock() {
+        Ok(map) => map.get(id).map(|c| c.store(true, Ordering::SeqCst)).is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Why a job stops before (or instead of) recording output.
+enum Stop {
+    Failed(JobFailure),
+    /// A streamed transcode could not go on: the job runs from the file once the upload is complete.
+    FallBackToFile(String),
+    /// The streamed upload broke off: its handler removes everything.
+    UploadAborted,
+}
+
+impl<E: Into<JobFailure>> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Stop::Failed(e.into())
+    }
+}
+
+/// Runs one job; `growing` is set for a streamed transcode (the upload is still arriving).
+#[instrument(skip_all, fields(video_id = %job.video_id))]
+pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, growing: Option<Arc<Growing>>) -> Result<(), AppError> {
+    let id = job.video_id.as_str();
+    let spec = match prepare(app, id, &rec, growing).await? {
+        Ok(spec) => spec,
+        Err(stop) => return stop_job(app, id, stop, None).await,
+    };
+    let media = match probe(app, id, &spec).await? {
+        Ok(media) => media,
+        Err(stop) => return stop_job(app, id, stop, spec.growing).await,
+    };
+    let outcome = transcode(app, id, spec.clone(), media).await?;
+    record_outcome(app, id, &rec, &spec, outcome).await
+}
+
+/// Checks the attempt count, empties the output, finds the source and the key. The inner `Err`
+/// says why the job stops here.
+async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Arc<Growing>>) -> Result<Result<JobSpec, Stop>, AppError> {
+    if rec.attempts > app.config.max_attempts {
+        return Ok(Err(JobFailure::TooManyAttempts(rec.attempts - 1).into()));
+    }
+    // A previous run (crash, restart) may have left partial output: start from scratch (and
+    // nothing of it stays in the segment cache).
+    app.segments.forget(id);
+    let growing = match growing {
+        // Enough of the file for the demuxer to see every stream's header; an upload that is
+        // complete by then is transcoded from its file like any other.
+        Some(g) => match wait_upload(&g, STREAM_PROBE_BYTES, STREAM_PROBE_WAIT).await {
+            UploadState::Aborted => return Ok(Err(Stop::UploadAborted)),
+            UploadState::Done => None,
+            UploadState::Writing => Some(g),
+        },
+        None => None,
+    };
+    let input = if growing.is_some() { app.partial_source_path(id) } else { app.source_path(id) };
+    if growing.is_none() && !tokio::fs::try_exists(&input).await.unwrap_or(false) {
+        // A streamed upload cut off by a shutdown or crash: its record exists, its file never completed.
+        remove_dir_off_executor(app.upload_dir(id)).await;
+        return Ok(Err(JobFailure::UploadIncomplete.into()));
+    }
+    let id2 = id.to_string();
+    let Some(key) = app.store.run(move |s| s.key(&id2)).await? else {
+        return Ok(Err(JobFailure::KeyMissing.into()));
+    };
+    let spec = JobSpec {
+        input,
+        growing,
+        out_dir: app.media_dir(id),
+        scratch_dir: app.upload_dir(id).join("scratch"),
+        ladder: app.ladder.clone(),
+        key: Some(key),
+        backend: app.config.backend,
+        limits: Limits::from_config(&app.config),
+        keep_work: app.config.keep_work,
+        utc_timing_url: "/api/time".into(),
+    };
+    Ok(Ok(spec))
+}
+
+/// Probes the source and records what it is.
+async fn probe(app: &Arc<App>, id: &str, spec: &JobSpec) -> Result<Result<MediaInfo, Stop>, AppError> {
+    let s2 = spec.clone();
+    let probed = tokio::task::spawn_blocking(move || runner::probe(&s2)).await.map_err(|e| AppError::Internal(e.to_string()))?;
+    let media = match probed {
+        Ok(m) => m,
+        Err(e) if spec.growing.is_some() => return Ok(Err(Stop::FallBackToFile(e.to_string()))),
+        Err(e) => return Ok(Err(e.into())),
+    };
+    info!(duration_s = media.duration_s, video = ?media.video, audio = media.audio.is_some(), "probed");
+    let (id2, src_info) = (id.to_string(), media.source_info());
+    if let Some(r) = app.store.run(move |s| s.update(&id2, |v| v.source = src_info.clone())).await? {
+        app.notify(&r);
+    }
+    Ok(Ok(media))
+}
+
+/// Runs the runner's fallback loop off the executor; progress reaches the record (and SSE
+/// listeners) as it comes. The job is cancellable while this runs.
+async fn transcode(app: &Arc<App>, id: &str, spec: JobSpec, media: MediaInfo) -> Result<Outcome, AppError> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.insert(id.to_string(), cancel.clone());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<JobProgress>();
+    let progress_task = tokio::spawn(record_progress(app.clone(), id.to_string(), rx));
+    let outcome = tokio::task::spawn_blocking(move || {
+        runner::transcode_with_fallback(
+            &spec,
+            &media,
+            &mut |p| {
+                let _ = tx.send(p);
+            },
+            &cancel,
+        )
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("transcode task panicked: {e}")));
+    let _ = progress_task.await;
+    app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.remove(id);
+    outcome
+}
+
+async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sync::mpsc::UnboundedReceiver<JobProgress>) {
+    while let Some(p) = rx.recv().await {
+        let id2 = id.clone();
+        let res = app
+            .store
+            .run(move |s| {
+                s.update(&id2, |v| match &p {
+                    JobProgress::Fraction(f) => v.progress = v.progress.max(*f),
+                    JobProgress::Image(name) => {
+                        if !v.images.contains(name) {
+                            v.images.push(name.clone());
+                        }
+                    }
+                    JobProgress::Playable { renditions } => {
+                        v.playable = true;
+                        v.renditions = renditions.clone();
+                    }
+                })
+            })
+            .await;
+        if let Ok(Some(r)) = res {
+            app.notify(&r);
+        }
+    }
+}
+
+/// Records how the run ended: ready, re-queued, or failed.
+async fn record_outcome(app: &Arc<App>, id: &str, rec: &VideoRecord, spec: &JobSpec, outcome: Outcome) -> Result<(), AppError> {
+    let id2 = id.to_string();
+    if app.store.run(move |s| s.get(&id2)).await?.is_none() {
+        // Deleted while running: make sure nothing the pipeline wrote after the delete remains.
+        remove_dir_off_executor(app.media_dir(id)).await;
+        remove_dir_off_executor(app.upload_dir(id)).await;
+        return Ok(());
+    }
+    let backend = outcome.backend;
+    let fallback_reason = Some(outcome.earlier_failures.join("; ")).filter(|s| !s.is_empty());
+    match outcome.result {
+        Ok(out) => record_ready(app, id, backend, fallback_reason, out).await,
+        Err(TranscodeError::Cancelled) => {
+            // Shutdown: the job goes back to the queue and runs again from scratch on restart;
+            // the interrupted run does not count as an attempt.
+            info!("job cancelled; re-queueing it");
+            requeue(app, id, true).await
+        }
+        Err(e) if spec.growing.is_some() => stop_job(app, id, Stop::FallBackToFile(e.to_string()), spec.growing.clone()).await,
+        Err(e) if e.is_transient() && rec.attempts < app.config.max_attempts => {
+            // Not the input's fault (killed, stalled): run it again, a bounded number of times.
+            warn!(error = %e, attempt = rec.attempts, "transient failure; re-queueing the job");
+            requeue(app, id, false).await
+        }
+        Err(e) => {
+            let (id2, b) = (id.to_string(), backend.to_string());
+            app.store
+                .run(move |s| {
+                    s.update(&id2, |v| {
+                        v.backend = Some(b.clone());
+                        v.fallback_reason = fallback_reason.clone();
+                    })
+                })
+                .await?;
+            fail(app, id, e.into()).await
+        }
+    }
+}
+
+async fn record_ready(app: &App, id: &str, backend: &str, fallback_reason: Option<String>, out: JobOutput) -> Result<(), AppError> {
+    let (id2, backend) = (id.to_string(), backend.to_string());
+    let rec = app
+        .store
+        .run(move |s| {
+            let r = s.update(&id2, |v| {
+                v.status = Status::Ready;
+                v.progress = 1.0;
+                v.playable = true;
+                v.renditions = out.renditions.clone();
+                v.backend = Some(backend.clone());
+                v.fallback_reason = fallback_reason.clone();
+                if let Some(src) = v.source.as_mut().filter(|s| s.duration_s <= 0.0) {
+                    src.duration_s = out.duration_s;
+                }
+            })?;
+            s.finish_job(&id2)?;
+            Ok::<_, AppError>(r)
+        })
+        .await?;
+    app.store.flush().await?;
+    info!("job ready");
+    if let Some(r) = rec {
+        app.notify(&r);
+    }
+    Ok(())
+}
+
+/// Ends a job that stopped early; `growing` is the upload a streamed transcode was reading.
+async fn stop_job(app: &App, id: &str, stop: Stop, growing: Option<Arc<Growing>>) -> Result<(), AppError> {
+    match stop {
+        Stop::Failed(f) => fail(app, id, f).await,
+        Stop::UploadAborted => Ok(()),
+        Stop::FallBackToFile(why) => {
+            // A streamed transcode could not finish on its own: once the upload is complete, the
+            // job goes through the normal queue from the file on disk. An aborted upload is
+            // cleaned up by its handler.
+            warn!(reason = %why, "streamed transcode failed; the job will run from the file once the upload completes");
+            let state = match growing {
+                Some(g) => wait_upload(&g, u64::MAX, Duration::from_secs(24 * 3600)).await,
+                None => UploadState::Done,
+            };
+            if state == UploadState::Done {
+                requeue(app, id, true).await?;
+                app.wake.notify_waiters();
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Marks a video failed and removes its job.
-async fn fail(app: &App, id: &str, code: &str, message: String) -> Result<(), AppError> {
+async fn fail(app: &App, id: &str, failure: JobFailure) -> Result<(), AppError> {
+    let code = failure.code();
+    let message = failure.to_string();
     warn!(video_id = %id, code, %message, "job failed");
-    let (code, id2) = (code.to_string(), id.to_string());
+    let id2 = id.to_string();
     let rec = app
         .store
         .run(move |s| {
             let r = s.update(&id2, |v| {
                 v.status = Status::Failed;
                 v.playable = false;
-                v.error = Some(ErrorInfo { code: code.clone(), message: message.clone() });
+                v.error = Some(ErrorInfo { code: code.to_string(), message: message.clone() });
             })?;
             s.finish_job(&id2)?;
-            Ok(r)
+            Ok::<_, AppError>(r)
         })
         .await?;
     app.store.flush().await?;
@@ -83,16 +362,7 @@ async fn fail(app: &App, id: &str, code: &str, message: String) -> Result<(), Ap
     Ok(())
 }
 
-/// The back ends to try, in order, for a setting.
-pub fn backends(choice: BackendChoice) -> Vec<Box<dyn Transcoder>> {
-    match choice {
-        BackendChoice::Gstreamer => vec![Box::new(GstTranscoder)],
-        BackendChoice::Ffmpeg => vec![Box::new(FfmpegTranscoder)],
-        BackendChoice::Auto => vec![Box::new(GstTranscoder), Box::new(FfmpegTranscoder)],
-    }
-}
-
-/// Waits (off the executor) until a streaming upload has `bytes` on disk or has ended.
+/// Waits (off the executor) until a streamed upload has `bytes` on disk or has ended.
 async fn wait_upload(growing: &Arc<Growing>, bytes: u64, timeout: Duration) -> UploadState {
     let g = growing.clone();
     tokio::task::spawn_blocking(move || {
@@ -108,235 +378,6 @@ async fn wait_upload(growing: &Arc<Growing>, bytes: u64, timeout: Duration) -> U
     .unwrap_or(UploadState::Aborted)
 }
 
-/// A streaming ingest could not finish on its own: once the upload is complete, the job goes
-/// through the normal queue from the file on disk. An aborted upload is cleaned up by its handler.
-async fn fall_back_to_file(app: &App, id: &str, growing: &Arc<Growing>, why: &str) -> Result<(), AppError> {
-    warn!(reason = why, "streaming ingest failed; the job will run from the file once the upload completes");
-    if wait_upload(growing, u64::MAX, Duration::from_secs(24 * 3600)).await == UploadState::Done {
-        requeue(app, id, true).await?;
-        app.wake.notify_waiters();
-    }
-    Ok(())
-}
-
-/// Runs one job; `growing` is set for a streaming ingest (the upload is still arriving).
-#[instrument(skip_all, fields(video_id = %job.video_id))]
-pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, growing: Option<Arc<Growing>>) -> Result<(), AppError> {
-    let id = job.video_id.clone();
-    let max_attempts = app.config.max_attempts;
-    if rec.attempts > max_attempts {
-        return fail(app, &id, "too_many_attempts", format!("the job was interrupted {} times; giving up", rec.attempts - 1)).await;
-    }
-    // A previous run (crash, restart) may have left partial output: start from scratch (and
-    // nothing of it stays in the segment cache).
-    app.segments.forget(&id);
-    let media_dir = app.media_dir(&id);
-    let dir2 = media_dir.clone();
-    tokio::task::spawn_blocking(move || {
-        remove_dir(&dir2)?;
-        std::fs::create_dir_all(&dir2)
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))??;
-
-    let source = if growing.is_some() { app.upload_dir(&id).join("source.part") } else { app.source_path(&id) };
-    if growing.is_none() && !tokio::fs::try_exists(&source).await.unwrap_or(false) {
-        // A streamed upload cut off by a shutdown or crash: its record exists, its file never completed.
-        remove_dir_off_executor(app.upload_dir(&id)).await;
-        return fail(
-            app,
-            &id,
-            "upload_incomplete",
-            "the upload did not complete (the server stopped while it was arriving); upload the file again".into(),
-        )
-        .await;
-    }
-    if let Some(g) = &growing {
-        // Enough of the file for the demuxer to see every stream's header.
-        if wait_upload(g, 4 << 20, Duration::from_secs(120)).await == UploadState::Aborted {
-            return Ok(());
-        }
-    }
-    let probe_src = source.clone();
-    let streaming = growing.is_some();
-    let probed = tokio::task::spawn_blocking(move || if streaming { probe::probe_file(&probe_src, 30) } else { probe_any(&probe_src, 30) })
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
-    let media = match probed {
-        Ok(m) => m,
-        Err(e) if growing.is_some() => {
-            return fall_back_to_file(app, &id, growing.as_ref().expect("checked"), &e.to_string()).await;
-        }
-        Err(e) => {
-            let code = if matches!(e, ProbeError::Internal(_)) { "probe_failed" } else { e.code() };
-            return fail(app, &id, code, e.to_string()).await;
-        }
-    };
-    info!(duration_s = media.duration_s, video = ?media.video, audio = media.audio.is_some(), "probed");
-    let (id2, src_info) = (id.clone(), SourceInfo::from_media(&media));
-    if let Some(r) = app.store.run(move |s| s.update(&id2, |v| v.source = src_info.clone())).await? {
-        app.notify(&r);
-    }
-    let id2 = id.clone();
-    let Some(key) = app.store.run(move |s| s.key(&id2)).await? else {
-        return fail(app, &id, "internal_error", "the video's key is missing".into()).await;
-    };
-
-    let cancel = Arc::new(AtomicBool::new(false));
-    app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.insert(id.clone(), cancel.clone());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobProgress>();
-    // Progress reaches the store (and SSE listeners) from here, off the transcoding thread.
-    let progress_task = {
-        let app = app.clone();
-        let id = id.clone();
-        tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                let id2 = id.clone();
-                let res = app
-                    .store
-                    .run(move |s| {
-                        s.update(&id2, |v| match &p {
-                            JobProgress::Fraction(f) => v.progress = v.progress.max(*f),
-                            JobProgress::Image(name) => {
-                                if !v.images.contains(name) {
-                                    v.images.push(name.clone());
-                                }
-                            }
-                            JobProgress::Playable { renditions } => {
-                                v.playable = true;
-                                v.renditions = renditions.clone();
-                                v.manifests = Some(Manifests { hls: HLS_MASTER.into(), dash: DASH_MPD.into() });
-                            }
-                        })
-                    })
-                    .await;
-                if let Ok(Some(r)) = res {
-                    app.notify(&r);
-                }
-            }
-        })
-    };
-
-    let limits =
-        Limits { stall_timeout: app.config.stall_timeout, wall_factor: app.config.job_timeout_factor, min_wall: Duration::from_secs(300) };
-    let ladder = app.ladder.clone();
-    // Streaming ingest is GStreamer-only (the FFmpeg back end reads files).
-    let choice = if growing.is_some() { BackendChoice::Gstreamer } else { app.config.backend };
-    let growing2 = growing.clone();
-    let (src2, dir2, cancel2) = (source.clone(), media_dir.clone(), cancel.clone());
-    let scratch = app.upload_dir(&id).join("scratch");
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut first_error: Option<TranscodeError> = None;
-        let mut last = None;
-        for backend in backends(choice) {
-            if first_error.is_some() {
-                let _ = remove_dir(&dir2);
-                let _ = std::fs::create_dir_all(&dir2);
-            }
-            let mut on_progress = |p: JobProgress| {
-                let _ = tx.send(p);
-            };
-            let res = execute(
-                &src2,
-                growing2.clone(),
-                &dir2,
-                &scratch,
-                &media,
-                &ladder,
-                Some(&key),
-                backend.as_ref(),
-                &limits,
-                "/api/time",
-                &mut on_progress,
-                &cancel2,
-            );
-            match res {
-                Ok(out) => return (backend.name(), Ok(out), first_error),
-                Err(e @ TranscodeError::Cancelled) => return (backend.name(), Err(e), first_error),
-                Err(e) => {
-                    warn!(backend = backend.name(), error = %e, "back end failed");
-                    last = Some(backend.name());
-                    if first_error.is_none() {
-                        first_error = Some(e.clone());
-                    }
-                    if choice != BackendChoice::Auto {
-                        return (backend.name(), Err(e), None);
-                    }
-                }
-            }
-        }
-        let e = first_error.clone().unwrap_or(TranscodeError::Build("no back end".into()));
-        (last.unwrap_or("gstreamer"), Err(e), None)
-    })
-    .await
-    .map_err(|e| AppError::Internal(format!("transcode task panicked: {e}")));
-    let _ = progress_task.await;
-    app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.remove(&id);
-    let (backend_name, result, fallback) = outcome?;
-
-    let id2 = id.clone();
-    let exists = app.store.run(move |s| s.get(&id2)).await?.is_some();
-    if !exists {
-        // Deleted while running: make sure nothing the pipeline wrote after the delete remains.
-        remove_dir_off_executor(media_dir).await;
-        remove_dir_off_executor(app.upload_dir(&id)).await;
-        return Ok(());
-    }
-    match result {
-        Ok(out) => {
-            let id2 = id.clone();
-            let reason = fallback.map(|e| e.to_string());
-            let rec = app
-                .store
-                .run(move |s| {
-                    let r = s.update(&id2, |v| {
-                        v.status = Status::Ready;
-                        v.progress = 1.0;
-                        v.playable = true;
-                        v.renditions = out.renditions.clone();
-                        v.manifests = Some(Manifests { hls: HLS_MASTER.into(), dash: DASH_MPD.into() });
-                        v.backend = Some(backend_name.to_string());
-                        v.fallback_reason = reason.clone();
-                        if let Some(src) = v.source.as_mut() {
-                            if src.duration_s <= 0.0 {
-                                src.duration_s = out.duration_s;
-                            }
-                        }
-                    })?;
-                    s.finish_job(&id2)?;
-                    Ok(r)
-                })
-                .await?;
-            app.store.flush().await?;
-            info!("job ready");
-            if let Some(r) = rec {
-                app.notify(&r);
-            }
-            Ok(())
-        }
-        Err(e) if growing.is_some() && !matches!(e, TranscodeError::Cancelled) => {
-            fall_back_to_file(app, &id, growing.as_ref().expect("checked"), &e.to_string()).await
-        }
-        Err(TranscodeError::Cancelled) => {
-            // Shutdown: the job goes back to the queue and runs again from scratch on restart;
-            // the interrupted run does not count as an attempt.
-            info!("job cancelled; re-queueing it");
-            requeue(app, &id, true).await
-        }
-        Err(e) if e.is_transient() && rec.attempts < max_attempts => {
-            // Not the input's fault (killed, stalled): run it again, a bounded number of times.
-            warn!(error = %e, attempt = rec.attempts, "transient failure; re-queueing the job");
-            requeue(app, &id, false).await
-        }
-        Err(e) => {
-            let id2 = id.clone();
-            let b = backend_name.to_string();
-            app.store.run(move |s| s.update(&id2, |v| v.backend = Some(b.clone()))).await?;
-            fail(app, &id, e.code(), e.to_string()).await
-        }
-    }
-}
-
 /// Puts a job back in the queue from scratch (its partial output removed).
 async fn requeue(app: &App, id: &str, forgive_attempt: bool) -> Result<(), AppError> {
     let id2 = id.to_string();
@@ -346,9 +387,7 @@ async fn requeue(app: &App, id: &str, forgive_attempt: bool) -> Result<(), AppEr
             s.requeue(&id2)?;
             s.update(&id2, |v| {
                 v.status = Status::Queued;
-                v.progress = 0.0;
-                v.playable = false;
-                v.images.clear();
+                v.reset_output();
                 if forgive_attempt {
                     v.attempts = v.attempts.saturating_sub(1);
                 }
@@ -362,12 +401,4 @@ async fn requeue(app: &App, id: &str, forgive_attempt: bool) -> Result<(), AppEr
         app.notify(&r);
     }
     Ok(())
-}
-
-/// Cancels a running job (delete, shutdown). Returns whether one was running.
-pub fn cancel(app: &App, id: &str) -> bool {
-    match app.running.lock() {
-        Ok(map) => map.get(id).map(|c| c.store(true, Ordering::SeqCst)).is_some(),
-        Err(_) => false,
-    }
 }

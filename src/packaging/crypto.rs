@@ -5,40 +5,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use aes::cipher::{generic_array::GenericArray, BlockEncryptMut, KeyIvInit};
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
 
 type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
 
-/// One video's key and IV. The IV is random per video and written explicitly in `#EXT-X-KEY`
-/// (so it does not depend on media sequence numbers, which differ between back ends).
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KeyMaterial {
-    pub key: [u8; 16],
-    pub iv: [u8; 16],
-}
-
-impl std::fmt::Debug for KeyMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyMaterial(<redacted>)")
-    }
-}
-
-impl KeyMaterial {
-    /// Fresh key and IV from the operating system's CSPRNG.
-    pub fn generate() -> KeyMaterial {
-        let mut key = [0u8; 16];
-        let mut iv = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut key);
-        rand::rngs::OsRng.fill_bytes(&mut iv);
-        KeyMaterial { key, iv }
-    }
-
-    /// The IV as written in a playlist: `0x` and 32 hex digits.
-    pub fn iv_hex(&self) -> String {
-        format!("0x{}", hex::encode(self.iv))
-    }
-}
+pub use crate::model::KeyMaterial;
 
 /// Writes one segment into `<final>.part` as bytes arrive (AES-128-CBC encrypted when given a key)
 /// and renames it to its final name when finished, so neither clear bytes of an encrypted stream

@@ -65,7 +65,7 @@ fn representation(rep: &DashRep) -> Representation {
         frameRate: rep.frame_rate.clone(),
         audioSamplingRate: rep.audio_sample_rate.map(|r| r.to_string()),
         SegmentTemplate: Some(SegmentTemplate {
-            initialization: Some(format!("{}/init00000.mp4", rep.id)),
+            initialization: Some(format!("{}/{}", rep.id, super::DASH_INIT)),
             media: Some(format!("{}/seg$Number%05d$.m4s", rep.id)),
             startNumber: Some(start),
             timescale: Some(TIMESCALE),

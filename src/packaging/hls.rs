@@ -73,7 +73,7 @@ pub fn master_playlist(variants: &[Variant]) -> Vec<u8> {
             ..Default::default()
         })
         .collect();
-    v.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth));
+    v.sort_by_key(|x| std::cmp::Reverse(x.bandwidth));
     let pl = MasterPlaylist { version: Some(3), variants: v, independent_segments: true, ..Default::default() };
     let mut out = Vec::new();
     pl.write_to(&mut out).expect("writing to a Vec cannot fail");

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::ladder::even;
+
 /// Directory of the images under a video's media dir.
 pub const DIR: &str = "images";
 pub const POSTER: &str = "poster.jpg";
@@ -19,10 +21,6 @@ pub const TILE_WIDTH: u32 = 160;
 pub const THUMB_WIDTH: u32 = 320;
 /// Poster width cap.
 pub const POSTER_MAX_WIDTH: u32 = 1280;
-
-fn even(x: f64) -> u32 {
-    ((x / 2.0).round() as u32 * 2).max(2)
-}
 
 /// A size scaled to `width` (never up), keeping the aspect ratio, even.
 pub fn fit_width(src_w: u32, src_h: u32, width: u32) -> (u32, u32) {
@@ -105,8 +103,8 @@ mod tests {
 
     #[test]
     fn compose_places_tiles() {
-        let red = vec![255u8, 0, 0].repeat(4);
-        let blue = vec![0u8, 0, 255].repeat(4);
+        let red = [255u8, 0, 0].repeat(4);
+        let blue = [0u8, 0, 255].repeat(4);
         let (w, h, px) = compose_rgb(&[red, blue], 2, 2);
         assert_eq!((w, h), (4, 2));
         assert_eq!(&px[0..3], &[255, 0, 0]);

@@ -1,12 +1,11 @@
 //! Packaging: the manifests (HLS master + media playlists, DASH MPD) that Cascade writes itself
 //! from the segments a back end reports, so both back ends publish the same shape; plus segment
-//! encryption and playback tokens.
+//! encryption and the images.
 
 pub mod crypto;
 pub mod dash;
 pub mod hls;
 pub mod images;
-pub mod token;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::ladder::Rendition;
+pub use crate::model::RenditionSummary;
 use dash::{DashRep, DashSegment, Presentation};
 use hls::{HlsSegment, KeyLine};
 
@@ -26,6 +25,8 @@ pub const AUDIO_REP: &str = "audio";
 pub const HLS_MASTER: &str = "hls/master.m3u8";
 /// DASH manifest path under the video's media dir.
 pub const DASH_MPD: &str = "dash/manifest.mpd";
+/// Initialization segment name inside each DASH representation dir.
+pub const DASH_INIT: &str = "init00000.mp4";
 /// HLS media playlist name inside each rung dir.
 pub const HLS_MEDIA: &str = "index.m3u8";
 /// URI of the key relative to a media playlist (`hls/{rung}/index.m3u8` → `hls/key`).
@@ -54,19 +55,6 @@ pub struct PackageSpec {
     pub source_duration: f64,
     /// URL of Cascade's clock for dynamic MPDs (players here have no internet time server).
     pub utc_timing_url: String,
-}
-
-/// A rendition as reported in the video record once packaged.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RenditionSummary {
-    pub name: String,
-    pub width: u32,
-    pub height: u32,
-    /// Peak bits per second (HLS BANDWIDTH), measured once finished.
-    pub bandwidth: u64,
-    /// Average bits per second.
-    pub average_bandwidth: u64,
-    pub codecs: String,
 }
 
 #[derive(Debug, Default)]
@@ -166,11 +154,11 @@ impl Packager {
         let rungs_ok = self.spec.renditions.iter().all(|r| {
             self.hls.get(&r.name).is_some_and(|s| !s.is_empty())
                 && self.dash.get(&r.name).is_some_and(|s| !s.segments.is_empty())
-                && self.spec.out_dir.join("dash").join(&r.name).join("init00000.mp4").exists()
+                && self.spec.out_dir.join("dash").join(&r.name).join(DASH_INIT).exists()
         });
         let audio_ok = !self.spec.has_audio
             || (self.dash.get(AUDIO_REP).is_some_and(|s| !s.segments.is_empty())
-                && self.spec.out_dir.join("dash").join(AUDIO_REP).join("init00000.mp4").exists());
+                && self.spec.out_dir.join("dash").join(AUDIO_REP).join(DASH_INIT).exists());
         rungs_ok && audio_ok
     }
 

@@ -44,13 +44,44 @@ fn s(v: impl Into<String>) -> String {
 
 /// Builds the ffmpeg arguments (never through a shell). Pure: unit-tested below.
 pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Plan {
-    let (fn_, fd) = req.fps();
-    let gop = req.ladder.gop_frames(fn_, fd);
     let n = req.renditions.len();
     let has_audio = req.media.audio.is_some();
-    let v = &req.ladder.video;
-    let a = &req.ladder.audio;
+    let mut args: Vec<String> = vec![
+        s("-hide_banner"),
+        s("-nostdin"),
+        s("-y"),
+        s("-loglevel"),
+        s("error"),
+        s("-nostats"),
+        s("-progress"),
+        s("pipe:1"),
+        s("-i"),
+        req.input.to_string_lossy().to_string(),
+        s("-filter_complex"),
+        filter_graph(req),
+    ];
+    for i in 0..n {
+        args.extend([s("-map"), format!("[v{i}]")]);
+    }
+    if has_audio {
+        args.extend([s("-map"), s("0:a:0")]);
+    }
+    args.extend(encoder_args(req));
+    let (outputs, hls_playlists, dash_dir) = segment_outputs(req, work, key_info);
+    args.extend(outputs);
+    args.extend(image_outputs(req));
+    let mut dash_reps: Vec<String> = req.renditions.iter().map(|r| r.name.clone()).collect();
+    if has_audio {
+        dash_reps.push(AUDIO_REP.to_string());
+    }
+    Plan { args, hls_playlists, dash_dir, dash_reps }
+}
 
+/// The filter graph: one decode split into the rungs (each scaled from the source or from the
+/// rung its `scale_from` names) and the three image branches.
+fn filter_graph(req: &TranscodeRequest) -> String {
+    let (fn_, fd) = req.fps();
+    let n = req.renditions.len();
     // A rung with `scale_from` is scaled from that rung's frames (as in the GStreamer back end),
     // the others from the source: parent[i] is the index of rung i's input rung, if any.
     let parent: Vec<Option<usize>> = (0..n).map(|i| req.scale_parent(i)).collect();
@@ -101,26 +132,15 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
          ;[ss]fps=1/{interval},scale={sw}:{sh}:flags=bicubic,setsar=1,tile={cols}x{rows}[sprite]"
     ));
 
-    let mut args: Vec<String> = vec![
-        s("-hide_banner"),
-        s("-nostdin"),
-        s("-y"),
-        s("-loglevel"),
-        s("error"),
-        s("-nostats"),
-        s("-progress"),
-        s("pipe:1"),
-        s("-i"),
-        req.input.to_string_lossy().to_string(),
-        s("-filter_complex"),
-        graph,
-    ];
-    for i in 0..n {
-        args.extend([s("-map"), format!("[v{i}]")]);
-    }
-    if has_audio {
-        args.extend([s("-map"), s("0:a:0")]);
-    }
+    graph
+}
+
+/// Encoder settings for every rung and the audio.
+fn encoder_args(req: &TranscodeRequest) -> Vec<String> {
+    let (fn_, fd) = req.fps();
+    let gop = req.ladder.gop_frames(fn_, fd);
+    let (v, a) = (&req.ladder.video, &req.ladder.audio);
+    let mut args = Vec::new();
     // x264 exactly as the GStreamer back end configures x264enc: fixed GOP, no scene-cut
     // keyframes, closed GOPs, CBR-like VBV with a 600 ms buffer (x264enc's default).
     args.extend([
@@ -152,7 +172,7 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
             format!("{}k", k * 6 / 10),
         ]);
     }
-    if has_audio {
+    if req.media.audio.is_some() {
         args.extend([
             s("-c:a"),
             s("aac"),
@@ -165,6 +185,14 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
         ]);
     }
 
+    args
+}
+
+/// The HLS and DASH outputs through one `tee` muxer: the arguments, each rung's HLS playlist in
+/// the work dir, and the DASH work dir.
+fn segment_outputs(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> (Vec<String>, Vec<(String, PathBuf)>, PathBuf) {
+    let n = req.renditions.len();
+    let has_audio = req.media.audio.is_some();
     let mut slaves = Vec::new();
     let mut hls_playlists = Vec::new();
     for (i, r) in req.renditions.iter().enumerate() {
@@ -190,7 +218,12 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
         req.ladder.segment_seconds,
         dash_dir.join("manifest.mpd").display()
     ));
-    args.extend([s("-f"), s("tee"), slaves.join("|")]);
+    (vec![s("-f"), s("tee"), slaves.join("|")], hls_playlists, dash_dir)
+}
+
+/// Poster, thumbnail and storyboard sprite from the graph's image branches.
+fn image_outputs(req: &TranscodeRequest) -> Vec<String> {
+    let mut args = Vec::new();
     let img = req.out_dir.join(images::DIR);
     for (label, name) in [("[poster]", images::POSTER), ("[thumb]", images::THUMBNAIL), ("[sprite]", images::SPRITE)] {
         args.extend([
@@ -206,11 +239,7 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
         ]);
     }
 
-    let mut dash_reps: Vec<String> = req.renditions.iter().map(|r| r.name.clone()).collect();
-    if has_audio {
-        dash_reps.push(AUDIO_REP.to_string());
-    }
-    Plan { args, hls_playlists, dash_dir, dash_reps }
+    args
 }
 
 /// RFC 6381 codecs string from the `avcC` box of an init segment (`avc1.PPCCLL`).
@@ -291,7 +320,7 @@ fn scan(req: &TranscodeRequest, plan: &Plan, seen: &mut Seen, events: &mut Event
                 if *done == 0 {
                     let init = plan.dash_dir.join(format!("init-{idx}.m4s"));
                     let data = std::fs::read(&init).map_err(|e| pkg(format!("{}: {e}", init.display())))?;
-                    crate::packaging::write_atomic(&dir.join("init00000.mp4"), &data).map_err(|e| pkg(e.to_string()))?;
+                    crate::packaging::write_atomic(&dir.join(crate::packaging::DASH_INIT), &data).map_err(|e| pkg(e.to_string()))?;
                     if name != AUDIO_REP {
                         if let Some(codecs) = avc_codecs_from_init(&data) {
                             events(TranscodeEvent::VideoCodec { rung: name.clone(), codecs }).map_err(pkg)?;
@@ -333,6 +362,44 @@ fn report_images(req: &TranscodeRequest, events: &mut EventSink<'_>) -> Result<(
 /// first: dash-mpd rejects them).
 fn parse_ffmpeg_mpd(text: &str) -> Result<dash_mpd::MPD, String> {
     dash_mpd::parse(text).map_err(|e| e.to_string())
+}
+
+/// Positions (seconds) from ffmpeg's `-progress` lines, read on their own thread.
+fn progress_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<f64> {
+    let (tx, rx) = mpsc::channel::<f64>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.trim().parse::<i64>().ok()) {
+                if us >= 0 && tx.send(us as f64 / 1e6).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The last 4,000 bytes of ffmpeg's stderr, kept by their own thread for the error message.
+fn stderr_keeper(mut stderr: std::process::ChildStderr) -> Arc<Mutex<String>> {
+    let tail = Arc::new(Mutex::new(String::new()));
+    let tail2 = tail.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut t) = tail2.lock() {
+                t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if t.len() > 4000 {
+                    let cut = t.len() - 4000;
+                    let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+                    t.drain(..cut);
+                }
+            }
+        }
+    });
+    tail
 }
 
 fn stderr_tail(buf: &Mutex<String>) -> String {
@@ -378,10 +445,8 @@ impl Transcoder for FfmpegTranscoder {
             let _ = std::fs::remove_file(req.scratch_dir.join("hls.key"));
             let _ = std::fs::remove_file(req.scratch_dir.join("hls.keyinfo"));
         }
-        if result.is_ok() {
-            if std::env::var_os("CASCADE_KEEP_WORK").is_none() {
-                let _ = std::fs::remove_dir_all(&work);
-            }
+        if result.is_ok() && !req.keep_work {
+            let _ = std::fs::remove_dir_all(&work);
         }
         result
     }
@@ -408,36 +473,10 @@ impl FfmpegTranscoder {
         let mut child = KillOnDrop(child);
         info!(renditions = req.renditions.len(), "ffmpeg running");
 
-        let (tx, rx) = mpsc::channel::<f64>();
         let stdout = child.0.stdout.take().ok_or_else(|| TranscodeError::Build("no stdout".into()))?;
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.trim().parse::<i64>().ok()) {
-                    if us >= 0 && tx.send(us as f64 / 1e6).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let tail = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.0.stderr.take().ok_or_else(|| TranscodeError::Build("no stderr".into()))?;
-        let tail2 = tail.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut t) = tail2.lock() {
-                    t.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    if t.len() > 4000 {
-                        let cut = t.len() - 4000;
-                        let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
-                        t.drain(..cut);
-                    }
-                }
-            }
-        });
+        let rx = progress_reader(stdout);
+        let stderr = child.0.stderr.take().ok_or_else(|| TranscodeError::Build("no stderr".into()))?;
+        let tail = stderr_keeper(stderr);
 
         let mut watchdog = Watchdog::new(req, cancel);
         let mut position = -1.0f64;
@@ -512,6 +551,7 @@ mod tests {
             stall_timeout: Duration::from_secs(60),
             max_wall: Duration::from_secs(600),
             growing: None,
+            keep_work: false,
         }
     }
 

@@ -302,8 +302,8 @@ fn image_branch(
 /// An `appsrc` that reads a file while the upload is still writing it: bounded (4 MiB queued at
 /// most; the reader waits when the pipeline is slower), EOS when the upload completes, an error
 /// when it breaks off. The reader stops when the pipeline shuts down (pushes are refused).
-fn growing_source(path: &Path, growing: Arc<crate::ingest::Growing>) -> Result<gst::Element, TranscodeError> {
-    use crate::ingest::UploadState;
+fn growing_source(path: &Path, growing: Arc<crate::upload::Growing>) -> Result<gst::Element, TranscodeError> {
+    use crate::upload::UploadState;
     use gstreamer_app as gst_app;
     use std::io::Read;
     init_gstreamer().map_err(TranscodeError::Build)?;

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::ladder::{Ladder, Rendition};
-use crate::packaging::crypto::KeyMaterial;
+use crate::model::KeyMaterial;
 use crate::packaging::Track;
 use crate::probe::MediaInfo;
 
@@ -32,7 +32,9 @@ pub struct TranscodeRequest {
     /// Fail when the whole job takes longer than this.
     pub max_wall: Duration,
     /// Set while `input` is still being uploaded (streaming ingest, GStreamer only).
-    pub growing: Option<std::sync::Arc<crate::ingest::Growing>>,
+    pub growing: Option<std::sync::Arc<crate::upload::Growing>>,
+    /// Keep the back end's work files (FFmpeg's scratch dir) for debugging.
+    pub keep_work: bool,
 }
 
 impl TranscodeRequest {

@@ -1,131 +1,16 @@
-//! The sled store: typed records for videos, jobs and keys. `Store` is synchronous;
-//! `AsyncStore` runs every call on the blocking pool so sled never blocks the executor.
+//! The embedded store on sled: trees `videos`, `jobs` and `keys` of JSON records. Synchronous:
+//! async code reaches it through [`super::AsyncStore`].
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use crate::error::AppError;
-use crate::packaging::crypto::KeyMaterial;
-use crate::packaging::RenditionSummary;
-use crate::probe::MediaInfo;
-
-/// Lifecycle of a video.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Queued,
-    Processing,
-    Ready,
-    Failed,
-}
-
-impl Status {
-    /// Whether the video will not change any more.
-    pub fn is_final(self) -> bool {
-        matches!(self, Status::Ready | Status::Failed)
-    }
-}
-
-/// Why a video failed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ErrorInfo {
-    pub code: String,
-    pub message: String,
-}
-
-/// The source as shown to users.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SourceInfo {
-    pub duration_s: f64,
-    pub width: u32,
-    pub height: u32,
-    pub fps: f64,
-    pub rotation: u32,
-    pub video_codec: String,
-    pub audio_codec: Option<String>,
-    pub container: Option<String>,
-}
-
-impl SourceInfo {
-    /// Summary of a probe result (display size, after rotation).
-    pub fn from_media(m: &MediaInfo) -> Option<SourceInfo> {
-        let v = m.video.as_ref()?;
-        Some(SourceInfo {
-            duration_s: m.duration_s,
-            width: v.display_width,
-            height: v.display_height,
-            fps: if v.fps_den > 0 { v.fps_num as f64 / v.fps_den as f64 } else { 0.0 },
-            rotation: v.rotation,
-            video_codec: v.codec.clone(),
-            audio_codec: m.audio.as_ref().map(|a| a.codec.clone()),
-            container: m.container.clone(),
-        })
-    }
-}
-
-/// One uploaded video.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct VideoRecord {
-    pub id: String,
-    pub title: String,
-    pub original_name: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub status: Status,
-    pub progress: f64,
-    pub playable: bool,
-    pub error: Option<ErrorInfo>,
-    /// `gstreamer` or `ffmpeg`: the back end that produced (or last tried) the output.
-    pub backend: Option<String>,
-    /// Why the first back end failed when another one produced the output.
-    pub fallback_reason: Option<String>,
-    pub source: Option<SourceInfo>,
-    pub renditions: Vec<RenditionSummary>,
-    /// Manifest paths relative to the video's media dir, once published.
-    pub manifests: Option<Manifests>,
-    pub upload_bytes: u64,
-    /// Runs of the job so far (a crash mid-run counts).
-    pub attempts: u32,
-    /// Images available under `images/` (file names).
-    #[serde(default)]
-    pub images: Vec<String>,
-    /// Transcoding started while the upload was still arriving.
-    #[serde(default)]
-    pub streamed: bool,
-    /// The uploading client's own reference (`?ref=`), to find the record during the upload.
-    #[serde(default)]
-    pub client_ref: Option<String>,
-}
-
-/// Manifest paths relative to the video's media directory.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Manifests {
-    pub hls: String,
-    pub dash: String,
-}
-
-/// Where a job is.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Running,
-}
-
-/// A transcode job; exists while the video is queued or processing.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct JobRecord {
-    pub video_id: String,
-    pub state: JobState,
-    /// Queue order (monotonic).
-    pub seq: u64,
-    pub enqueued_at: DateTime<Utc>,
-}
+use super::StoreError;
+use crate::model::{JobRecord, JobState, KeyMaterial, Status, VideoRecord};
 
 /// The synchronous store.
 pub struct Store {
@@ -135,15 +20,15 @@ pub struct Store {
     keys: sled::Tree,
 }
 
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, AppError> {
-    serde_json::to_vec(v).map_err(|e| AppError::Internal(e.to_string()))
+fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
-fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, AppError> {
-    serde_json::from_slice(b).map_err(|e| AppError::Store(format!("corrupt record: {e}")))
+fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn tx_err(e: TransactionError<AppError>) -> AppError {
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => e.into(),
@@ -152,18 +37,18 @@ fn tx_err(e: TransactionError<AppError>) -> AppError {
 
 impl Store {
     /// Opens (or creates) the database at `path`.
-    pub fn open(path: &Path) -> Result<Store, AppError> {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(path).open()?;
         Ok(Store { videos: db.open_tree("videos")?, jobs: db.open_tree("jobs")?, keys: db.open_tree("keys")?, db })
     }
 
     /// Inserts a new video with its queued job and key, atomically.
-    pub fn create(&self, video: &VideoRecord, key: &KeyMaterial) -> Result<JobRecord, AppError> {
+    pub fn create(&self, video: &VideoRecord, key: &KeyMaterial) -> Result<JobRecord, StoreError> {
         self.create_with(video, key, JobState::Queued)
     }
 
     /// Inserts a new video, its key and its job in `state` (running: a streaming ingest owns it).
-    pub fn create_with(&self, video: &VideoRecord, key: &KeyMaterial, state: JobState) -> Result<JobRecord, AppError> {
+    pub fn create_with(&self, video: &VideoRecord, key: &KeyMaterial, state: JobState) -> Result<JobRecord, StoreError> {
         let seq = self.db.generate_id()?;
         let job = JobRecord { video_id: video.id.clone(), state, seq, enqueued_at: Utc::now() };
         let (v, j, k) = (enc(video)?, enc(&job)?, enc(key)?);
@@ -172,21 +57,21 @@ impl Store {
                 videos.insert(video.id.as_bytes(), v.clone())?;
                 jobs.insert(video.id.as_bytes(), j.clone())?;
                 keys.insert(video.id.as_bytes(), k.clone())?;
-                Ok::<_, ConflictableTransactionError<AppError>>(())
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
             .map_err(tx_err)?;
         Ok(job)
     }
 
     /// A video by id.
-    pub fn get(&self, id: &str) -> Result<Option<VideoRecord>, AppError> {
+    pub fn get(&self, id: &str) -> Result<Option<VideoRecord>, StoreError> {
         self.videos.get(id.as_bytes())?.map(|b| dec(&b)).transpose()
     }
 
     /// Every video, newest first.
-    pub fn list(&self) -> Result<Vec<VideoRecord>, AppError> {
+    pub fn list(&self) -> Result<Vec<VideoRecord>, StoreError> {
         let mut out = self.videos.iter().values().map(|r| dec::<VideoRecord>(&r?)).collect::<Result<Vec<_>, _>>()?;
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        out.sort_by_key(|v| std::cmp::Reverse(v.created_at));
         Ok(out)
     }
 
@@ -194,13 +79,12 @@ impl Store {
     /// queued one. Records and jobs are separate trees: a record read just before its job was
     /// claimed would look queued without a position, so such a record is read again after the jobs
     /// (the claim updates both in one transaction).
-    pub fn with_positions(&self, only: Option<&str>) -> Result<Vec<(VideoRecord, Option<usize>)>, AppError> {
+    pub fn with_positions(&self, only: Option<&str>) -> Result<Vec<(VideoRecord, Option<usize>)>, StoreError> {
         let recs = match only {
             Some(id) => self.get(id)?.into_iter().collect(),
             None => self.list()?,
         };
-        let positions: std::collections::HashMap<String, usize> =
-            self.jobs()?.into_iter().filter(|j| j.state == JobState::Queued).enumerate().map(|(i, j)| (j.video_id, i + 1)).collect();
+        let positions = self.queue_positions()?;
         recs.into_iter()
             .map(|r| {
                 let pos = positions.get(&r.id).copied();
@@ -214,7 +98,7 @@ impl Store {
     }
 
     /// Applies `f` to a video atomically (compare-and-swap); `None` when it does not exist.
-    pub fn update(&self, id: &str, mut f: impl FnMut(&mut VideoRecord)) -> Result<Option<VideoRecord>, AppError> {
+    pub fn update(&self, id: &str, mut f: impl FnMut(&mut VideoRecord)) -> Result<Option<VideoRecord>, StoreError> {
         loop {
             let Some(old) = self.videos.get(id.as_bytes())? else { return Ok(None) };
             let mut rec: VideoRecord = dec(&old)?;
@@ -229,27 +113,38 @@ impl Store {
     }
 
     /// Removes a video, its job and its key, atomically. Returns whether it existed.
-    pub fn delete(&self, id: &str) -> Result<bool, AppError> {
+    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
         (&self.videos, &self.jobs, &self.keys)
             .transaction(|(videos, jobs, keys)| {
                 let existed = videos.remove(id.as_bytes())?.is_some();
                 jobs.remove(id.as_bytes())?;
                 keys.remove(id.as_bytes())?;
-                Ok::<_, ConflictableTransactionError<AppError>>(existed)
+                Ok::<_, ConflictableTransactionError<StoreError>>(existed)
             })
             .map_err(tx_err)
     }
 
     /// The key of a video.
-    pub fn key(&self, id: &str) -> Result<Option<KeyMaterial>, AppError> {
+    pub fn key(&self, id: &str) -> Result<Option<KeyMaterial>, StoreError> {
         self.keys.get(id.as_bytes())?.map(|b| dec(&b)).transpose()
     }
 
     /// Every job, in queue order.
-    pub fn jobs(&self) -> Result<Vec<JobRecord>, AppError> {
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         let mut out = self.jobs.iter().values().map(|r| dec::<JobRecord>(&r?)).collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|j| j.seq);
         Ok(out)
+    }
+
+    /// 1-based positions of the queued jobs, by video id.
+    pub fn queue_positions(&self) -> Result<HashMap<String, usize>, StoreError> {
+        Ok(self.jobs()?.into_iter().filter(|j| j.state == JobState::Queued).enumerate().map(|(i, j)| (j.video_id, i + 1)).collect())
+    }
+
+    /// Flushes sled's log: call before acknowledging what must survive a crash.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     /// Claims the oldest queued job (compare-and-swap, so two workers never get the same one).
@@ -257,7 +152,7 @@ impl Store {
     /// The job turns `running` and its video `processing` (a new attempt, everything of an earlier
     /// run cleared) in one transaction, so no reader ever sees a queued video without a queued job.
     /// A job whose video is gone is dropped.
-    pub fn claim_next(&self) -> Result<Option<(JobRecord, VideoRecord)>, AppError> {
+    pub fn claim_next(&self) -> Result<Option<(JobRecord, VideoRecord)>, StoreError> {
         for job in self.jobs()? {
             if job.state != JobState::Queued {
                 continue;
@@ -279,12 +174,7 @@ impl Store {
                     let mut v: VideoRecord = dec(&v).map_err(ConflictableTransactionError::Abort)?;
                     v.status = Status::Processing;
                     v.attempts += 1;
-                    v.progress = 0.0;
-                    v.playable = false;
-                    v.error = None;
-                    v.renditions.clear();
-                    v.images.clear();
-                    v.manifests = None;
+                    v.reset_output();
                     v.updated_at = Utc::now();
                     jobs.insert(key.as_bytes(), claimed_bytes.clone())?;
                     videos.insert(key.as_bytes(), enc(&v).map_err(ConflictableTransactionError::Abort)?)?;
@@ -299,7 +189,7 @@ impl Store {
     }
 
     /// Puts a job back in the queue (at the front: it keeps its sequence number).
-    pub fn requeue(&self, id: &str) -> Result<(), AppError> {
+    pub fn requeue(&self, id: &str) -> Result<(), StoreError> {
         if let Some(b) = self.jobs.get(id.as_bytes())? {
             let job: JobRecord = dec(&b)?;
             self.jobs.insert(id.as_bytes(), enc(&JobRecord { state: JobState::Queued, ..job })?)?;
@@ -308,13 +198,13 @@ impl Store {
     }
 
     /// Removes a finished job.
-    pub fn finish_job(&self, id: &str) -> Result<(), AppError> {
+    pub fn finish_job(&self, id: &str) -> Result<(), StoreError> {
         self.jobs.remove(id.as_bytes())?;
         Ok(())
     }
 
     /// Jobs a previous process left running: back to queued. Returns their ids.
-    pub fn recover_running(&self) -> Result<Vec<String>, AppError> {
+    pub fn recover_running(&self) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         for job in self.jobs()? {
             if job.state == JobState::Running {
@@ -326,60 +216,12 @@ impl Store {
     }
 }
 
-/// The store for async code: every call runs on the blocking pool.
-#[derive(Clone)]
-pub struct AsyncStore(Arc<Store>);
-
-impl AsyncStore {
-    /// Wraps a store.
-    pub fn new(store: Store) -> AsyncStore {
-        AsyncStore(Arc::new(store))
-    }
-
-    /// Runs `f` with the store off the async executor.
-    pub async fn run<R: Send + 'static>(&self, f: impl FnOnce(&Store) -> Result<R, AppError> + Send + 'static) -> Result<R, AppError> {
-        let s = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&s)).await.map_err(|e| AppError::Internal(format!("store task failed: {e}")))?
-    }
-
-    /// The store itself, for code already on the blocking pool.
-    pub fn blocking(&self) -> Arc<Store> {
-        self.0.clone()
-    }
-
-    /// Flushes sled's log (awaited): call before acknowledging what must survive a crash.
-    pub async fn flush(&self) -> Result<(), AppError> {
-        self.0.db.flush_async().await?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub fn video(id: &str) -> VideoRecord {
-        VideoRecord {
-            id: id.into(),
-            title: "t".into(),
-            original_name: None,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-            status: Status::Queued,
-            progress: 0.0,
-            playable: false,
-            error: None,
-            backend: None,
-            fallback_reason: None,
-            source: None,
-            renditions: vec![],
-            manifests: None,
-            upload_bytes: 0,
-            attempts: 0,
-            images: vec![],
-            streamed: false,
-            client_ref: None,
-        }
+    fn video(id: &str) -> VideoRecord {
+        VideoRecord::new(id, Some("t".into()), None, 0)
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Token-checked media: `/play/{token}/{path}` serves playlists, MPDs, segments and the key of the
 //! video the token was minted for, with explicit MIME types, Cache-Control and Range support.
 
+pub mod cache;
+
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -120,7 +122,7 @@ pub async fn serve(
     range: Option<String>,
     head_only: bool,
 ) -> Result<warp::reply::Response, AppError> {
-    let video_id = app.signer.verify(&token, now_unix()).map_err(|e| AppError::Forbidden(e.to_string()))?;
+    let video_id = app.signer.verify(&token, now_unix())?;
     let rel = safe_relative(&tail).ok_or_else(not_found)?;
     if rel == Path::new("hls").join("key") {
         let id = video_id.clone();
@@ -168,7 +170,7 @@ pub async fn serve(
     let (data, total, range_used) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         // The status is read before the file is opened: a file opened once the video is ready
         // is final (a retried job rewrites its files only before that).
-        let ready = may_cache && store.get(&video_id)?.is_some_and(|r| r.status == crate::store::Status::Ready);
+        let ready = may_cache && store.get(&video_id)?.is_some_and(|r| r.status == crate::model::Status::Ready);
         let (mut f, len) = open_inside(&root, &rel)?;
         let range = parse_range(range.as_deref(), len).map_err(|_| AppError::RangeNotSatisfiable(len))?;
         use std::io::{Read, Seek, SeekFrom};

@@ -1,0 +1,206 @@
+//! Record types shared by the store, the job runner, packaging and the HTTP layer. This module
+//! depends on none of them: a record knows nothing of where it is kept or how it is shown.
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+/// Longest title kept.
+pub const MAX_TITLE: usize = 200;
+
+/// Lifecycle of a video.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Processing,
+    Ready,
+    Failed,
+}
+
+impl Status {
+    /// Whether the video will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Ready | Status::Failed)
+    }
+}
+
+/// Why a video failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+}
+
+/// The source as shown to users.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceInfo {
+    pub duration_s: f64,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub rotation: u32,
+    pub video_codec: String,
+    pub audio_codec: Option<String>,
+    pub container: Option<String>,
+}
+
+/// A rendition as reported in the video record once packaged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RenditionSummary {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// Peak bits per second (HLS BANDWIDTH), measured once finished.
+    pub bandwidth: u64,
+    /// Average bits per second.
+    pub average_bandwidth: u64,
+    pub codecs: String,
+}
+
+/// One uploaded video. Serialized as it is into the store and, flattened, into the API view.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VideoRecord {
+    pub id: String,
+    pub title: String,
+    pub original_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub status: Status,
+    pub progress: f64,
+    pub playable: bool,
+    pub error: Option<ErrorInfo>,
+    /// `gstreamer` or `ffmpeg`: the back end that produced (or last tried) the output.
+    pub backend: Option<String>,
+    /// Why an earlier back end failed when another one ran after it.
+    pub fallback_reason: Option<String>,
+    pub source: Option<SourceInfo>,
+    pub renditions: Vec<RenditionSummary>,
+    pub upload_bytes: u64,
+    /// Runs of the job so far (a crash mid-run counts).
+    pub attempts: u32,
+    /// Images available under `images/` (file names). Named `image_files` so the API view can
+    /// flatten the record beside its `images` URLs; older records said `images`.
+    #[serde(default, rename = "image_files", alias = "images")]
+    pub images: Vec<String>,
+    /// Transcoding started while the upload was still arriving.
+    #[serde(default)]
+    pub streamed: bool,
+    /// The uploading client's own reference (`?ref=`), to find the record during the upload.
+    #[serde(default)]
+    pub client_ref: Option<String>,
+}
+
+impl VideoRecord {
+    /// A new queued video. The title is the given one, else the file name without its extension.
+    pub fn new(id: &str, title: Option<String>, original_name: Option<String>, upload_bytes: u64) -> VideoRecord {
+        let now = Utc::now();
+        let title = title
+            .or_else(|| original_name.as_ref().map(|n| n.rsplit_once('.').map_or(n.as_str(), |(a, _)| a).to_string()))
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "Untitled video".into());
+        VideoRecord {
+            id: id.to_string(),
+            title,
+            original_name,
+            created_at: now,
+            updated_at: now,
+            status: Status::Queued,
+            progress: 0.0,
+            playable: false,
+            error: None,
+            backend: None,
+            fallback_reason: None,
+            source: None,
+            renditions: vec![],
+            upload_bytes,
+            attempts: 0,
+            images: vec![],
+            streamed: false,
+            client_ref: None,
+        }
+    }
+
+    /// Forgets everything an earlier run of the job produced (a new run starts from scratch).
+    pub fn reset_output(&mut self) {
+        self.progress = 0.0;
+        self.playable = false;
+        self.error = None;
+        self.renditions.clear();
+        self.images.clear();
+    }
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+}
+
+/// A transcode job; exists while the video is queued or processing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobRecord {
+    pub video_id: String,
+    pub state: JobState,
+    /// Queue order (monotonic).
+    pub seq: u64,
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// One video's AES-128 key and IV. The IV is random per video and written explicitly in
+/// `#EXT-X-KEY` (so it does not depend on media sequence numbers, which differ between back ends).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyMaterial {
+    pub key: [u8; 16],
+    pub iv: [u8; 16],
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMaterial(<redacted>)")
+    }
+}
+
+impl KeyMaterial {
+    /// Fresh key and IV from the operating system's CSPRNG.
+    pub fn generate() -> KeyMaterial {
+        let mut key = [0u8; 16];
+        let mut iv = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        rand::rngs::OsRng.fill_bytes(&mut iv);
+        KeyMaterial { key, iv }
+    }
+
+    /// The IV as written in a playlist: `0x` and 32 hex digits.
+    pub fn iv_hex(&self) -> String {
+        format!("0x{}", hex::encode(self.iv))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_record_titles() {
+        assert_eq!(VideoRecord::new("a", Some("T".into()), Some("x.mp4".into()), 1).title, "T");
+        assert_eq!(VideoRecord::new("a", None, Some("clip.final.mp4".into()), 1).title, "clip.final");
+        assert_eq!(VideoRecord::new("a", None, Some("noext".into()), 1).title, "noext");
+        assert_eq!(VideoRecord::new("a", None, None, 1).title, "Untitled video");
+        assert_eq!(VideoRecord::new("a", None, Some(".mp4".into()), 1).title, "Untitled video");
+    }
+
+    /// Records written before `manifests` was dropped (and with unknown fields) still load.
+    #[test]
+    fn old_records_load() {
+        let mut v = serde_json::to_value(VideoRecord::new("a", None, None, 0)).unwrap();
+        v["manifests"] = serde_json::json!({"hls": "hls/master.m3u8", "dash": "dash/manifest.mpd"});
+        v.as_object_mut().unwrap().remove("image_files");
+        v["images"] = serde_json::json!(["poster.jpg"]);
+        let back: VideoRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back.id, "a");
+        assert_eq!(back.images, ["poster.jpg"]);
+    }
+}

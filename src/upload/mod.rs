@@ -1,0 +1,225 @@
+//! Receiving a file: everything between the first byte of an upload and its record. The HTTP
+//! layer hands a protocol's body to a receiver here (`multipart` today; the resumable-upload
+//! issue adds tus beside it); every receiver feeds an [`Intake`], which writes the file at disk
+//! speed (`staging`), recognises from the first bytes whether the file can be transcoded while it
+//! arrives (`sniff`), starts that streamed transcode (through `jobs`, reading a [`Growing`] file),
+//! and records the video once the last byte is durably on disk.
+
+mod growing;
+pub mod multipart;
+mod sniff;
+mod staging;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+pub use growing::{Growing, UploadState};
+
+use crate::app::{remove_dir_off_executor, App};
+use crate::error::AppError;
+use crate::model::{KeyMaterial, VideoRecord, MAX_TITLE};
+use staging::UploadFile;
+
+/// Bytes looked at before giving up on recognising a streamable container.
+const SNIFF_LIMIT: usize = 1 << 20;
+
+/// Free bytes on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Refuses an upload before any byte is read: the server is stopping, the queue is full, the
+/// declared size is over the limit or would not fit on the disk.
+pub async fn admit(app: &App, declared_len: Option<u64>) -> Result<(), AppError> {
+    if app.is_shutting_down() {
+        return Err(AppError::ShuttingDown);
+    }
+    let limit = app.config.max_upload_bytes;
+    // A multipart body carries a little more than the file: boundaries and part headers.
+    if declared_len.is_some_and(|n| n > limit + 64 * 1024) {
+        return Err(AppError::TooLarge { limit });
+    }
+    let queued = app.store.run(|s| s.jobs()).await?.len();
+    if queued >= app.config.max_queued {
+        return Err(AppError::QueueFull(queued));
+    }
+    if let Some(free) = free_bytes(&app.config.data_dir) {
+        if free < app.config.min_free_bytes + declared_len.unwrap_or(0) {
+            return Err(AppError::InsufficientStorage { free });
+        }
+    }
+    Ok(())
+}
+
+/// What a client said about its upload besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct UploadMeta {
+    pub title: Option<String>,
+    pub original_name: Option<String>,
+    /// The client's own reference, to find the record while the body is still being sent.
+    pub client_ref: Option<String>,
+}
+
+impl UploadMeta {
+    /// Keeps a title the way records store it: trimmed, at most `MAX_TITLE` characters, none if empty.
+    pub fn set_title(&mut self, raw: &str) {
+        let t: String = raw.trim().chars().take(MAX_TITLE).collect();
+        self.title = Some(t).filter(|t| !t.is_empty());
+    }
+
+    fn record(&self, id: &str, bytes: u64) -> VideoRecord {
+        VideoRecord { client_ref: self.client_ref.clone(), ..VideoRecord::new(id, self.title.clone(), self.original_name.clone(), bytes) }
+    }
+}
+
+/// How far the decision about transcoding while the upload arrives has got.
+enum Streaming {
+    /// Still reading the first bytes (kept here) to recognise the container.
+    Sniffing(Vec<u8>),
+    /// Not streamable, no slot was free, or streaming is off: the job is queued at the end.
+    No,
+    /// A transcode reads the file behind the upload.
+    Running,
+}
+
+/// One upload being received, whatever the protocol.
+pub struct Intake {
+    app: Arc<App>,
+    id: String,
+    file: Option<UploadFile>,
+    growing: Arc<Growing>,
+    streaming: Streaming,
+    bytes: u64,
+    pub meta: UploadMeta,
+}
+
+impl Intake {
+    /// Starts receiving a new video's file.
+    pub async fn create(app: Arc<App>, meta: UploadMeta) -> Result<Intake, AppError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        tokio::fs::create_dir_all(app.upload_dir(&id)).await?;
+        let file = match UploadFile::create(&app.partial_source_path(&id)).await {
+            Ok(f) => f,
+            Err(e) => {
+                remove_dir_off_executor(app.upload_dir(&id)).await;
+                return Err(e);
+            }
+        };
+        let streaming = if app.config.stream_ingest { Streaming::Sniffing(Vec::new()) } else { Streaming::No };
+        Ok(Intake { app, id, file: Some(file), growing: Arc::new(Growing::new()), streaming, bytes: 0, meta })
+    }
+
+    /// Appends the next bytes of the file.
+    pub async fn push(&mut self, data: &[u8]) -> Result<(), AppError> {
+        let limit = self.app.config.max_upload_bytes;
+        self.bytes += data.len() as u64;
+        if self.bytes > limit {
+            return Err(AppError::TooLarge { limit });
+        }
+        let file = self.file.as_mut().ok_or_else(|| AppError::Internal("upload already finished".into()))?;
+        file.push(data).await?;
+        match &mut self.streaming {
+            Streaming::Running => {
+                // The pipeline reads the file behind us: every byte it hears of must be in it.
+                file.write_through().await?;
+                self.growing.written_up_to(self.bytes);
+            }
+            Streaming::Sniffing(prefix) => {
+                let room = SNIFF_LIMIT.saturating_sub(prefix.len());
+                prefix.extend_from_slice(&data[..data.len().min(room)]);
+                match sniff::streamable(prefix) {
+                    None if prefix.len() < SNIFF_LIMIT => {}
+                    Some(true) => self.start_streaming().await?,
+                    _ => self.streaming = Streaming::No,
+                }
+            }
+            Streaming::No => {}
+        }
+        Ok(())
+    }
+
+    /// Starts transcoding while the upload arrives, if a transcode slot is free now.
+    async fn start_streaming(&mut self) -> Result<(), AppError> {
+        self.streaming = Streaming::No;
+        let Some(slot) = crate::jobs::try_take_slot(&self.app) else {
+            info!(video_id = %self.id, "streamable upload, but every transcode slot is busy: it will be queued");
+            return Ok(());
+        };
+        // Everything received so far goes to disk before the pipeline hears of it.
+        if let Some(file) = self.file.as_mut() {
+            file.write_through().await?;
+        }
+        self.growing.written_up_to(self.bytes);
+        let rec = VideoRecord { streamed: true, ..self.meta.record(&self.id, self.bytes) };
+        crate::jobs::start_streamed(&self.app, rec, KeyMaterial::generate(), self.growing.clone(), slot).await?;
+        self.streaming = Streaming::Running;
+        Ok(())
+    }
+
+    /// The last byte arrived: makes the file durable and records the video (queueing its job, or
+    /// completing the record of the streamed transcode already running).
+    pub async fn finish(mut self) -> Result<VideoRecord, AppError> {
+        match self.complete().await {
+            Ok(rec) => Ok(rec),
+            Err(e) => {
+                self.abort(&e).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn complete(&mut self) -> Result<VideoRecord, AppError> {
+        if let Some(file) = self.file.take() {
+            file.finish().await?;
+        }
+        tokio::fs::rename(self.app.partial_source_path(&self.id), self.app.source_path(&self.id)).await?;
+        self.growing.finish();
+        let app = &self.app;
+        let id = self.id.clone();
+        let rec = if matches!(self.streaming, Streaming::Running) {
+            let (bytes, title) = (self.bytes, self.meta.title.clone());
+            let id2 = id.clone();
+            app.store
+                .run(move |s| {
+                    s.update(&id2, |v| {
+                        v.upload_bytes = bytes;
+                        if let Some(t) = &title {
+                            v.title = t.clone();
+                        }
+                    })
+                })
+                .await?
+                .ok_or_else(|| AppError::NotFound(format!("video {id} was deleted during its upload")))?
+        } else {
+            let rec = self.meta.record(&id, self.bytes);
+            let r2 = rec.clone();
+            app.store.run(move |s| s.create(&r2, &KeyMaterial::generate())).await?;
+            rec
+        };
+        // The upload is acknowledged only once the store has it on disk.
+        app.store.flush().await?;
+        info!(video_id = %id, bytes = self.bytes, streamed = rec.streamed, "upload complete");
+        app.notify(&rec);
+        app.wake.notify_waiters();
+        Ok(rec)
+    }
+
+    /// The upload broke off or was refused: nothing of it stays behind, and a streamed transcode
+    /// of it is stopped and forgotten with it.
+    pub async fn abort(mut self, why: &AppError) {
+        self.growing.abort();
+        self.file = None;
+        if matches!(self.streaming, Streaming::Running) {
+            let id = self.id.clone();
+            let _ = self.app.store.run(move |s| s.delete(&id)).await;
+            let _ = self.app.store.flush().await;
+            crate::jobs::cancel(&self.app, &self.id);
+            remove_dir_off_executor(self.app.media_dir(&self.id)).await;
+        }
+        remove_dir_off_executor(self.app.upload_dir(&self.id)).await;
+        warn!(video_id = %self.id, error = %why, "upload refused");
+    }
+}
