@@ -26,6 +26,8 @@ pub const AUDIO_REP: &str = "audio";
 pub const HLS_MASTER: &str = "hls/master.m3u8";
 /// DASH manifest path under the video's media dir.
 pub const DASH_MPD: &str = "dash/manifest.mpd";
+/// Init segment name inside each DASH representation dir.
+pub const DASH_INIT: &str = "init00000.mp4";
 /// HLS media playlist name inside each rung dir.
 pub const HLS_MEDIA: &str = "index.m3u8";
 /// URI of the key relative to a media playlist (`hls/{rung}/index.m3u8` → `hls/key`).

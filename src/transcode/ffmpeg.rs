@@ -17,7 +17,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder, Watchdog};
-use crate::packaging::{images, Track, AUDIO_REP};
+use crate::packaging::{images, Track, AUDIO_REP, DASH_INIT};
 
 /// The FFmpeg back end.
 #[derive(Debug, Default, Clone, Copy)]
@@ -291,7 +291,7 @@ fn scan(req: &TranscodeRequest, plan: &Plan, seen: &mut Seen, events: &mut Event
                 if *done == 0 {
                     let init = plan.dash_dir.join(format!("init-{idx}.m4s"));
                     let data = std::fs::read(&init).map_err(|e| pkg(format!("{}: {e}", init.display())))?;
-                    crate::packaging::write_atomic(&dir.join("init00000.mp4"), &data).map_err(|e| pkg(e.to_string()))?;
+                    crate::packaging::write_atomic(&dir.join(DASH_INIT), &data).map_err(|e| pkg(e.to_string()))?;
                     if name != AUDIO_REP {
                         if let Some(codecs) = avc_codecs_from_init(&data) {
                             events(TranscodeEvent::VideoCodec { rung: name.clone(), codecs }).map_err(pkg)?;
@@ -378,10 +378,8 @@ impl Transcoder for FfmpegTranscoder {
             let _ = std::fs::remove_file(req.scratch_dir.join("hls.key"));
             let _ = std::fs::remove_file(req.scratch_dir.join("hls.keyinfo"));
         }
-        if result.is_ok() {
-            if std::env::var_os("CASCADE_KEEP_WORK").is_none() {
-                let _ = std::fs::remove_dir_all(&work);
-            }
+        if result.is_ok() && std::env::var_os("CASCADE_KEEP_WORK").is_none() {
+            let _ = std::fs::remove_dir_all(&work);
         }
         result
     }
@@ -481,39 +479,7 @@ impl FfmpegTranscoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ladder::Ladder;
-    use crate::probe::{AudioInfo, MediaInfo, VideoInfo};
-
-    fn request(audio: bool) -> TranscodeRequest {
-        let ladder = Ladder::parse(include_str!("../../pipelines/ladder.toml")).unwrap();
-        let renditions = ladder.renditions_for(1280, 720);
-        TranscodeRequest {
-            input: PathBuf::from("/in/source"),
-            out_dir: PathBuf::from("/out"),
-            scratch_dir: PathBuf::from("/scratch"),
-            media: MediaInfo {
-                duration_s: 10.0,
-                container: None,
-                video: Some(VideoInfo {
-                    codec: "video/x-h264".into(),
-                    width: 1280,
-                    height: 720,
-                    display_width: 1280,
-                    display_height: 720,
-                    fps_num: 30,
-                    fps_den: 1,
-                    rotation: 0,
-                }),
-                audio: audio.then(|| AudioInfo { codec: "audio/mpeg".into(), channels: 2, sample_rate: 44100 }),
-            },
-            ladder,
-            renditions,
-            key: None,
-            stall_timeout: Duration::from_secs(60),
-            max_wall: Duration::from_secs(600),
-            growing: None,
-        }
-    }
+    use crate::transcode::test_support::request;
 
     fn value_after<'a>(args: &'a [String], flag: &str) -> &'a str {
         let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} missing in {args:?}"));
