@@ -44,13 +44,45 @@ fn s(v: impl Into<String>) -> String {
 
 /// Builds the ffmpeg arguments (never through a shell). Pure: unit-tested below.
 pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Plan {
-    let (fn_, fd) = req.fps();
-    let gop = req.ladder.gop_frames(fn_, fd);
     let n = req.renditions.len();
     let has_audio = req.media.audio.is_some();
-    let v = &req.ladder.video;
-    let a = &req.ladder.audio;
+    let graph = filter_graph(req);
+    let mut args: Vec<String> = vec![
+        s("-hide_banner"),
+        s("-nostdin"),
+        s("-y"),
+        s("-loglevel"),
+        s("error"),
+        s("-nostats"),
+        s("-progress"),
+        s("pipe:1"),
+        s("-i"),
+        req.input.to_string_lossy().to_string(),
+        s("-filter_complex"),
+        graph,
+    ];
+    for i in 0..n {
+        args.extend([s("-map"), format!("[v{i}]")]);
+    }
+    if has_audio {
+        args.extend([s("-map"), s("0:a:0")]);
+    }
+    args.extend(encoder_args(req));
+    let (slaves, hls_playlists, dash_dir) = tee_outputs(req, work, key_info);
+    args.extend([s("-f"), s("tee"), slaves]);
+    args.extend(image_outputs(req));
+    let mut dash_reps: Vec<String> = req.renditions.iter().map(|r| r.name.clone()).collect();
+    if has_audio {
+        dash_reps.push(AUDIO_REP.to_string());
+    }
+    Plan { args, hls_playlists, dash_dir, dash_reps }
+}
 
+/// The `-filter_complex` graph: the source at the output rate, split into one scaler per rung
+/// (or a larger rung's frames, see `scale_parent`) labelled `[v{i}]`, and the image filters.
+fn filter_graph(req: &TranscodeRequest) -> String {
+    let (fn_, fd) = req.fps();
+    let n = req.renditions.len();
     // A rung with `scale_from` is scaled from that rung's frames (as in the GStreamer back end),
     // the others from the source: parent[i] is the index of rung i's input rung, if any.
     let parent: Vec<Option<usize>> = (0..n).map(|i| req.scale_parent(i)).collect();
@@ -88,6 +120,13 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
             }
         }
     }
+    graph.push_str(&image_filters(req));
+    graph
+}
+
+/// Poster, thumbnail and storyboard filters on the source's last three split outputs
+/// (`[sp][st][ss]`), labelled `[poster]`, `[thumb]` and `[sprite]`.
+fn image_filters(req: &TranscodeRequest) -> String {
     let top = &req.renditions[0];
     let poster_at = req.media.duration_s * 0.1;
     let (pw, ph) = images::fit_width(top.width, top.height, images::POSTER_MAX_WIDTH);
@@ -95,32 +134,21 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
     let (sw, sh) = images::fit_width(top.width, top.height, images::TILE_WIDTH);
     let (interval, count) = images::storyboard_plan(req.media.duration_s);
     let (cols, rows) = (count.clamp(1, images::COLUMNS), count.div_ceil(images::COLUMNS).max(1));
-    graph.push_str(&format!(
+    format!(
         ";[sp]trim=start={poster_at:.3},trim=end_frame=1,scale={pw}:{ph}:flags=bicubic,setsar=1[poster]\
          ;[st]trim=start={poster_at:.3},trim=end_frame=1,scale={tw}:{th}:flags=bicubic,setsar=1[thumb]\
          ;[ss]fps=1/{interval},scale={sw}:{sh}:flags=bicubic,setsar=1,tile={cols}x{rows}[sprite]"
-    ));
+    )
+}
 
-    let mut args: Vec<String> = vec![
-        s("-hide_banner"),
-        s("-nostdin"),
-        s("-y"),
-        s("-loglevel"),
-        s("error"),
-        s("-nostats"),
-        s("-progress"),
-        s("pipe:1"),
-        s("-i"),
-        req.input.to_string_lossy().to_string(),
-        s("-filter_complex"),
-        graph,
-    ];
-    for i in 0..n {
-        args.extend([s("-map"), format!("[v{i}]")]);
-    }
-    if has_audio {
-        args.extend([s("-map"), s("0:a:0")]);
-    }
+/// Codec arguments: libx264 for every rung (one bitrate per output stream), AAC for the audio.
+fn encoder_args(req: &TranscodeRequest) -> Vec<String> {
+    let (fn_, fd) = req.fps();
+    let gop = req.ladder.gop_frames(fn_, fd);
+    let has_audio = req.media.audio.is_some();
+    let v = &req.ladder.video;
+    let a = &req.ladder.audio;
+    let mut args = Vec::new();
     // x264 exactly as the GStreamer back end configures x264enc: fixed GOP, no scene-cut
     // keyframes, closed GOPs, CBR-like VBV with a 600 ms buffer (x264enc's default).
     args.extend([
@@ -164,7 +192,14 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
             a.sample_rate.to_string(),
         ]);
     }
+    args
+}
 
+/// The `tee` muxer's slaves: one `hls` per rung (playlists into the work dir), one `dash` for all.
+/// Returns (the slaves joined for `-f tee`, each rung's playlist, the DASH dir).
+fn tee_outputs(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> (String, Vec<(String, PathBuf)>, PathBuf) {
+    let n = req.renditions.len();
+    let has_audio = req.media.audio.is_some();
     let mut slaves = Vec::new();
     let mut hls_playlists = Vec::new();
     for (i, r) in req.renditions.iter().enumerate() {
@@ -190,7 +225,12 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
         req.ladder.segment_seconds,
         dash_dir.join("manifest.mpd").display()
     ));
-    args.extend([s("-f"), s("tee"), slaves.join("|")]);
+    (slaves.join("|"), hls_playlists, dash_dir)
+}
+
+/// One image output per still and the sprite, each its filter's single frame.
+fn image_outputs(req: &TranscodeRequest) -> Vec<String> {
+    let mut args = Vec::new();
     let img = req.out_dir.join(images::DIR);
     for (label, name) in [("[poster]", images::POSTER), ("[thumb]", images::THUMBNAIL), ("[sprite]", images::SPRITE)] {
         args.extend([
@@ -205,12 +245,7 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
             img.join(name).to_string_lossy().to_string(),
         ]);
     }
-
-    let mut dash_reps: Vec<String> = req.renditions.iter().map(|r| r.name.clone()).collect();
-    if has_audio {
-        dash_reps.push(AUDIO_REP.to_string());
-    }
-    Plan { args, hls_playlists, dash_dir, dash_reps }
+    args
 }
 
 /// RFC 6381 codecs string from the `avcC` box of an init segment (`avc1.PPCCLL`).
@@ -385,6 +420,44 @@ impl Transcoder for FfmpegTranscoder {
     }
 }
 
+/// Reads ffmpeg's `-progress` output on a thread: the positions (seconds) it reaches.
+fn read_progress(stdout: std::process::ChildStdout) -> mpsc::Receiver<f64> {
+    let (tx, rx) = mpsc::channel::<f64>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.trim().parse::<i64>().ok()) {
+                if us >= 0 && tx.send(us as f64 / 1e6).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Reads ffmpeg's stderr on a thread, keeping its last 4000 bytes for the error message.
+fn keep_tail(mut stderr: std::process::ChildStderr) -> Arc<Mutex<String>> {
+    let tail = Arc::new(Mutex::new(String::new()));
+    let tail2 = tail.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut t) = tail2.lock() {
+                t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if t.len() > 4000 {
+                    let cut = t.len() - 4000;
+                    let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+                    t.drain(..cut);
+                }
+            }
+        }
+    });
+    tail
+}
+
 impl FfmpegTranscoder {
     fn run_process(
         &self,
@@ -406,36 +479,10 @@ impl FfmpegTranscoder {
         let mut child = KillOnDrop(child);
         info!(renditions = req.renditions.len(), "ffmpeg running");
 
-        let (tx, rx) = mpsc::channel::<f64>();
         let stdout = child.0.stdout.take().ok_or_else(|| TranscodeError::Build("no stdout".into()))?;
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.trim().parse::<i64>().ok()) {
-                    if us >= 0 && tx.send(us as f64 / 1e6).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let tail = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.0.stderr.take().ok_or_else(|| TranscodeError::Build("no stderr".into()))?;
-        let tail2 = tail.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut t) = tail2.lock() {
-                    t.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    if t.len() > 4000 {
-                        let cut = t.len() - 4000;
-                        let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
-                        t.drain(..cut);
-                    }
-                }
-            }
-        });
+        let rx = read_progress(stdout);
+        let stderr = child.0.stderr.take().ok_or_else(|| TranscodeError::Build("no stderr".into()))?;
+        let tail = keep_tail(stderr);
 
         let mut watchdog = Watchdog::new(req, cancel);
         let mut position = -1.0f64;
