@@ -17,7 +17,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::{EventSink, TranscodeError, TranscodeEvent, TranscodeRequest, Transcoder, Watchdog};
-use crate::packaging::{images, Track, AUDIO_REP};
+use crate::packaging::{images, Track, AUDIO_REP, DASH_INIT};
 
 /// The FFmpeg back end.
 #[derive(Debug, Default, Clone, Copy)]
@@ -46,6 +46,7 @@ fn s(v: impl Into<String>) -> String {
 pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Plan {
     let n = req.renditions.len();
     let has_audio = req.media.audio.is_some();
+    let graph = filter_graph(req);
     let mut args: Vec<String> = vec![
         s("-hide_banner"),
         s("-nostdin"),
@@ -58,7 +59,7 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
         s("-i"),
         req.input.to_string_lossy().to_string(),
         s("-filter_complex"),
-        filter_graph(req),
+        graph,
     ];
     for i in 0..n {
         args.extend([s("-map"), format!("[v{i}]")]);
@@ -67,8 +68,8 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
         args.extend([s("-map"), s("0:a:0")]);
     }
     args.extend(encoder_args(req));
-    let (outputs, hls_playlists, dash_dir) = segment_outputs(req, work, key_info);
-    args.extend(outputs);
+    let (slaves, hls_playlists, dash_dir) = tee_outputs(req, work, key_info);
+    args.extend([s("-f"), s("tee"), slaves]);
     args.extend(image_outputs(req));
     let mut dash_reps: Vec<String> = req.renditions.iter().map(|r| r.name.clone()).collect();
     if has_audio {
@@ -77,8 +78,8 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
     Plan { args, hls_playlists, dash_dir, dash_reps }
 }
 
-/// The filter graph: one decode split into the rungs (each scaled from the source or from the
-/// rung its `scale_from` names) and the three image branches.
+/// The `-filter_complex` graph: the source at the output rate, split into one scaler per rung
+/// (or a larger rung's frames, see `scale_parent`) labelled `[v{i}]`, and the image filters.
 fn filter_graph(req: &TranscodeRequest) -> String {
     let (fn_, fd) = req.fps();
     let n = req.renditions.len();
@@ -119,6 +120,13 @@ fn filter_graph(req: &TranscodeRequest) -> String {
             }
         }
     }
+    graph.push_str(&image_filters(req));
+    graph
+}
+
+/// Poster, thumbnail and storyboard filters on the source's last three split outputs
+/// (`[sp][st][ss]`), labelled `[poster]`, `[thumb]` and `[sprite]`.
+fn image_filters(req: &TranscodeRequest) -> String {
     let top = &req.renditions[0];
     let poster_at = req.media.duration_s * 0.1;
     let (pw, ph) = images::fit_width(top.width, top.height, images::POSTER_MAX_WIDTH);
@@ -126,20 +134,20 @@ fn filter_graph(req: &TranscodeRequest) -> String {
     let (sw, sh) = images::fit_width(top.width, top.height, images::TILE_WIDTH);
     let (interval, count) = images::storyboard_plan(req.media.duration_s);
     let (cols, rows) = (count.clamp(1, images::COLUMNS), count.div_ceil(images::COLUMNS).max(1));
-    graph.push_str(&format!(
+    format!(
         ";[sp]trim=start={poster_at:.3},trim=end_frame=1,scale={pw}:{ph}:flags=bicubic,setsar=1[poster]\
          ;[st]trim=start={poster_at:.3},trim=end_frame=1,scale={tw}:{th}:flags=bicubic,setsar=1[thumb]\
          ;[ss]fps=1/{interval},scale={sw}:{sh}:flags=bicubic,setsar=1,tile={cols}x{rows}[sprite]"
-    ));
-
-    graph
+    )
 }
 
-/// Encoder settings for every rung and the audio.
+/// Codec arguments: libx264 for every rung (one bitrate per output stream), AAC for the audio.
 fn encoder_args(req: &TranscodeRequest) -> Vec<String> {
     let (fn_, fd) = req.fps();
     let gop = req.ladder.gop_frames(fn_, fd);
-    let (v, a) = (&req.ladder.video, &req.ladder.audio);
+    let has_audio = req.media.audio.is_some();
+    let v = &req.ladder.video;
+    let a = &req.ladder.audio;
     let mut args = Vec::new();
     // x264 exactly as the GStreamer back end configures x264enc: fixed GOP, no scene-cut
     // keyframes, closed GOPs, CBR-like VBV with a 600 ms buffer (x264enc's default).
@@ -172,7 +180,7 @@ fn encoder_args(req: &TranscodeRequest) -> Vec<String> {
             format!("{}k", k * 6 / 10),
         ]);
     }
-    if req.media.audio.is_some() {
+    if has_audio {
         args.extend([
             s("-c:a"),
             s("aac"),
@@ -184,13 +192,12 @@ fn encoder_args(req: &TranscodeRequest) -> Vec<String> {
             a.sample_rate.to_string(),
         ]);
     }
-
     args
 }
 
-/// The HLS and DASH outputs through one `tee` muxer: the arguments, each rung's HLS playlist in
-/// the work dir, and the DASH work dir.
-fn segment_outputs(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> (Vec<String>, Vec<(String, PathBuf)>, PathBuf) {
+/// The `tee` muxer's slaves: one `hls` per rung (playlists into the work dir), one `dash` for all.
+/// Returns (the slaves joined for `-f tee`, each rung's playlist, the DASH dir).
+fn tee_outputs(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> (String, Vec<(String, PathBuf)>, PathBuf) {
     let n = req.renditions.len();
     let has_audio = req.media.audio.is_some();
     let mut slaves = Vec::new();
@@ -218,10 +225,10 @@ fn segment_outputs(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>)
         req.ladder.segment_seconds,
         dash_dir.join("manifest.mpd").display()
     ));
-    (vec![s("-f"), s("tee"), slaves.join("|")], hls_playlists, dash_dir)
+    (slaves.join("|"), hls_playlists, dash_dir)
 }
 
-/// Poster, thumbnail and storyboard sprite from the graph's image branches.
+/// One image output per still and the sprite, each its filter's single frame.
 fn image_outputs(req: &TranscodeRequest) -> Vec<String> {
     let mut args = Vec::new();
     let img = req.out_dir.join(images::DIR);
@@ -238,7 +245,6 @@ fn image_outputs(req: &TranscodeRequest) -> Vec<String> {
             img.join(name).to_string_lossy().to_string(),
         ]);
     }
-
     args
 }
 
@@ -320,7 +326,7 @@ fn scan(req: &TranscodeRequest, plan: &Plan, seen: &mut Seen, events: &mut Event
                 if *done == 0 {
                     let init = plan.dash_dir.join(format!("init-{idx}.m4s"));
                     let data = std::fs::read(&init).map_err(|e| pkg(format!("{}: {e}", init.display())))?;
-                    crate::packaging::write_atomic(&dir.join(crate::packaging::DASH_INIT), &data).map_err(|e| pkg(e.to_string()))?;
+                    crate::packaging::write_atomic(&dir.join(DASH_INIT), &data).map_err(|e| pkg(e.to_string()))?;
                     if name != AUDIO_REP {
                         if let Some(codecs) = avc_codecs_from_init(&data) {
                             events(TranscodeEvent::VideoCodec { rung: name.clone(), codecs }).map_err(pkg)?;
@@ -362,44 +368,6 @@ fn report_images(req: &TranscodeRequest, events: &mut EventSink<'_>) -> Result<(
 /// first: dash-mpd rejects them).
 fn parse_ffmpeg_mpd(text: &str) -> Result<dash_mpd::MPD, String> {
     dash_mpd::parse(text).map_err(|e| e.to_string())
-}
-
-/// Positions (seconds) from ffmpeg's `-progress` lines, read on their own thread.
-fn progress_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<f64> {
-    let (tx, rx) = mpsc::channel::<f64>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.trim().parse::<i64>().ok()) {
-                if us >= 0 && tx.send(us as f64 / 1e6).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    rx
-}
-
-/// The last 4,000 bytes of ffmpeg's stderr, kept by their own thread for the error message.
-fn stderr_keeper(mut stderr: std::process::ChildStderr) -> Arc<Mutex<String>> {
-    let tail = Arc::new(Mutex::new(String::new()));
-    let tail2 = tail.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            if let Ok(mut t) = tail2.lock() {
-                t.push_str(&String::from_utf8_lossy(&buf[..n]));
-                if t.len() > 4000 {
-                    let cut = t.len() - 4000;
-                    let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
-                    t.drain(..cut);
-                }
-            }
-        }
-    });
-    tail
 }
 
 fn stderr_tail(buf: &Mutex<String>) -> String {
@@ -452,6 +420,44 @@ impl Transcoder for FfmpegTranscoder {
     }
 }
 
+/// Reads ffmpeg's `-progress` output on a thread: the positions (seconds) it reaches.
+fn read_progress(stdout: std::process::ChildStdout) -> mpsc::Receiver<f64> {
+    let (tx, rx) = mpsc::channel::<f64>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(us) = line.strip_prefix("out_time_us=").and_then(|v| v.trim().parse::<i64>().ok()) {
+                if us >= 0 && tx.send(us as f64 / 1e6).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Reads ffmpeg's stderr on a thread, keeping its last 4000 bytes for the error message.
+fn keep_tail(mut stderr: std::process::ChildStderr) -> Arc<Mutex<String>> {
+    let tail = Arc::new(Mutex::new(String::new()));
+    let tail2 = tail.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut t) = tail2.lock() {
+                t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if t.len() > 4000 {
+                    let cut = t.len() - 4000;
+                    let cut = (cut..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+                    t.drain(..cut);
+                }
+            }
+        }
+    });
+    tail
+}
+
 impl FfmpegTranscoder {
     fn run_process(
         &self,
@@ -474,9 +480,9 @@ impl FfmpegTranscoder {
         info!(renditions = req.renditions.len(), "ffmpeg running");
 
         let stdout = child.0.stdout.take().ok_or_else(|| TranscodeError::Build("no stdout".into()))?;
-        let rx = progress_reader(stdout);
+        let rx = read_progress(stdout);
         let stderr = child.0.stderr.take().ok_or_else(|| TranscodeError::Build("no stderr".into()))?;
-        let tail = stderr_keeper(stderr);
+        let tail = keep_tail(stderr);
 
         let mut watchdog = Watchdog::new(req, cancel);
         let mut position = -1.0f64;
@@ -520,40 +526,7 @@ impl FfmpegTranscoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ladder::Ladder;
-    use crate::probe::{AudioInfo, MediaInfo, VideoInfo};
-
-    fn request(audio: bool) -> TranscodeRequest {
-        let ladder = Ladder::parse(include_str!("../../pipelines/ladder.toml")).unwrap();
-        let renditions = ladder.renditions_for(1280, 720);
-        TranscodeRequest {
-            input: PathBuf::from("/in/source"),
-            out_dir: PathBuf::from("/out"),
-            scratch_dir: PathBuf::from("/scratch"),
-            media: MediaInfo {
-                duration_s: 10.0,
-                container: None,
-                video: Some(VideoInfo {
-                    codec: "video/x-h264".into(),
-                    width: 1280,
-                    height: 720,
-                    display_width: 1280,
-                    display_height: 720,
-                    fps_num: 30,
-                    fps_den: 1,
-                    rotation: 0,
-                }),
-                audio: audio.then(|| AudioInfo { codec: "audio/mpeg".into(), channels: 2, sample_rate: 44100 }),
-            },
-            ladder,
-            renditions,
-            key: None,
-            stall_timeout: Duration::from_secs(60),
-            max_wall: Duration::from_secs(600),
-            growing: None,
-            keep_work: false,
-        }
-    }
+    use crate::transcode::test_support::request;
 
     fn value_after<'a>(args: &'a [String], flag: &str) -> &'a str {
         let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} missing in {args:?}"));

@@ -164,3 +164,48 @@ pub trait Transcoder: Send + Sync {
     /// Runs the job to the end, reporting segments as they land.
     fn run(&self, req: &TranscodeRequest, events: &mut EventSink<'_>, cancel: &AtomicBool) -> Result<(), TranscodeError>;
 }
+
+/// A request for unit tests of both back ends: a 10 s 1280x720 30 fps H.264 source (with or
+/// without stereo audio) on the shipped ladder, no key, paths that are never written.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::TranscodeRequest;
+    use crate::ladder::Ladder;
+    use crate::probe::{AudioInfo, MediaInfo, VideoInfo};
+
+    /// The request, with audio or without.
+    pub(crate) fn request(audio: bool) -> TranscodeRequest {
+        let ladder = Ladder::parse(include_str!("../../pipelines/ladder.toml")).unwrap();
+        let renditions = ladder.renditions_for(1280, 720);
+        TranscodeRequest {
+            input: PathBuf::from("/in/source"),
+            out_dir: PathBuf::from("/out"),
+            scratch_dir: PathBuf::from("/scratch"),
+            media: MediaInfo {
+                duration_s: 10.0,
+                container: None,
+                video: Some(VideoInfo {
+                    codec: "video/x-h264".into(),
+                    width: 1280,
+                    height: 720,
+                    display_width: 1280,
+                    display_height: 720,
+                    fps_num: 30,
+                    fps_den: 1,
+                    rotation: 0,
+                }),
+                audio: audio.then(|| AudioInfo { codec: "audio/mpeg".into(), channels: 2, sample_rate: 44100 }),
+            },
+            ladder,
+            renditions,
+            key: None,
+            stall_timeout: Duration::from_secs(60),
+            max_wall: Duration::from_secs(600),
+            growing: None,
+            keep_work: false,
+        }
+    }
+}
