@@ -22,9 +22,9 @@ async fn slow_mkv_upload_is_playable_before_it_finishes() {
     let path = mkv.clone();
     // ~20 s upload: 100 pieces, 200 ms apart.
     let started = Instant::now();
-    let upload = tokio::spawn(async move { throttled_upload(port, &path, "streamed", 100, Duration::from_millis(200), None).await });
+    let mut upload = tokio::spawn(async move { throttled_upload(port, &path, "streamed", 100, Duration::from_millis(200), None).await });
     let mut playable_at = None;
-    while !upload.is_finished() {
+    let (status, text) = loop {
         // Found by the client's own reference, as the upload page does while it is still sending.
         let by_ref: serde_json::Value =
             server.client.get(server.url("/api/videos?ref=streamed")).send().await.unwrap().json().await.unwrap();
@@ -39,10 +39,12 @@ async fn slow_mkv_upload_is_playable_before_it_finishes() {
                 assert!(!pl.end_list && pl.segments[0].key.is_some(), "{text}");
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        // Look again in 200 ms, or stop the moment the upload ends.
+        if let Ok(done) = tokio::time::timeout(Duration::from_millis(200), &mut upload).await {
+            break done.unwrap();
+        }
+    };
     let upload_took = started.elapsed();
-    let (status, text) = upload.await.unwrap();
     assert_eq!(status, 201, "{text}");
     let playable_at = playable_at.unwrap_or_else(|| panic!("not playable before the upload finished ({upload_took:?})\n{}", server.log()));
     assert!(playable_at + Duration::from_secs(3) < upload_took, "playable at {playable_at:?}, upload took {upload_took:?}");
@@ -85,27 +87,29 @@ async fn aborted_streamed_upload_leaves_nothing() {
     .await;
     let port = server.port;
     let path = mkv.clone();
-    let upload = tokio::spawn(async move { throttled_upload(port, &path, "aborted", 100, Duration::from_millis(150), Some(60)).await });
+    let mut upload = tokio::spawn(async move { throttled_upload(port, &path, "aborted", 100, Duration::from_millis(150), Some(60)).await });
     // It starts streaming (the record exists) before the connection drops.
     let mut saw = false;
-    while !upload.is_finished() {
-        saw |= find_by_title(&server, "aborted").await.is_some_and(|v| v["streamed"] == true);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    upload.await.unwrap();
-    assert!(saw, "the upload never started streaming\n{}", server.log());
-    // Soon: no record, no upload, no media.
-    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let gone = find_by_title(&server, "aborted").await.is_none()
-            && std::fs::read_dir(server.data_dir.join("uploads")).unwrap().count() == 0
-            && std::fs::read_dir(server.data_dir.join("media")).unwrap().count() == 0;
-        if gone {
+        saw |= find_by_title(&server, "aborted").await.is_some_and(|v| v["streamed"] == true);
+        // Look again in 200 ms, or stop the moment the upload ends.
+        if let Ok(done) = tokio::time::timeout(Duration::from_millis(200), &mut upload).await {
+            done.unwrap();
             break;
         }
-        assert!(Instant::now() < deadline, "leftovers after an aborted upload\n{}", server.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert!(saw, "the upload never started streaming\n{}", server.log());
+    // The handler logs the refusal once it has stopped the job and removed the files; then
+    // nothing may be left: no record, no upload, no media.
+    let refused = wait_until(Duration::from_secs(30), async || server.log().contains("upload refused")).await;
+    assert!(refused, "the aborted upload was never refused\n{}", server.log());
+    let gone = wait_until(Duration::from_secs(30), async || {
+        find_by_title(&server, "aborted").await.is_none()
+            && std::fs::read_dir(server.data_dir.join("uploads")).unwrap().count() == 0
+            && std::fs::read_dir(server.data_dir.join("media")).unwrap().count() == 0
+    })
+    .await;
+    assert!(gone, "leftovers after an aborted upload\n{}", server.log());
     // And the server carries on.
     let small = clip("after_abort.mp4", "testsrc2=size=320x240:rate=25", Some("sine"), 3.0, &[]).await;
     let id = server.upload_ok(&small, "after").await;

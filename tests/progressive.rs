@@ -73,11 +73,13 @@ async fn playable_while_processing_then_vod() {
     let mut checks = 0;
     let mut saw_growth = false;
     let mut first_len = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let rec = server.get_video(&id).await;
         if rec["status"] != "processing" {
             break;
         }
+        assert!(Instant::now() < deadline, "still processing after 300 s: {rec}\n{}", server.log());
         for var in &m.variants {
             let (pl, text) = media_playlist(&server, &sibling(&hls, &var.uri)).await;
             if server.get_video(&id).await["status"] != "processing" {
@@ -101,6 +103,7 @@ async fn playable_while_processing_then_vod() {
                 first_len.get_or_insert(n);
             }
         }
+        // The sampling interval of this watch, which ends when the status changes.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(checks >= 3, "too few checks while processing ({checks})");

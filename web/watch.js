@@ -6,10 +6,14 @@
   const $ = (id) => document.getElementById(id);
   const video = $('video');
   const id = decodeURIComponent(location.pathname.split('/').filter(Boolean).pop() || '');
-  const state = { kind: null, errors: [], renditions: [], current: null, record: null };
+  const state = { kind: null, errors: [], stalls: [], encoderWaits: 0, renditions: [], current: null, record: null };
   window.cascadePlayer = {
     get kind() { return state.kind; },
     errors: state.errors,
+    // Stalls the player reported and recovered from by itself (not errors), e.g. at the encoder's edge.
+    stalls: state.stalls,
+    // How many times the page said it was waiting for the encoder.
+    encoderWaits: () => state.encoderWaits,
     renditions: () => state.renditions.map((r) => r.name),
     current: () => state.current,
     record: () => state.record,
@@ -47,6 +51,41 @@
     v = await Cascade.json(`/api/videos/${encodeURIComponent(id)}`);
   }
   if (v.status !== 'ready') Cascade.follow(id, showRecord);
+
+  // While the video is still encoding, playback that catches up with the encoder stops at the last
+  // published segment until the next one is written: expected whenever encoding is slower than
+  // real time. The players re-read the growing manifests and carry on by themselves; the page says
+  // what it is waiting for. The published edge trails the encoder's position by up to about two
+  // segments (a segment is published when the next one starts, plus the encoder's look-ahead and
+  // the record's update steps), hence the margin.
+  let segmentSeconds = 4;
+  Cascade.json('/api/config').then((c) => { segmentSeconds = c.segment_seconds || segmentSeconds; }).catch(() => {});
+  const encodedSeconds = () => {
+    const r = state.record;
+    if (!r || r.status === 'ready') return Infinity;
+    return r.progress * ((r.source && r.source.duration_s) || 0);
+  };
+  const atEncoderEdge = (t) => state.record && state.record.status === 'processing' && encodedSeconds() - t < 2 * segmentSeconds + 2;
+  let shownTime = -1;
+  let shownMoved = Date.now();
+  const showWaiting = () => {
+    const t = video.currentTime;
+    if (t !== shownTime || video.paused || video.ended) {
+      shownTime = t;
+      shownMoved = Date.now();
+    }
+    const stuck = !video.paused && !video.ended && (video.readyState < HTMLMediaElement.HAVE_FUTURE_DATA || Date.now() - shownMoved > 1000);
+    const waiting = stuck && atEncoderEdge(t);
+    const el = $('waiting');
+    if (waiting) {
+      const dur = state.record.source && state.record.source.duration_s;
+      el.textContent = `Waiting for the encoder… (${Cascade.duration(encodedSeconds()) || '0:00'}${dur ? ` of ${Cascade.duration(dur)}` : ''} encoded)`;
+      if (el.hidden) state.encoderWaits += 1;
+    }
+    el.hidden = !waiting;
+  };
+  for (const ev of ['waiting', 'playing', 'pause', 'seeking', 'seeked', 'ended']) video.addEventListener(ev, showWaiting);
+  setInterval(showWaiting, 250);
 
   // Names of renditions by size, from the record.
   const nameFor = (w, h) => {
@@ -105,20 +144,18 @@
     });
     player.initialize(video, v.playback.dash, true, 0);
     window.cascadePlayer.dash = player;
-    // Stall watchdog. In some browser-test runs dash.js playing the growing MPD stopped for good
-    // (seen at 0.81 s, 6.61 s and 6.84 s) although later segments were listed; the cause is not
-    // found yet. If playback makes no progress for 5 s while not paused and more video than that
-    // is already encoded, the stream is loaded again at that position. Waiting at the encoder's
-    // edge does not trigger it (nothing more is encoded there), and each reload doubles the wait
-    // before the next, so a slow network is not answered with a reload every 5 s.
+    // Stall watchdog: if playback makes no progress for 5 s while not paused and more video than
+    // that is already encoded, the stream is loaded again at that position. dash.js has stopped for
+    // good on the growing MPD with later segments listed, for a cause not pinned down. Waiting at
+    // the encoder's edge does not trigger it (nothing more is encoded there), and each reload
+    // doubles the wait before the next, so a slow network is not answered with a reload every 5 s.
     state.recoveries = 0;
     window.cascadePlayer.recoveries = () => state.recoveries;
     let lastTime = -1;
     let stuckSince = 0;
     setInterval(() => {
       const t = video.currentTime;
-      const r = state.record;
-      const encoded = !r ? 0 : r.status === 'ready' ? Infinity : r.progress * ((r.source && r.source.duration_s) || 0);
+      const encoded = state.record ? encodedSeconds() : 0;
       if (video.paused || video.seeking || video.ended || t !== lastTime || encoded < t + 5) {
         lastTime = t;
         stuckSince = 0;
@@ -135,7 +172,14 @@
   } else if (kind === 'hls' && window.Hls && Hls.isSupported()) {
     state.kind = 'hls';
     const hls = new Hls({ startPosition: 0, enableWorker: true, liveDurationInfinity: false });
+    // Non-fatal stall reports are hls.js saying it is waiting for data (at the encoder's edge, or on
+    // a slow network) and nudging playback on; it recovers by itself, so they are not errors.
+    const stallDetails = [Hls.ErrorDetails.BUFFER_STALLED_ERROR, Hls.ErrorDetails.BUFFER_NUDGE_ON_STALL, Hls.ErrorDetails.BUFFER_SEEK_OVER_HOLE];
     hls.on(Hls.Events.ERROR, (_, data) => {
+      if (!data.fatal && stallDetails.includes(data.details)) {
+        state.stalls.push(`${data.details}@${video.currentTime.toFixed(2)}`);
+        return;
+      }
       if (data.fatal || data.type !== Hls.ErrorTypes.NETWORK_ERROR) state.errors.push(`hls: ${data.type} ${data.details}`);
       if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });

@@ -82,6 +82,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// How far (in `dash::TIMESCALE` units) a listed segment may end past the common end: audio
+/// segment boundaries (AAC frames) fall a few milliseconds off the video ones.
+const DASH_EDGE_TOLERANCE: u64 = dash::TIMESCALE / 10;
+
+/// The segments of a track that end by `end` (with `DASH_EDGE_TOLERANCE`).
+fn listed_until(segments: Vec<DashSegment>, end: u64) -> Vec<DashSegment> {
+    segments.into_iter().take_while(|s| s.t + s.d <= end + DASH_EDGE_TOLERANCE).collect()
+}
+
 /// The number in a segment file name (`seg00012.ts` → 12).
 pub fn segment_number(file_name: &str) -> Option<u64> {
     let stem = file_name.split('.').next()?;
@@ -226,9 +235,18 @@ impl Packager {
         write_atomic(&self.spec.out_dir.join(HLS_MASTER), &hls::master_playlist(&variants))
     }
 
-    fn dash_rep(&self, id: &str, nominal_bps: u64, codecs: String, size: Option<(u32, u32)>, audio: bool) -> DashRep {
+    /// The end (in `dash::TIMESCALE` units) up to which every DASH track has segments on disk.
+    fn dash_common_end(&self) -> u64 {
+        let ids = self.spec.renditions.iter().map(|r| r.name.as_str()).chain(self.spec.has_audio.then_some(AUDIO_REP));
+        ids.map(|id| self.dash.get(id).and_then(|t| t.segments.last()).map(|s| s.t + s.d).unwrap_or(0)).min().unwrap_or(0)
+    }
+
+    fn dash_rep(&self, id: &str, nominal_bps: u64, codecs: String, size: Option<(u32, u32)>, audio: bool, until: Option<u64>) -> DashRep {
         let track = self.dash.get(id);
-        let segments = track.map(|t| t.segments.clone()).unwrap_or_default();
+        let mut segments = track.map(|t| t.segments.clone()).unwrap_or_default();
+        if let Some(end) = until {
+            segments = listed_until(segments, end);
+        }
         let measured = Self::measured(segments.iter().map(|s| (s.bytes, s.d as f64 / dash::TIMESCALE as f64)));
         DashRep {
             id: id.to_string(),
@@ -243,19 +261,24 @@ impl Packager {
     }
 
     fn write_mpd(&self, finished: bool) -> io::Result<()> {
+        // While encoding, no track is listed beyond the others: the audio encoder runs many seconds
+        // ahead of the video rungs, and a player given that much more audio plays on with the
+        // picture frozen at the video's edge (Chromium keeps the clock running on audio), then
+        // waits with its position seconds past the video it has.
+        let until = (!finished).then(|| self.dash_common_end());
         let video: Vec<DashRep> = self
             .spec
             .renditions
             .iter()
             .map(|r| {
                 let codecs = self.video_codecs.get(&r.name).cloned().unwrap_or_else(|| DEFAULT_VIDEO_CODECS.into());
-                self.dash_rep(&r.name, r.bitrate_kbps as u64 * 1000, codecs, Some((r.width, r.height)), false)
+                self.dash_rep(&r.name, r.bitrate_kbps as u64 * 1000, codecs, Some((r.width, r.height)), false, until)
             })
             .collect();
         let audio = self
             .spec
             .has_audio
-            .then(|| self.dash_rep(AUDIO_REP, self.spec.audio_bitrate_kbps as u64 * 1000, AUDIO_CODECS.into(), None, true));
+            .then(|| self.dash_rep(AUDIO_REP, self.spec.audio_bitrate_kbps as u64 * 1000, AUDIO_CODECS.into(), None, true, until));
         let presentation = if finished {
             let dur = self.dash.values().map(|t| t.total_s).fold(0.0, f64::max);
             Presentation::Static { duration: Duration::from_secs_f64(dur.max(0.001)) }
@@ -298,6 +321,16 @@ impl Packager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dynamic_tracks_are_listed_up_to_the_common_end() {
+        let seg = |number, t, d| DashSegment { number, t, d, bytes: 1 };
+        // Audio ends a few milliseconds off the video's 1.0 s boundary, then runs 8 s ahead.
+        let audio = vec![seg(0, 0, 512), seg(1, 512, 491), seg(2, 1003, 3989), seg(3, 4992, 3989)];
+        let listed = listed_until(audio, 1000);
+        assert_eq!(listed.iter().map(|s| s.number).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(listed_until(vec![seg(0, 0, 500)], 0).is_empty());
+    }
 
     #[test]
     fn segment_numbers_come_from_the_stem() {

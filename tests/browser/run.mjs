@@ -162,7 +162,100 @@ for (const kind of ['dash', 'hls']) {
   });
 }
 
-await scenario('progressive: plays while processing, continues past the encoded point', 420000, async () => {
+// How far every track of the growing stream is published (seconds), read from the manifests the
+// player reads: the shortest media playlist (HLS) or SegmentTimeline (DASH).
+async function publishedEdge(kind, rec) {
+  const text = async (url) => {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+    return r.text();
+  };
+  if (kind === 'hls') {
+    const master = await text(rec.playback.hls);
+    const uris = master.split('\n').filter((l) => l && !l.startsWith('#'));
+    const ends = await Promise.all(uris.map(async (u) => {
+      const pl = await text(new URL(u, rec.playback.hls).href);
+      return [...pl.matchAll(/#EXTINF:([\d.]+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+    }));
+    return Math.min(...ends);
+  }
+  const mpd = await text(rec.playback.dash);
+  const ends = [...mpd.matchAll(/<SegmentTemplate[^>]*timescale="(\d+)"[^>]*>\s*<SegmentTimeline>(.*?)<\/SegmentTimeline>/gs)].map(([, scale, tl]) => {
+    let end = 0;
+    for (const [, attrs] of tl.matchAll(/<S ([^>]*?)\/>/g)) {
+      const attr = (n) => { const m = attrs.match(new RegExp(`\\b${n}="(\\d+)"`)); return m ? Number(m[1]) : NaN; };
+      const t = attr('t'), d = attr('d'), r = attr('r');
+      end = (Number.isNaN(t) ? end : t) + d * ((Number.isNaN(r) ? 0 : r) + 1);
+    }
+    return end / Number(scale);
+  });
+  if (!ends.length) throw new Error(`no SegmentTimeline in the MPD:\n${mpd}`);
+  return Math.min(...ends);
+}
+
+// Plays `id` (still encoding) with one player, jumps to a second before the last published segment
+// ends, and requires playback to carry on by itself at least 3 s past that edge: the player must
+// wait for the encoder's next segments (and the page must say so while it waits), not give up.
+async function followsTheEncoder(id, kind) {
+  const page = await context.newPage();
+  const errors = [];
+  const logs = [];
+  // The player's own console and the manifest fetches, to tell a player bug from a server one.
+  const dumpLogs = () => { for (const l of logs.slice(-25)) console.log(`#   ${kind} ${l}`); };
+  try {
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('console', (m) => logs.push(`${m.type()}: ${m.text().slice(0, 300)}`));
+    page.on('response', (r) => { if (/\.(mpd|m3u8)$/.test(new URL(r.url()).pathname)) logs.push(`manifest ${r.status()} ${new URL(r.url()).pathname.split('/').slice(-2).join('/')}`); });
+    await page.goto(`${BASE}/watch/${id}?player=${kind}`);
+    await playsPast(page, 1, 90000);
+    const rec = await api(`/api/videos/${id}`);
+    if (rec.status !== 'processing') throw new Error(`record already ${rec.status} when playback started: the clip is too short to test this`);
+    const edge = await publishedEdge(kind, rec);
+    const from = await page.evaluate((t) => {
+      const v = document.getElementById('video');
+      if (t > v.currentTime) v.currentTime = t;
+      return v.currentTime;
+    }, Math.max(0, edge - 1));
+    // Sample the page while it plays on: a stall of more than 3 s at the encoder's edge must be
+    // shown as waiting for the encoder.
+    let stall = null;
+    let longest = { at: NaN, s: 0, shown: false };
+    const target = edge + 3;
+    await waitFor(`currentTime > ${target.toFixed(1)} (published edge ${edge.toFixed(1)} s)`, async () => {
+      const s = await page.evaluate(() => {
+        const v = document.getElementById('video');
+        const w = document.getElementById('waiting');
+        const r = window.cascadePlayer.record();
+        return { t: v.currentTime, paused: v.paused, seeking: v.seeking, errors: window.cascadePlayer.errors.slice(),
+          notice: !w.hidden && w.textContent.includes('Waiting for the encoder'), processing: !!r && r.status === 'processing' };
+      });
+      if (s.errors.length) throw new Error(`player errors: ${s.errors.join(' | ')}`);
+      if (errors.length) throw new Error(errors.join('; '));
+      if (s.t > target) return true;
+      if (!stall || s.t !== stall.t || s.paused || s.seeking) stall = { t: s.t, since: Date.now(), shown: false };
+      stall.shown ||= s.notice;
+      const stalledFor = (Date.now() - stall.since) / 1000;
+      if (stalledFor > longest.s) longest = { at: stall.t, s: stalledFor, shown: stall.shown };
+      if (stalledFor > 3 && s.processing && !stall.shown) throw new Error(`stalled at ${s.t.toFixed(2)} s for ${stalledFor.toFixed(1)} s without saying it waits for the encoder`);
+      return false;
+    }, 180000);
+    await page.screenshot({ path: path.join(ART, `progressive-${kind}.png`) });
+    const recoveries = await page.evaluate(() => (window.cascadePlayer.recoveries ? window.cascadePlayer.recoveries() : 0));
+    const waits = await page.evaluate(() => window.cascadePlayer.encoderWaits());
+    console.log(`#   ${kind}: started while processing at ${Math.round(rec.progress * 100)} %, jumped to ${from.toFixed(1)} s (edge ${edge.toFixed(1)} s), ` +
+      `played past ${target.toFixed(1)} s; longest stall ${longest.s.toFixed(1)} s at ${Number.isNaN(longest.at) ? '-' : longest.at.toFixed(2)}` +
+      `${longest.s > 1 ? (longest.shown ? ' (shown as waiting for the encoder)' : '') : ''}; encoder waits shown: ${waits}` +
+      (recoveries ? `; the stall watchdog reloaded the stream ${recoveries}x` : ''));
+    if (recoveries) dumpLogs();
+  } catch (e) {
+    dumpLogs();
+    throw new Error(`${kind}: ${e.message}`);
+  } finally {
+    await page.close();
+  }
+}
+
+await scenario('progressive: plays while processing, waits for the encoder at its edge and resumes', 420000, async () => {
   const up = await uploadViaApi('long.mp4', 'Long progressive');
   const id = up.id;
   const v = await waitFor('playable', async () => {
@@ -171,37 +264,10 @@ await scenario('progressive: plays while processing, continues past the encoded 
     return r.playable && r;
   }, 240000, 100);
   if (v.status !== 'processing') throw new Error(`already ${v.status} when playable: the clip is too short to test this`);
-  for (const kind of ['dash', 'hls']) {
-    const page = await context.newPage();
-    const errors = [];
-    const logs = [];
-    // The player's own console and the manifest fetches, to tell a player bug from a server one.
-    const dumpLogs = () => { for (const l of logs.slice(-25)) console.log(`#   ${kind} ${l}`); };
-    try {
-      page.on('pageerror', (e) => errors.push(String(e)));
-      page.on('console', (m) => logs.push(`${m.type()}: ${m.text().slice(0, 300)}`));
-      page.on('response', (r) => { if (/\.(mpd|m3u8)$/.test(new URL(r.url()).pathname)) logs.push(`manifest ${r.status()} ${new URL(r.url()).pathname.split('/').slice(-2).join('/')}`); });
-      await page.goto(`${BASE}/watch/${id}?player=${kind}`);
-      await playsPast(page, 1, 90000);
-      const rec = await api(`/api/videos/${id}`);
-      const encodedAt = rec.progress * rec.source.duration_s;
-      if (kind === 'dash' && rec.status !== 'processing') throw new Error(`record already ${rec.status} when playback started`);
-      await page.evaluate(() => { document.getElementById('video').playbackRate = 2; });
-      const target = Math.min(encodedAt + 4, rec.source.duration_s - 2);
-      await playsPast(page, target, 150000);
-      if (errors.length) throw new Error(errors.join('; '));
-      await page.screenshot({ path: path.join(ART, `progressive-${kind}.png`) });
-      const recoveries = await page.evaluate(() => (window.cascadePlayer.recoveries ? window.cascadePlayer.recoveries() : 0));
-      console.log(`#   ${kind}: started while ${rec.status} at ${Math.round(rec.progress * 100)} % (${encodedAt.toFixed(1)} s encoded), played past ${target.toFixed(1)} s` +
-        (recoveries ? `; the stall watchdog reloaded the stream ${recoveries}x` : ''));
-      if (recoveries) dumpLogs();
-    } catch (e) {
-      dumpLogs();
-      throw e;
-    } finally {
-      await page.close();
-    }
-  }
+  // Both players at once, so that both meet the video while it is still encoding.
+  const outcomes = await Promise.allSettled(['dash', 'hls'].map((kind) => followsTheEncoder(id, kind)));
+  const failed = outcomes.filter((o) => o.status === 'rejected').map((o) => o.reason.message);
+  if (failed.length) throw new Error(failed.join(' / '));
 });
 
 await scenario('streamed upload: processing and watch link while the upload is still running', 300000, async (page) => {

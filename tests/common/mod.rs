@@ -151,6 +151,31 @@ impl Server {
     }
 }
 
+/// Polls `cond` until it holds or `timeout` has passed; returns whether it held. The 100 ms
+/// between polls is the poll interval of this wait, not a guess at how long anything takes.
+pub async fn wait_until(timeout: Duration, mut cond: impl std::ops::AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `data` has the structure of clear MPEG-TS: at least three 188-byte packets, each
+/// starting with the sync byte 0x47. A first byte of 0x47 alone says nothing (AES output starts
+/// with it once in 256 segments); ciphertext passes this check with odds of 256^-packets.
+pub fn is_clear_ts(data: &[u8]) -> bool {
+    data.len() >= 3 * TS_PACKET && data.iter().step_by(TS_PACKET).all(|&b| b == 0x47)
+}
+
+/// Size of an MPEG-TS packet.
+pub const TS_PACKET: usize = 188;
+
 /// Runs a command with a timeout; returns (success, stderr).
 pub async fn run(cmd: &str, args: &[&str], timeout: Duration) -> (bool, String) {
     let child = Command::new(cmd)
@@ -345,6 +370,7 @@ pub async fn throttled_upload(
             return (0, String::new());
         }
         s.write_all(&send(chunk.to_vec())).await.unwrap();
+        // Pacing, not synchronisation: the upload is meant to be slow.
         tokio::time::sleep(pause).await;
     }
     s.write_all(&send(format!("\r\n--{boundary}--\r\n").into_bytes())).await.unwrap();
