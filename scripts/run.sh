@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked
-echo "Cascade: open http://localhost:${CASCADE_PORT:-8000}/upload"
+bind=${CASCADE_BIND:-0.0.0.0:8000}
+echo "Cascade: open http://localhost:${bind##*:}/upload"
 exec ./target/release/cascade serve "$@"

@@ -1,33 +1,131 @@
-//! Settings: defaults, then environment (`CASCADE_*`), then command-line flags. The parser takes
-//! the variables and arguments as plain values so tests never touch the process environment.
+//! Settings: defaults, then environment (`CASCADE_*`), then command-line flags, declared once as
+//! clap arguments. Each setting is a flag named after its variable without `CASCADE_`, lower-case,
+//! `_` → `-` (`CASCADE_DATA_DIR` is `--data-dir`), and the `env` attribute of the flag is the one
+//! place that spelling lives.
+//!
+//! The environment reaches clap as a plain map (`parse`): its `CASCADE_*` values are put in front
+//! of the command line as the flags they name, so flags given by hand come later and win, and clap
+//! never reads the process environment itself (its `env` lookup is switched off for parsing and
+//! kept for `--help`). `main` hands over `std::env::vars_os()`, tests a map of their own, through
+//! the same code.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{ArgAction, Args, Parser, ValueEnum};
+
+/// `CASCADE_*` variables that are not settings of the binary but are allowed in its environment:
+/// the log filter (read before parsing) and the log format of the tools around the binary.
+const OTHER_VARIABLES: [&str; 2] = ["CASCADE_LOG", "CASCADE_LOG_FORMAT"];
+
 /// Which transcoder runs a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
+    /// The GStreamer pipeline.
     Gstreamer,
+    /// One FFmpeg process.
     Ffmpeg,
     /// GStreamer, falling back to FFmpeg when GStreamer cannot build or run the pipeline.
     Auto,
 }
 
-impl std::str::FromStr for BackendChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "gstreamer" => Ok(BackendChoice::Gstreamer),
-            "ffmpeg" => Ok(BackendChoice::Ffmpeg),
-            "auto" => Ok(BackendChoice::Auto),
-            other => Err(format!("unknown backend {other:?} (gstreamer, ffmpeg or auto)")),
-        }
+/// Settings of one transcode job, shared by `serve` and `transcode`.
+#[derive(Debug, Clone, Args)]
+pub struct JobSettings {
+    /// The ladder file (validated at start-up)
+    #[arg(long, env = "CASCADE_LADDER", value_name = "FILE", default_value = "./pipelines/ladder.toml")]
+    pub ladder: PathBuf,
+    /// Seconds without progress before a transcode is stopped and failed
+    #[arg(long, env = "CASCADE_STALL_TIMEOUT", value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
+    /// A job may take this many times the source duration (at least 300 s)
+    #[arg(long, env = "CASCADE_JOB_TIMEOUT_FACTOR", value_name = "FACTOR", default_value_t = 20.0, value_parser = positive)]
+    pub job_timeout_factor: f64,
+    /// Keep the FFmpeg back end's scratch dir after a job, for debugging
+    #[arg(long, env = "CASCADE_KEEP_WORK", value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub keep_work: bool,
+}
+
+/// Every setting of the server: the flags of `cascade serve`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cascade serve")]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "CASCADE_BIND", value_name = "ADDR", default_value = "0.0.0.0:8000")]
+    pub bind: SocketAddr,
+    /// Sled database (db/), uploads, media and the token secret
+    #[arg(long, env = "CASCADE_DATA_DIR", value_name = "DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Pages, and node_modules with the players (installed by ./scripts/setup.sh)
+    #[arg(long, env = "CASCADE_WEB_DIR", value_name = "DIR", default_value = "./web")]
+    pub web_dir: PathBuf,
+    /// Larger uploads get 413
+    #[arg(long, env = "CASCADE_MAX_UPLOAD_BYTES", value_name = "BYTES", default_value_t = 8 << 30)]
+    pub max_upload_bytes: u64,
+    /// Transcodes running at once (1–64)
+    #[arg(long, env = "CASCADE_WORKERS", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub workers: u8,
+    /// More queued jobs than this: uploads get 429
+    #[arg(long, env = "CASCADE_MAX_QUEUED", value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_queued: u32,
+    /// Uploads are refused (507) below this much free disk (plus the upload's size)
+    #[arg(long, env = "CASCADE_MIN_FREE_BYTES", value_name = "BYTES", default_value_t = 1 << 30)]
+    pub min_free_bytes: u64,
+    /// Which back end transcodes
+    #[arg(long, env = "CASCADE_BACKEND", value_name = "BACKEND", value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// Playback token lifetime in seconds
+    #[arg(long, env = "CASCADE_TOKEN_TTL", value_name = "SECONDS", default_value_t = 6 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_ttl: u64,
+    /// Token signing secret (at least 16 characters); otherwise 32 random bytes kept in DATA_DIR/secret
+    #[arg(long, env = "CASCADE_SECRET", value_name = "SECRET", value_parser = secret)]
+    pub secret: Option<String>,
+    /// Runs of a job interrupted by crashes before it is failed
+    #[arg(long, env = "CASCADE_MAX_ATTEMPTS", value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// On SIGTERM/SIGINT a running transcode may finish for this many seconds; then it is re-queued
+    #[arg(long, env = "CASCADE_SHUTDOWN_GRACE", value_name = "SECONDS", default_value_t = 20)]
+    pub shutdown_grace: u64,
+    /// Transcode streamable uploads while they arrive
+    #[arg(long, env = "CASCADE_STREAM_INGEST", value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub stream_ingest: bool,
+    /// Memory for segments of ready videos in MiB (0 turns the cache off)
+    #[arg(long, env = "CASCADE_SEGMENT_CACHE_MB", value_name = "MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(0..=65536))]
+    pub segment_cache_mb: u32,
+    #[command(flatten)]
+    pub job: JobSettings,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(_) => Err("must be a number above 0".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
-/// Every setting of the server.
+/// An empty secret means none (so a compose file can pass `CASCADE_SECRET=` through).
+fn secret(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() < 16 {
+        return Err("must be at least 16 characters".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Every setting of the server, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `CASCADE_BIND`: address to listen on.
@@ -64,112 +162,181 @@ pub struct Config {
     pub stream_ingest: bool,
     /// `CASCADE_SEGMENT_CACHE_MB`: memory for segments of finished videos (0: off).
     pub segment_cache_bytes: usize,
-    /// `CASCADE_KEEP_WORK`: keep the FFmpeg back end's work files (debugging).
+    /// `CASCADE_KEEP_WORK`: keep the FFmpeg back end's scratch dir, for debugging.
     pub keep_work: bool,
 }
 
-impl Default for Config {
-    fn default() -> Self {
+impl From<ServeArgs> for Config {
+    fn from(a: ServeArgs) -> Config {
         Config {
-            bind: "0.0.0.0:8000".parse().expect("valid default address"),
-            data_dir: PathBuf::from("./data"),
-            web_dir: PathBuf::from("./web"),
-            ladder_path: PathBuf::from("./pipelines/ladder.toml"),
-            max_upload_bytes: 8 * 1024 * 1024 * 1024,
-            workers: 1,
-            max_queued: 100,
-            min_free_bytes: 1024 * 1024 * 1024,
-            backend: BackendChoice::Auto,
-            token_ttl: Duration::from_secs(6 * 3600),
-            secret: None,
-            stall_timeout: Duration::from_secs(120),
-            job_timeout_factor: 20.0,
-            max_attempts: 3,
-            shutdown_grace: Duration::from_secs(20),
-            stream_ingest: true,
-            segment_cache_bytes: 64 << 20,
-            keep_work: false,
+            bind: a.bind,
+            data_dir: a.data_dir,
+            web_dir: a.web_dir,
+            ladder_path: a.job.ladder,
+            max_upload_bytes: a.max_upload_bytes,
+            workers: a.workers.into(),
+            max_queued: a.max_queued as usize,
+            min_free_bytes: a.min_free_bytes,
+            backend: a.backend,
+            token_ttl: Duration::from_secs(a.token_ttl),
+            secret: a.secret.filter(|s| !s.is_empty()),
+            stall_timeout: Duration::from_secs(a.job.stall_timeout),
+            job_timeout_factor: a.job.job_timeout_factor,
+            max_attempts: a.max_attempts,
+            shutdown_grace: Duration::from_secs(a.shutdown_grace),
+            stream_ingest: a.stream_ingest,
+            segment_cache_bytes: (a.segment_cache_mb as usize) << 20,
+            keep_work: a.job.keep_work,
         }
     }
 }
 
-fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    v.trim().parse::<T>().map_err(|e| format!("{name}={v:?}: {e}"))
+impl Config {
+    /// The config of `cascade serve` with these variables and flags (`args` without `serve`).
+    /// The binary parses its whole command line with `parse`; this is the short way for tests.
+    #[cfg(test)]
+    pub fn from_sources(env: &HashMap<String, String>, args: &[String]) -> Result<Config, ConfigError> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        parse::<ServeArgs>(env, &args).map(Config::from)
+    }
 }
 
-impl Config {
-    /// Builds the config from environment variables and `--name value` flags (flags win; a flag is
-    /// the variable's name without `CASCADE_`, lower-case, `_` → `-`, e.g. `--data-dir`).
-    pub fn from_sources(env: &HashMap<String, String>, args: &[String]) -> Result<Config, String> {
-        let mut vars: HashMap<String, String> =
-            env.iter().filter(|(k, _)| k.starts_with("CASCADE_")).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let Some(flag) = a.strip_prefix("--") else { return Err(format!("unexpected argument {a:?}")) };
-            let (name, value) = match flag.split_once('=') {
-                Some((n, v)) => (n.to_string(), v.to_string()),
-                None => (flag.to_string(), it.next().ok_or_else(|| format!("--{flag} needs a value"))?.clone()),
-            };
-            vars.insert(format!("CASCADE_{}", name.replace('-', "_").to_uppercase()), value);
+/// Why a command line and environment make no valid command.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A usage error, or `--help`/`--version`: clap prints it and chooses the exit code.
+    #[error("{0}")]
+    Usage(#[from] clap::Error),
+    #[error("unknown setting {0} in the environment (`cascade serve --help` lists every CASCADE_* variable)")]
+    UnknownVariable(String),
+    #[error("{var} in the environment: {message}")]
+    Variable { var: String, message: String },
+    #[error("{0} in the environment is not UTF-8")]
+    NotUnicode(String),
+}
+
+/// The `CASCADE_*` variables of the process, for `parse`.
+pub fn process_env() -> Result<HashMap<String, String>, ConfigError> {
+    let mut env = HashMap::new();
+    for (k, v) in std::env::vars_os() {
+        let Some(k) = k.to_str().filter(|k| k.starts_with("CASCADE_")) else { continue };
+        let v = v.into_string().map_err(|_| ConfigError::NotUnicode(k.to_string()))?;
+        env.insert(k.to_string(), v);
+    }
+    Ok(env)
+}
+
+/// Parses a command line (`args` without the program name) into `P`, with the `CASCADE_*`
+/// variables of `env` standing in for the flags they name that are not given. A command that
+/// reads settings refuses a `CASCADE_*` variable that no command knows: a typo must not be
+/// silently ignored.
+pub fn parse<P: Parser>(env: &HashMap<String, String>, args: &[OsString]) -> Result<P, ConfigError> {
+    let documented = P::command().mut_args(|a| a.hide_env_values(true));
+    // The command the arguments choose: its flags are the ones the environment may set.
+    let sub = args.first().and_then(|a| documented.find_subcommand(a)).map(|s| s.get_name().to_string());
+    let target = sub.as_deref().and_then(|s| documented.find_subcommand(s)).unwrap_or(&documented);
+    let settings: BTreeMap<String, String> =
+        target.get_arguments().filter_map(|a| Some((a.get_env()?.to_str()?.to_string(), a.get_long()?.to_string()))).collect();
+    let mut argv: Vec<OsString> = vec!["cascade".into()];
+    let rest = match &sub {
+        Some(_) => {
+            argv.push(args[0].clone());
+            &args[1..]
         }
-        let mut c = Config::default();
-        for (k, v) in &vars {
-            match k.as_str() {
-                "CASCADE_BIND" => c.bind = parse(k, v)?,
-                "CASCADE_DATA_DIR" => c.data_dir = PathBuf::from(v),
-                "CASCADE_WEB_DIR" => c.web_dir = PathBuf::from(v),
-                "CASCADE_LADDER" => c.ladder_path = PathBuf::from(v),
-                "CASCADE_MAX_UPLOAD_BYTES" => c.max_upload_bytes = parse(k, v)?,
-                "CASCADE_WORKERS" => c.workers = parse(k, v)?,
-                "CASCADE_MAX_QUEUED" => c.max_queued = parse(k, v)?,
-                "CASCADE_MIN_FREE_BYTES" => c.min_free_bytes = parse(k, v)?,
-                "CASCADE_BACKEND" => c.backend = parse(k, v)?,
-                "CASCADE_TOKEN_TTL" => c.token_ttl = Duration::from_secs(parse(k, v)?),
-                "CASCADE_SECRET" => c.secret = Some(v.clone()).filter(|s| !s.is_empty()),
-                "CASCADE_STALL_TIMEOUT" => c.stall_timeout = Duration::from_secs(parse(k, v)?),
-                "CASCADE_JOB_TIMEOUT_FACTOR" => c.job_timeout_factor = parse(k, v)?,
-                "CASCADE_MAX_ATTEMPTS" => c.max_attempts = parse(k, v)?,
-                "CASCADE_SHUTDOWN_GRACE" => c.shutdown_grace = Duration::from_secs(parse(k, v)?),
-                "CASCADE_STREAM_INGEST" => c.stream_ingest = parse(k, v)?,
-                "CASCADE_KEEP_WORK" => c.keep_work = parse(k, v)?,
-                "CASCADE_SEGMENT_CACHE_MB" => {
-                    let mb: usize = parse(k, v)?;
-                    c.segment_cache_bytes =
-                        mb.checked_mul(1 << 20).filter(|_| mb <= 65536).ok_or("CASCADE_SEGMENT_CACHE_MB must be at most 65536")?;
-                }
-                // Read elsewhere (logging) or by the tools around the binary.
-                "CASCADE_LOG" | "CASCADE_LOG_FORMAT" => {}
-                other => return Err(format!("unknown setting {other}")),
-            }
+        None => args,
+    };
+    // `--name=value` keeps a value that starts with `-` a value. A flag given by hand replaces
+    // its variable before clap sees it: clap checks every value it is given, so a bad variable
+    // would otherwise fail a command line that overrides it.
+    argv.extend(
+        settings
+            .iter()
+            .filter(|(_, long)| !given_by_hand(rest, long))
+            .filter_map(|(var, long)| Some(OsString::from(format!("--{long}={}", env.get(var)?)))),
+    );
+    argv.extend(rest.iter().cloned());
+
+    let parser = without_env(P::command());
+    let matches = match parser.try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => {
+            // Help comes from the command that still names the variables.
+            let mut orig: Vec<OsString> = vec!["cascade".into()];
+            orig.extend(args.iter().cloned());
+            return Err(documented.try_get_matches_from(orig).err().unwrap_or(e).into());
         }
-        if c.workers == 0 || c.workers > 64 {
-            return Err("CASCADE_WORKERS must be 1–64".into());
+        Err(e) => return Err(blame_variable(e, &settings, env, rest)),
+    };
+    // After parsing, so that `--help` still answers with a typo in the environment.
+    if !settings.is_empty() {
+        let known = variables(&documented);
+        let mut vars: Vec<&String> = env.keys().filter(|k| k.starts_with("CASCADE_")).collect();
+        vars.sort();
+        if let Some(v) = vars.into_iter().find(|v| !known.contains(v.as_str()) && !OTHER_VARIABLES.contains(&v.as_str())) {
+            return Err(ConfigError::UnknownVariable(v.clone()));
         }
-        if c.max_queued == 0 {
-            return Err("CASCADE_MAX_QUEUED must be at least 1".into());
+    }
+    Ok(P::from_arg_matches(&matches)?)
+}
+
+/// Every variable a command or its subcommands read.
+fn variables(cmd: &clap::Command) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = cmd.get_arguments().filter_map(|a| a.get_env().and_then(OsStr::to_str)).map(str::to_string).collect();
+    for s in cmd.get_subcommands() {
+        out.extend(variables(s));
+    }
+    out
+}
+
+/// The command with clap's own environment lookups switched off (`parse` supplies the values),
+/// where a flag given twice keeps the last value (the environment's copy comes first).
+fn without_env(cmd: clap::Command) -> clap::Command {
+    let subs: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    let mut cmd = cmd.args_override_self(true).mut_args(|a| a.env(None));
+    for s in subs {
+        cmd = cmd.mut_subcommand(s, without_env);
+    }
+    cmd
+}
+
+/// Whether `--long` is among the arguments (before a `--` that ends the flags).
+fn given_by_hand(args: &[OsString], long: &str) -> bool {
+    let flag = format!("--{long}");
+    args.iter()
+        .filter_map(|a| a.to_str())
+        .take_while(|a| *a != "--")
+        .any(|a| a == flag || a.strip_prefix(flag.as_str()).is_some_and(|rest| rest.starts_with('=')))
+}
+
+/// A bad value that came from a variable (not from a flag given by hand) is reported under the
+/// variable's name: the user never typed the flag clap would name.
+fn blame_variable(e: clap::Error, settings: &BTreeMap<String, String>, env: &HashMap<String, String>, given: &[OsString]) -> ConfigError {
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else { return e.into() };
+    let long = arg.trim_start_matches('-').split([' ', '=']).next().unwrap_or("");
+    let by_hand = given_by_hand(given, long);
+    let var = settings.iter().find(|(_, l)| l.as_str() == long).map(|(v, _)| v);
+    match var {
+        Some(var) if !by_hand && env.contains_key(var) => {
+            let rendered = e.render().to_string();
+            let message = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
+            ConfigError::Variable { var: var.clone(), message }
         }
-        if c.token_ttl.is_zero() {
-            return Err("CASCADE_TOKEN_TTL must be at least 1 second".into());
-        }
-        if c.secret.as_ref().is_some_and(|s| s.len() < 16) {
-            return Err("CASCADE_SECRET must be at least 16 characters".into());
-        }
-        if c.max_attempts == 0 {
-            return Err("CASCADE_MAX_ATTEMPTS must be at least 1".into());
-        }
-        Ok(c)
+        _ => e.into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
@@ -177,23 +344,91 @@ mod tests {
         let c = Config::from_sources(&HashMap::new(), &[]).unwrap();
         assert_eq!(c.bind.to_string(), "0.0.0.0:8000");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.ladder_path, PathBuf::from("./pipelines/ladder.toml"));
         assert_eq!(c.backend, BackendChoice::Auto);
+        assert_eq!((c.workers, c.max_queued, c.max_attempts), (1, 100, 3));
+        assert_eq!(c.max_upload_bytes, 8 << 30);
+        assert_eq!(c.token_ttl, Duration::from_secs(6 * 3600));
+        assert_eq!(c.stall_timeout, Duration::from_secs(120));
+        assert_eq!(c.job_timeout_factor, 20.0);
+        assert_eq!(c.segment_cache_bytes, 64 << 20);
+        assert!(c.stream_ingest && !c.keep_work && c.secret.is_none());
         let c = Config::from_sources(
-            &env(&[("CASCADE_BIND", "127.0.0.1:9000"), ("CASCADE_WORKERS", "2"), ("PATH", "/bin")]),
-            &["--workers".into(), "3".into(), "--backend=ffmpeg".into()],
+            &env(&[("CASCADE_BIND", "127.0.0.1:9000"), ("CASCADE_WORKERS", "2"), ("CASCADE_BACKEND", "gstreamer"), ("PATH", "/bin")]),
+            &args(&["--workers", "3", "--backend=ffmpeg", "--segment-cache-mb", "0"]),
         )
         .unwrap();
         assert_eq!(c.bind.to_string(), "127.0.0.1:9000");
         assert_eq!(c.workers, 3);
         assert_eq!(c.backend, BackendChoice::Ffmpeg);
+        assert_eq!(c.segment_cache_bytes, 0);
+    }
+
+    #[test]
+    fn booleans_take_the_usual_spellings() {
+        let c = Config::from_sources(&env(&[("CASCADE_KEEP_WORK", "1"), ("CASCADE_STREAM_INGEST", "false")]), &[]).unwrap();
+        assert!(c.keep_work && !c.stream_ingest);
+        let c = Config::from_sources(&env(&[("CASCADE_KEEP_WORK", "1")]), &args(&["--keep-work=no", "--stream-ingest"])).unwrap();
+        assert!(!c.keep_work && c.stream_ingest);
+        let c = Config::from_sources(&HashMap::new(), &args(&["--stream-ingest", "off", "--keep-work"])).unwrap();
+        assert!(c.keep_work && !c.stream_ingest);
+    }
+
+    #[test]
+    fn a_value_starting_with_a_dash_stays_a_value() {
+        let secret = "-0123456789abcdef";
+        let c = Config::from_sources(&env(&[("CASCADE_SECRET", secret)]), &[]).unwrap();
+        assert_eq!(c.secret.as_deref(), Some(secret));
+        let c = Config::from_sources(&env(&[("CASCADE_SECRET", "")]), &[]).unwrap();
+        assert_eq!(c.secret, None, "an empty secret means none");
     }
 
     #[test]
     fn bad_values_are_errors() {
-        assert!(Config::from_sources(&env(&[("CASCADE_WORKERS", "zero")]), &[]).is_err());
-        assert!(Config::from_sources(&env(&[("CASCADE_BACKEND", "vlc")]), &[]).is_err());
-        assert!(Config::from_sources(&env(&[("CASCADE_TYPO", "1")]), &[]).is_err());
-        assert!(Config::from_sources(&env(&[("CASCADE_SECRET", "short")]), &[]).is_err());
-        assert!(Config::from_sources(&HashMap::new(), &["--workers".into()]).is_err());
+        for (var, value) in [
+            ("CASCADE_WORKERS", "zero"),
+            ("CASCADE_WORKERS", "0"),
+            ("CASCADE_WORKERS", "65"),
+            ("CASCADE_MAX_QUEUED", "0"),
+            ("CASCADE_TOKEN_TTL", "0"),
+            ("CASCADE_MAX_ATTEMPTS", "0"),
+            ("CASCADE_BACKEND", "vlc"),
+            ("CASCADE_SECRET", "short"),
+            ("CASCADE_SEGMENT_CACHE_MB", "65537"),
+            ("CASCADE_STALL_TIMEOUT", "0"),
+            ("CASCADE_JOB_TIMEOUT_FACTOR", "-1"),
+            ("CASCADE_STREAM_INGEST", "maybe"),
+            ("CASCADE_BIND", "nowhere"),
+        ] {
+            match Config::from_sources(&env(&[(var, value)]), &[]) {
+                Err(ConfigError::Variable { var: v, message }) => assert_eq!(v, var, "{message}"),
+                other => panic!("{var}={value}: {other:?}"),
+            }
+        }
+        // A flag given by hand is blamed as the flag, and wins over a bad variable.
+        assert!(matches!(Config::from_sources(&HashMap::new(), &args(&["--workers", "0"])), Err(ConfigError::Usage(_))));
+        assert!(Config::from_sources(&env(&[("CASCADE_WORKERS", "zero")]), &args(&["--workers", "2"])).is_ok());
+        assert!(matches!(Config::from_sources(&HashMap::new(), &args(&["--workers"])), Err(ConfigError::Usage(_))));
+        assert!(matches!(Config::from_sources(&HashMap::new(), &args(&["--no-such-flag", "1"])), Err(ConfigError::Usage(_))));
+    }
+
+    #[test]
+    fn unknown_variables_are_refused_and_log_variables_allowed() {
+        match Config::from_sources(&env(&[("CASCADE_TYPO", "1")]), &[]) {
+            Err(ConfigError::UnknownVariable(v)) => assert_eq!(v, "CASCADE_TYPO"),
+            other => panic!("{other:?}"),
+        }
+        assert!(Config::from_sources(&env(&[("CASCADE_LOG", "debug"), ("CASCADE_LOG_FORMAT", "json"), ("HOME", "/")]), &[]).is_ok());
+    }
+
+    #[test]
+    fn every_setting_has_one_variable_named_after_its_flag() {
+        let cmd = ServeArgs::command();
+        cmd.clone().debug_assert();
+        for a in cmd.get_arguments().filter(|a| a.get_long().is_some_and(|l| l != "help")) {
+            let long = a.get_long().unwrap();
+            let want = format!("CASCADE_{}", long.replace('-', "_").to_uppercase());
+            assert_eq!(a.get_env().and_then(OsStr::to_str), Some(want.as_str()), "--{long}");
+        }
     }
 }

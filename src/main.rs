@@ -14,7 +14,7 @@ mod store;
 mod transcode;
 mod upload;
 
-use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,30 +22,70 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 
-const USAGE: &str = "usage:
-  cascade serve [--bind ADDR] [--data-dir DIR] [--web-dir DIR] [--ladder FILE] [--workers N] ...
-      (every CASCADE_* setting also works as a flag: CASCADE_MAX_UPLOAD_BYTES → --max-upload-bytes)
-  cascade transcode INPUT --out DIR [--backend gstreamer] [--ladder FILE] [--clear]
-  cascade probe INPUT";
+/// Upload a video, get an adaptive HLS (AES-128) + DASH ladder, playable while encoding.
+///
+/// Every setting is a flag of the command that reads it and a `CASCADE_*` variable of the same
+/// name (`--data-dir` is `CASCADE_DATA_DIR`); flags win over variables, variables over defaults.
+#[derive(Debug, Parser)]
+#[command(name = "cascade", version, propagate_version = true, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The commands of the binary: one variant and one args struct each.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: HTTP API, player pages and transcode workers
+    Serve(config::ServeArgs),
+    /// Transcode one file into DIR with the server's pipeline, without a server
+    Transcode(TranscodeArgs),
+    /// Print what Cascade sees in a media file, as JSON
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+struct TranscodeArgs {
+    /// The source file
+    input: PathBuf,
+    /// Output directory (absent or empty): hls/, dash/ and, unless --clear, the key at hls/key
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Which back end transcodes (auto: GStreamer, then FFmpeg if GStreamer fails)
+    #[arg(long, env = "CASCADE_BACKEND", value_name = "BACKEND", value_enum, default_value_t = config::BackendChoice::Gstreamer)]
+    backend: config::BackendChoice,
+    /// Write clear HLS segments (no AES-128)
+    #[arg(long)]
+    clear: bool,
+    #[command(flatten)]
+    job: config::JobSettings,
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// The media file
+    input: PathBuf,
+}
 
 fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CASCADE_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("serve") => serve(&args[1..]),
-        Some("transcode") => transcode_cmd(&args[1..]),
-        Some("probe") => probe_cmd(&args[1..]),
-        Some("-h") | Some("--help") | Some("help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => {
-            eprintln!("{USAGE}");
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let cli = match config::process_env().and_then(|env| config::parse::<Cli>(&env, &args)) {
+        Ok(cli) => cli,
+        Err(config::ConfigError::Usage(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("cascade: {e}");
             std::process::exit(2);
         }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve(args.into()),
+        Command::Transcode(args) => transcode_cmd(args),
+        Command::Probe(args) => probe_cmd(args),
     };
     if let Err(e) = result {
         eprintln!("cascade: {e:#}");
@@ -53,35 +93,20 @@ fn main() {
     }
 }
 
-fn probe_cmd(args: &[String]) -> anyhow::Result<()> {
-    let input = args.first().ok_or_else(|| anyhow!("{USAGE}"))?;
-    let media = probe::probe_any(PathBuf::from(input).as_path(), 30).map_err(|e| anyhow!("{}: {e}", e.code()))?;
+fn probe_cmd(args: ProbeArgs) -> anyhow::Result<()> {
+    let media = probe::probe_any(&args.input, 30).map_err(|e| anyhow!("{}: {e}", e.code()))?;
     println!("{}", serde_json::to_string_pretty(&media)?);
     Ok(())
 }
 
-fn transcode_cmd(args: &[String]) -> anyhow::Result<()> {
-    let mut input = None;
-    let mut out = None;
-    let mut ladder_path = std::env::var_os("CASCADE_LADDER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("pipelines/ladder.toml"));
-    let mut backend = config::BackendChoice::Gstreamer;
-    let mut encrypt = true;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" => out = Some(PathBuf::from(it.next().ok_or_else(|| anyhow!("--out needs a value"))?)),
-            "--ladder" => ladder_path = PathBuf::from(it.next().ok_or_else(|| anyhow!("--ladder needs a value"))?),
-            "--backend" => {
-                backend = it.next().ok_or_else(|| anyhow!("--backend needs a value"))?.parse().map_err(|e: String| anyhow!(e))?
-            }
-            "--clear" => encrypt = false,
-            _ if input.is_none() && !a.starts_with("--") => input = Some(PathBuf::from(a)),
-            other => bail!("unexpected argument {other:?}\n{USAGE}"),
-        }
-    }
-    let (Some(input), Some(out)) = (input, out) else { bail!("{USAGE}") };
-    let limits = jobs::runner::Limits::from_config(&config::Config::default());
-    run_transcode(input, out, ladder_path, backend, encrypt, limits, false)
+fn transcode_cmd(args: TranscodeArgs) -> anyhow::Result<()> {
+    let TranscodeArgs { input, out, backend, clear, job } = args;
+    let limits = jobs::runner::Limits {
+        stall_timeout: Duration::from_secs(job.stall_timeout),
+        wall_factor: job.job_timeout_factor,
+        min_wall: Duration::from_secs(300),
+    };
+    run_transcode(input, out, job.ladder, backend, !clear, limits, job.keep_work)
 }
 
 /// `cascade transcode`: the server's job runner on one file, without a server or a store.
@@ -148,10 +173,9 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn serve(args: &[String]) -> anyhow::Result<()> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let config = config::Config::from_sources(&env, args).map_err(|e| anyhow!(e))?;
+fn serve(config: config::Config) -> anyhow::Result<()> {
     let ladder = ladder::Ladder::load(&config.ladder_path)?;
+    http::pages::check_players(&config.web_dir)?;
     if let Err(e) = probe::init_gstreamer() {
         warn!(error = %e, "GStreamer is unavailable; jobs will use the fallback back end where configured");
     }
@@ -222,4 +246,74 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     app.store.flush().await?;
     info!("shut down cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(env: &[(&str, &str)], args: &[&str]) -> Result<Cli, config::ConfigError> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        config::parse::<Cli>(&env, &args.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn every_command_has_help_naming_its_variables() {
+        Cli::command().debug_assert();
+        for (sub, vars) in [
+            ("serve", &["CASCADE_DATA_DIR", "CASCADE_SEGMENT_CACHE_MB", "CASCADE_STALL_TIMEOUT", "CASCADE_KEEP_WORK"][..]),
+            ("transcode", &["CASCADE_LADDER", "CASCADE_BACKEND", "CASCADE_JOB_TIMEOUT_FACTOR"][..]),
+            ("probe", &[][..]),
+        ] {
+            let err = match parse(&[("CASCADE_SECRET", "do not show this secret")], &[sub, "--help"]) {
+                Err(config::ConfigError::Usage(e)) => e,
+                other => panic!("{sub} --help: {other:?}"),
+            };
+            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+            let help = err.render().to_string();
+            assert!(help.contains("Usage: cascade"), "{help}");
+            for v in vars {
+                assert!(help.contains(v), "{sub} --help does not name {v}:\n{help}");
+            }
+            assert!(!help.contains("do not show"), "{help}");
+        }
+    }
+
+    #[test]
+    fn transcode_takes_the_job_settings_of_the_server() {
+        let env = [("CASCADE_STALL_TIMEOUT", "30"), ("CASCADE_LADDER", "/l.toml"), ("CASCADE_DATA_DIR", "/srv")];
+        let Command::Transcode(t) =
+            parse(&env, &["transcode", "in.mp4", "--out", "o", "--job-timeout-factor", "3", "--clear"]).unwrap().command
+        else {
+            panic!("not transcode")
+        };
+        assert_eq!((t.input, t.out), (PathBuf::from("in.mp4"), PathBuf::from("o")));
+        assert_eq!(t.backend, config::BackendChoice::Gstreamer);
+        assert!(t.clear && !t.job.keep_work);
+        assert_eq!((t.job.stall_timeout, t.job.job_timeout_factor), (30, 3.0));
+        assert_eq!(t.job.ladder, PathBuf::from("/l.toml"));
+        // A serve-only variable is known, so it is no error here; a typo is.
+        assert!(matches!(
+            parse(&[("CASCADE_TYPO", "1")], &["transcode", "in.mp4", "--out", "o"]),
+            Err(config::ConfigError::UnknownVariable(_))
+        ));
+        assert!(matches!(parse(&[], &["transcode", "in.mp4"]), Err(config::ConfigError::Usage(_))));
+    }
+
+    #[test]
+    fn serve_and_probe_parse() {
+        let Command::Serve(s) = parse(&[("CASCADE_WORKERS", "2")], &["serve", "--data-dir", "/d"]).unwrap().command else {
+            panic!("not serve")
+        };
+        let c = config::Config::from(s);
+        assert_eq!((c.workers, c.data_dir), (2, PathBuf::from("/d")));
+        let Command::Probe(p) = parse(&[("CASCADE_TYPO", "1")], &["probe", "x.mkv"]).unwrap().command else { panic!("not probe") };
+        assert_eq!(p.input, PathBuf::from("x.mkv"));
+        assert!(matches!(parse(&[], &[]), Err(config::ConfigError::Usage(_))));
+        assert!(matches!(parse(&[], &["frobnicate"]), Err(config::ConfigError::Usage(_))));
+    }
 }

@@ -1,13 +1,84 @@
-//! Short startup segments and the scaling cascade, through the real server and GStreamer:
-//! the first two segments of every track are `startup_segment_seconds` long, every rung has the
-//! same segment boundaries with a keyframe at each, and a rung scaled from a larger rung (360p
-//! from 720p) instead of from the source still matches the source closely.
+//! Start-up, through the real binary: which settings and web dirs `cascade serve` starts with,
+//! and `--help` of every command. Then short startup segments and the scaling cascade, through
+//! the real server and GStreamer: the first two segments of every track are
+//! `startup_segment_seconds` long, every rung has the same segment boundaries with a keyframe at
+//! each, and a rung scaled from a larger rung (360p from 720p) instead of from the source still
+//! matches the source closely.
 
 mod common;
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
+
+/// Runs `cascade ARGS` with a fresh data dir, a free port, no inherited `CASCADE_*` variable but
+/// `env`, and waits up to `wait` for it to exit: its exit code, stdout and stderr, or `None`
+/// (killed) when it was still running.
+async fn run_cascade(args: &[&str], env: &[(&str, &str)], wait: Duration) -> Option<(i32, String, String)> {
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cascade"));
+    cmd.args(args).current_dir(repo()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CASCADE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("CASCADE_BIND", "127.0.0.1:0").env("CASCADE_DATA_DIR", data.path()).env("CASCADE_MIN_FREE_BYTES", "0");
+    cmd.envs(env.iter().copied());
+    let child = cmd.spawn().expect("start cascade");
+    let out = tokio::time::timeout(wait, child.wait_with_output()).await.ok()?.unwrap();
+    Some((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into()))
+}
+
+#[tokio::test]
+async fn keep_work_is_a_setting_serve_starts_with() {
+    let server = Server::start(&[("CASCADE_KEEP_WORK", "1")]).await;
+    let (status, body) = server.get_text(&server.url("/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn an_unknown_setting_stops_serve() {
+    let (code, _, err) = run_cascade(&["serve"], &[("CASCADE_WROKERS", "2")], Duration::from_secs(30))
+        .await
+        .expect("serve started with a typo in its settings");
+    assert_ne!(code, 0);
+    assert!(err.contains("CASCADE_WROKERS"), "{err}");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_player_page_without_its_players() {
+    // The web dir as a checkout has it before ./scripts/setup.sh: pages, no node_modules.
+    let web = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(repo().join("web")).unwrap().flatten() {
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), web.path().join(e.file_name())).unwrap();
+        }
+    }
+    assert!(web.path().join("watch.html").exists());
+    let dir = web.path().to_str().unwrap();
+    let (code, _, err) = run_cascade(&["serve"], &[("CASCADE_WEB_DIR", dir)], Duration::from_secs(30))
+        .await
+        .expect("serve started without the player libraries");
+    assert_ne!(code, 0);
+    assert!(err.contains("./scripts/setup.sh") && err.contains("dash.all.min.js"), "{err}");
+    // The same check through the flag.
+    let (code, _, err) = run_cascade(&["serve", "--web-dir", dir], &[], Duration::from_secs(30)).await.expect("serve started");
+    assert!(code != 0 && err.contains("./scripts/setup.sh"), "{err}");
+}
+
+#[tokio::test]
+async fn every_command_answers_help() {
+    for args in [&["--help"][..], &["serve", "--help"], &["transcode", "--help"], &["probe", "--help"], &["help", "serve"]] {
+        let (code, out, err) = run_cascade(args, &[], Duration::from_secs(30)).await.expect("help hangs");
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains("Usage: cascade"), "{args:?}: {out}");
+    }
+    let (code, _, err) = run_cascade(&["serve", "--wrokers", "2"], &[], Duration::from_secs(30)).await.expect("serve started");
+    assert_eq!(code, 2, "a usage error: {err}");
+    assert!(err.contains("--wrokers"), "{err}");
+}
 
 const T: Duration = Duration::from_secs(300);
 const STARTUP: f64 = 0.5;

@@ -127,5 +127,12 @@ async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
         (StatusCode::BAD_REQUEST, "bad_request", format!("{r:?}"))
     };
     let body = warp::reply::json(&ErrorBody { code, message });
-    Ok(warp::reply::with_status(body, status).into_response())
+    let mut response = warp::reply::with_status(body, status).into_response();
+    if let Some(AppError::RangeNotSatisfiable(len)) = r.find::<AppError>() {
+        // RFC 9110 §15.5.17: a 416 tells the client the current length.
+        if let Ok(v) = warp::http::HeaderValue::from_str(&format!("bytes */{len}")) {
+            response.headers_mut().insert(warp::http::header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
 }

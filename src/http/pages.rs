@@ -1,7 +1,7 @@
 //! Pages and static assets from the web dir; the player libraries come from `web/node_modules`
 //! (installed from the lock file), served by Cascade itself so nothing loads from another origin.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use warp::{Filter, Rejection, Reply};
@@ -13,6 +13,40 @@ const FALLBACK_UPLOAD: &str = r#"<!doctype html><html lang="en"><meta charset="u
 <h1>Upload a video</h1><form method="post" action="/api/videos?redirect=1" enctype="multipart/form-data">
 <p><label>Title <input name="title"></label></p><p><input type="file" name="file" accept="video/*" required></p>
 <p><button>Upload</button></p></form></html>"#;
+
+/// The player page; it loads every file of `PLAYERS`.
+const WATCH_PAGE: &str = "watch.html";
+
+/// The player libraries: the name under `/vendor/` and the file under `WEB_DIR/node_modules`.
+const PLAYERS: [(&str, &str); 2] =
+    [("dash.all.min.js", "dashjs/dist/modern/umd/dash.all.min.js"), ("hls.min.js", "hls.js/dist/hls.min.js")];
+
+/// A web dir whose watch page would load player libraries that are not installed.
+#[derive(Debug, thiserror::Error)]
+#[error("{} has a player page but not the player libraries it loads ({}); install them with ./scripts/setup.sh", .web_dir.display(), .missing.join(", "))]
+pub struct PlayersMissing {
+    web_dir: PathBuf,
+    missing: Vec<String>,
+}
+
+/// Refuses to serve a watch page without its players: it would fail in the browser with
+/// `dashjs is not defined`. A web dir without a watch page needs none.
+pub fn check_players(web_dir: &Path) -> Result<(), PlayersMissing> {
+    if !web_dir.join(WATCH_PAGE).exists() {
+        return Ok(());
+    }
+    let missing: Vec<String> = PLAYERS
+        .iter()
+        .map(|(_, file)| Path::new("node_modules").join(file))
+        .filter(|f| !web_dir.join(f).is_file())
+        .map(|f| f.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PlayersMissing { web_dir: web_dir.to_path_buf(), missing })
+    }
+}
 
 fn mime_for(name: &str) -> &'static str {
     match name.rsplit('.').next().unwrap_or("") {
@@ -59,7 +93,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
         }
     });
     let a = app.clone();
-    let watch = warp::path!("watch" / String).and(warp::get()).and_then(move |_id: String| file_reply(page(&a, "watch.html"), "no-cache"));
+    let watch = warp::path!("watch" / String).and(warp::get()).and_then(move |_id: String| file_reply(page(&a, WATCH_PAGE), "no-cache"));
     let a = app.clone();
     let assets = warp::path!("assets" / String).and(warp::get()).and_then(move |name: String| {
         let ok = !name.starts_with('.') && !name.contains('/') && !name.contains('\\') && !name.contains("..");
@@ -73,12 +107,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
     });
     let a = app.clone();
     let vendor = warp::path!("vendor" / String).and(warp::get()).and_then(move |name: String| {
-        let nm = a.config.web_dir.join("node_modules");
-        let path = match name.as_str() {
-            "hls.min.js" => Some(nm.join("hls.js/dist/hls.min.js")),
-            "dash.all.min.js" => Some(nm.join("dashjs/dist/modern/umd/dash.all.min.js")),
-            _ => None,
-        };
+        let path = PLAYERS.iter().find(|(n, _)| *n == name).map(|(_, file)| a.config.web_dir.join("node_modules").join(file));
         async move {
             match path {
                 Some(p) => file_reply(p, "public, max-age=86400").await,
@@ -87,4 +116,25 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
         }
     });
     index.or(upload).or(watch).or(assets).or(vendor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_page_needs_its_players() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = dir.path();
+        assert!(check_players(web).is_ok(), "no watch page, no players needed");
+        std::fs::write(web.join(WATCH_PAGE), "<script src=/vendor/dash.all.min.js></script>").unwrap();
+        let msg = check_players(web).unwrap_err().to_string();
+        assert!(msg.contains("./scripts/setup.sh") && msg.contains("dash.all.min.js") && msg.contains("hls.min.js"), "{msg}");
+        for (_, file) in PLAYERS {
+            let f = web.join("node_modules").join(file);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, "//").unwrap();
+        }
+        assert!(check_players(web).is_ok());
+    }
 }

@@ -249,6 +249,7 @@ async fn record_outcome(app: &Arc<App>, id: &str, rec: &VideoRecord, spec: &JobS
     let id2 = id.to_string();
     if app.store.run(move |s| s.get(&id2)).await?.is_none() {
         // Deleted while running: make sure nothing the pipeline wrote after the delete remains.
+        info!("job stopped: the video was deleted");
         remove_dir_off_executor(app.media_dir(id)).await;
         remove_dir_off_executor(app.upload_dir(id)).await;
         return Ok(());

@@ -46,33 +46,43 @@ pub fn safe_relative(tail: &str) -> Option<PathBuf> {
     }
 }
 
-/// Parses a single `bytes=` range against a length: `Ok(None)` means the whole file.
-fn parse_range(h: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(h) = h else { return Ok(None) };
-    let spec = h.trim().strip_prefix("bytes=").ok_or(())?;
-    if spec.contains(',') {
-        // Multiple ranges: serve the whole file (allowed by RFC 9110).
-        return Ok(None);
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeAsk {
+    /// No range, or one to ignore: the whole file with 200.
+    Whole,
+    /// One satisfiable range, first and last byte inclusive: 206.
+    Part(u64, u64),
+    /// 416, with `Content-Range: bytes */len`.
+    Unsatisfiable,
+}
+
+/// Reads a `Range` header as RFC 9110 §14 asks a server that knows only the `bytes` unit to:
+/// another unit or an invalid range set is ignored, and several ranges are answered with the
+/// whole file (allowed, and what players never need). Parsing and clamping to the file are
+/// `http-range-header`'s.
+fn range_ask(h: Option<&str>, len: u64) -> RangeAsk {
+    let Some(h) = h else { return RangeAsk::Whole };
+    let Ok(ranges) = http_range_header::parse_range_header(h) else { return RangeAsk::Whole };
+    if ranges.len() != 1 {
+        return RangeAsk::Whole;
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().map_err(|_| ())?;
-            if n == 0 {
-                return Err(());
-            }
-            (len.saturating_sub(n), len.saturating_sub(1))
-        }
-        (s, "") => (s.parse().map_err(|_| ())?, len.saturating_sub(1)),
-        (s, e) => {
-            let (s, e): (u64, u64) = (s.parse().map_err(|_| ())?, e.parse().map_err(|_| ())?);
-            (s, e.min(len.saturating_sub(1)))
-        }
-    };
-    if len == 0 || start > end || start >= len {
-        return Err(());
+    match ranges.validate(len) {
+        // Empty only for a suffix range of an empty file: the whole (empty) file.
+        Ok(r) => r.first().map_or(RangeAsk::Whole, |r| RangeAsk::Part(*r.start(), *r.end())),
+        Err(http_range_header::RangeUnsatisfiableError::Unsatisfiable) => RangeAsk::Unsatisfiable,
+        // Rejected as abusive: ignoring a Range is always allowed.
+        Err(_) => RangeAsk::Whole,
     }
-    Ok(Some((start, end)))
+}
+
+/// The range to answer with, or the 416 error.
+fn range_to_serve(h: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, AppError> {
+    match range_ask(h, len) {
+        RangeAsk::Whole => Ok(None),
+        RangeAsk::Part(s, e) => Ok(Some((s, e))),
+        RangeAsk::Unsatisfiable => Err(AppError::RangeNotSatisfiable(len)),
+    }
 }
 
 fn not_found() -> AppError {
@@ -152,7 +162,7 @@ pub async fn serve(
     if cacheable {
         if let Some(data) = app.segments.get(&video_id, &rel) {
             let len = data.len() as u64;
-            let range = parse_range(range.as_deref(), len).map_err(|_| AppError::RangeNotSatisfiable(len))?;
+            let range = range_to_serve(range.as_deref(), len)?;
             let body = match range {
                 _ if head_only => bytes::Bytes::new(),
                 Some((s, e)) => data.slice(s as usize..=e as usize),
@@ -172,7 +182,7 @@ pub async fn serve(
         // is final (a retried job rewrites its files only before that).
         let ready = may_cache && store.get(&video_id)?.is_some_and(|r| r.status == crate::model::Status::Ready);
         let (mut f, len) = open_inside(&root, &rel)?;
-        let range = parse_range(range.as_deref(), len).map_err(|_| AppError::RangeNotSatisfiable(len))?;
+        let range = range_to_serve(range.as_deref(), len)?;
         use std::io::{Read, Seek, SeekFrom};
         if ready && app2.segments.admits(len) {
             let mut buf = Vec::with_capacity(len as usize);
@@ -257,13 +267,60 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range(None, 10), Ok(None));
-        assert_eq!(parse_range(Some("bytes=0-3"), 10), Ok(Some((0, 3))));
-        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
-        assert_eq!(parse_range(Some("bytes=-4"), 10), Ok(Some((6, 9))));
-        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 9))));
-        assert!(parse_range(Some("bytes=10-"), 10).is_err());
-        assert!(parse_range(Some("bytes=4-2"), 10).is_err());
-        assert!(parse_range(Some("items=1-2"), 10).is_err());
+        use RangeAsk::*;
+        for (h, want) in [
+            (None, Whole),
+            (Some("bytes=0-3"), Part(0, 3)),
+            (Some("bytes=5-"), Part(5, 9)),
+            (Some("bytes=-4"), Part(6, 9)),
+            (Some("bytes=-100"), Part(0, 9)),
+            (Some("bytes=8-100"), Part(8, 9)),
+            (Some("bytes=10-"), Unsatisfiable),
+            (Some("bytes=10-20"), Unsatisfiable),
+            (Some("bytes=-0"), Unsatisfiable),
+            // Another unit is ignored (RFC 9110 §14.2), and so is a range set that is not valid.
+            (Some("items=0-1"), Whole),
+            (Some("bytes=abc"), Whole),
+            (Some("bytes=4-2"), Whole),
+            // Several ranges: the whole file.
+            (Some("bytes=0-1,4-5"), Whole),
+            (Some("bytes=0-1, 4-5"), Whole),
+        ] {
+            assert_eq!(range_ask(h, 10), want, "{h:?}");
+        }
+        assert_eq!(range_ask(Some("bytes=0-"), 0), Unsatisfiable);
+    }
+
+    /// The answers of a real media route to Range requests, the 416 through the error mapping.
+    #[tokio::test]
+    async fn range_requests_are_answered_as_rfc_9110_says() {
+        use std::collections::HashMap;
+        let dir = tempfile::tempdir().unwrap();
+        let env: HashMap<String, String> = [("CASCADE_DATA_DIR".to_string(), dir.path().display().to_string())].into();
+        let config = crate::config::Config::from_sources(&env, &[]).unwrap();
+        let ladder = crate::ladder::Ladder::load(&config.ladder_path).unwrap();
+        let app = Arc::new(App::open(config, ladder).unwrap());
+        let seg = app.media_dir("v1").join("hls/720p/seg00000.ts");
+        std::fs::create_dir_all(seg.parent().unwrap()).unwrap();
+        std::fs::write(&seg, vec![7u8; 100]).unwrap();
+        let token = app.signer.mint("v1", now_unix() + 60);
+        let get = |range: &str| serve(app.clone(), token.clone(), "hls/720p/seg00000.ts".into(), Some(range.into()), false);
+
+        let r = get("bytes=10-19").await.unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 10-19/100");
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "10");
+        for ignored in ["items=0-1", "bytes=0-1,5-6"] {
+            let r = get(ignored).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{ignored}");
+            assert_eq!(r.headers()[header::CONTENT_LENGTH], "100", "{ignored}");
+            assert!(r.headers().get(header::CONTENT_RANGE).is_none(), "{ignored}");
+        }
+        let e = get("bytes=100-").await.unwrap_err();
+        assert!(matches!(e, AppError::RangeNotSatisfiable(100)), "{e:?}");
+        let r = crate::http::recover(warp::reject::custom(e)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes */100");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
     }
 }
