@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod media;
+pub mod mime;
 pub mod pages;
 pub mod views;
 

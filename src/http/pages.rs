@@ -49,16 +49,7 @@ pub fn check_players(web_dir: &Path) -> Result<(), PlayersMissing> {
 }
 
 fn mime_for(name: &str) -> &'static str {
-    match name.rsplit('.').next().unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "json" => "application/json",
-        _ => "application/octet-stream",
-    }
+    super::mime::lookup(name).map_or("application/octet-stream", |(mime, _)| mime)
 }
 
 async fn file_reply(path: PathBuf, cache: &'static str) -> Result<warp::reply::Response, Rejection> {

@@ -8,20 +8,16 @@ use std::sync::Arc;
 
 use warp::http::{header, HeaderValue, StatusCode};
 
+use super::mime::Kind;
 use crate::app::{now_unix, App};
 use crate::error::AppError;
 
-/// MIME type and whether the file is a manifest (may still change) for a served extension.
+/// MIME type and whether the file is a manifest (may still change) for a served media file.
 fn media_type(path: &Path) -> Option<(&'static str, bool)> {
-    match path.extension()?.to_str()? {
-        "m3u8" => Some(("application/vnd.apple.mpegurl", true)),
-        "mpd" => Some(("application/dash+xml", true)),
-        "ts" => Some(("video/mp2t", false)),
-        "m4s" => Some(("video/iso.segment", false)),
-        "mp4" => Some(("video/mp4", false)),
-        "jpg" => Some(("image/jpeg", false)),
-        "vtt" => Some(("text/vtt; charset=utf-8", false)),
-        _ => None,
+    match super::mime::lookup(path.to_str()?)? {
+        (mime, Kind::Manifest) => Some((mime, true)),
+        (mime, Kind::Media) => Some((mime, false)),
+        (_, Kind::Web) => None,
     }
 }
 
@@ -135,13 +131,7 @@ pub async fn serve(
     let video_id = app.signer.verify(&token, now_unix())?;
     let rel = safe_relative(&tail).ok_or_else(not_found)?;
     if rel == Path::new("hls").join("key") {
-        let id = video_id.clone();
-        let key = app.store.run(move |s| s.key(&id)).await?.ok_or_else(not_found)?;
-        let mut r = warp::reply::Response::new(key.key.to_vec().into());
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-        return Ok(r);
+        return key_response(&app, video_id).await;
     }
     let (mime, is_manifest) = media_type(&rel).ok_or_else(not_found)?;
     // Manifests need the record (their caching depends on whether the job is finished);
@@ -177,45 +167,72 @@ pub async fn serve(
     // Only a whole-file GET may fill the cache (a Range request reads just its range), and not
     // while a job of the video runs (no record read for those: progressive playback stays cheap).
     let may_cache = cacheable && range.is_none() && !head_only && !app.has_running_job(&video_id);
-    let (data, total, range_used) = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
-        // The status is read before the file is opened: a file opened once the video is ready
-        // is final (a retried job rewrites its files only before that).
-        let ready = may_cache && store.get(&video_id)?.is_some_and(|r| r.status == crate::model::Status::Ready);
-        let (mut f, len) = open_inside(&root, &rel)?;
-        let range = range_to_serve(range.as_deref(), len)?;
-        use std::io::{Read, Seek, SeekFrom};
-        if ready && app2.segments.admits(len) {
-            let mut buf = Vec::with_capacity(len as usize);
-            (&mut f).take(len).read_to_end(&mut buf)?;
-            if buf.len() as u64 != len {
-                return Err(AppError::Internal("media file shrank while being read".into()));
-            }
-            let data = bytes::Bytes::from(buf);
-            app2.segments.insert(&video_id, rel, data.clone());
-            if app2.is_deleted(&video_id) {
-                // Deleted meanwhile: the delete marks the video before it empties the cache,
-                // so either it or this removes the entry.
-                app2.segments.forget(&video_id);
-            }
-            return Ok((data, len, None));
-        }
-        let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
-        let n = if len == 0 { 0 } else { end - start + 1 };
-        // Read straight into spare capacity: zero-filling the buffer first was 14 % of the CPU
-        // time of small-segment GETs.
-        let mut buf = Vec::with_capacity(if head_only { 0 } else { n as usize });
-        if !head_only {
-            f.seek(SeekFrom::Start(start))?;
-            (&mut f).take(n).read_to_end(&mut buf)?;
-            if buf.len() as u64 != n {
-                return Err(AppError::Internal("media file shrank while being read".into()));
-            }
-        }
-        Ok((bytes::Bytes::from(buf), len, range))
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))??;
+    let read = move || read_from_disk(&app2, &store, &root, rel, &video_id, range.as_deref(), head_only, may_cache);
+    let (data, total, range_used) = tokio::task::spawn_blocking(read).await.map_err(|e| AppError::Internal(e.to_string()))??;
     respond(data, total, range_used, head_only, mime, is_manifest, finished)
+}
+
+/// The AES key of a video (never cached by anyone).
+async fn key_response(app: &App, video_id: String) -> Result<warp::reply::Response, AppError> {
+    let key = app.store.run(move |s| s.key(&video_id)).await?.ok_or_else(not_found)?;
+    let mut r = warp::reply::Response::new(key.key.to_vec().into());
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    Ok(r)
+}
+
+/// A body read from disk, the file's length and the range served.
+type FileRead = (bytes::Bytes, u64, Option<(u64, u64)>);
+
+/// Reads a media file (its requested range, nothing for HEAD) on the blocking pool; a whole
+/// segment of a ready video is also put in the segment cache. Returns the body, the file's
+/// length and the range served.
+#[allow(clippy::too_many_arguments)]
+fn read_from_disk(
+    app: &App,
+    store: &crate::store::Store,
+    root: &Path,
+    rel: PathBuf,
+    video_id: &str,
+    range: Option<&str>,
+    head_only: bool,
+    may_cache: bool,
+) -> Result<FileRead, AppError> {
+    // The status is read before the file is opened: a file opened once the video is ready
+    // is final (a retried job rewrites its files only before that).
+    let ready = may_cache && store.get(video_id)?.is_some_and(|r| r.status == crate::model::Status::Ready);
+    let (mut f, len) = open_inside(root, &rel)?;
+    let range = range_to_serve(range, len)?;
+    use std::io::{Read, Seek, SeekFrom};
+    if ready && app.segments.admits(len) {
+        let mut buf = Vec::with_capacity(len as usize);
+        (&mut f).take(len).read_to_end(&mut buf)?;
+        if buf.len() as u64 != len {
+            return Err(AppError::Internal("media file shrank while being read".into()));
+        }
+        let data = bytes::Bytes::from(buf);
+        app.segments.insert(video_id, rel, data.clone());
+        if app.is_deleted(video_id) {
+            // Deleted meanwhile: the delete marks the video before it empties the cache,
+            // so either it or this removes the entry.
+            app.segments.forget(video_id);
+        }
+        return Ok((data, len, None));
+    }
+    let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
+    let n = if len == 0 { 0 } else { end - start + 1 };
+    // Read straight into spare capacity: zero-filling the buffer first was 14 % of the CPU
+    // time of small-segment GETs.
+    let mut buf = Vec::with_capacity(if head_only { 0 } else { n as usize });
+    if !head_only {
+        f.seek(SeekFrom::Start(start))?;
+        (&mut f).take(n).read_to_end(&mut buf)?;
+        if buf.len() as u64 != n {
+            return Err(AppError::Internal("media file shrank while being read".into()));
+        }
+    }
+    Ok((bytes::Bytes::from(buf), len, range))
 }
 
 /// The response for `body` (the requested range of a `total`-byte file, empty for HEAD).
