@@ -63,7 +63,7 @@ mod tests {
         ];
         let readme = include_str!("../../README.md");
         let table = readme
-            .split("Error codes of failed videos:")
+            .split("Error codes of failed videos")
             .nth(1)
             .and_then(|t| t.split("\n\n").next())
             .expect("the README lists the failure codes");
