@@ -37,6 +37,10 @@ pub struct App {
     pub segments: crate::http::media::cache::SegmentCache,
     /// One permit per transcode allowed at once, shared by the workers and streaming ingests.
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per upload arriving at once (`CASCADE_MAX_UPLOADS`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Open event streams (SSE), in all and by client address.
+    pub subscribers: crate::http::limits::Subscribers,
 }
 
 /// Seconds since the Unix epoch.
@@ -88,6 +92,8 @@ impl App {
             shutting_down: AtomicBool::new(false),
             segments: crate::http::media::cache::SegmentCache::new(config.segment_cache_bytes),
             slots: Arc::new(tokio::sync::Semaphore::new(config.workers)),
+            uploads: Arc::new(tokio::sync::Semaphore::new(config.max_uploads)),
+            subscribers: crate::http::limits::Subscribers::new(config.max_subscribers, config.max_subscribers_per_ip),
             config,
         })
     }

@@ -105,8 +105,61 @@ pub struct ServeArgs {
     #[arg(long, env = "CASCADE_SEGMENT_CACHE_MB", value_name = "MIB", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub segment_cache_mb: u32,
+    /// Absolute URL the service is reached at (`https://video.example.com`); playback URLs are built
+    /// from it, else they are relative. Never taken from a request's Host header
+    #[arg(long, env = "CASCADE_PUBLIC_URL", value_name = "URL", value_parser = public_url)]
+    pub public_url: Option<String>,
+    /// Seconds a client may take to send a request's headers
+    #[arg(long, env = "CASCADE_HEADER_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Seconds an upload may send no bytes before it is cut off; a streamed transcode waiting this
+    /// long for bytes gives its slot back
+    #[arg(long, env = "CASCADE_BODY_IDLE_TIMEOUT", value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_idle_timeout: u64,
+    /// Uploads arriving at once; more get 429
+    #[arg(long, env = "CASCADE_MAX_UPLOADS", value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_uploads: u32,
+    /// Open event streams (SSE) at once; more get 429
+    #[arg(long, env = "CASCADE_MAX_SUBSCRIBERS", value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscribers: u32,
+    /// Open event streams (SSE) at once from one client address
+    #[arg(long, env = "CASCADE_MAX_SUBSCRIBERS_PER_IP", value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscribers_per_ip: u32,
+    /// Who may frame the pages (CSP frame-ancestors source list)
+    #[arg(long, env = "CASCADE_FRAME_ANCESTORS", value_name = "SOURCES", default_value = "'self'", value_parser = frame_ancestors)]
+    pub frame_ancestors: String,
     #[command(flatten)]
     pub job: JobSettings,
+}
+
+/// An absolute http(s) URL with a host and nothing after the path, kept without a trailing `/`.
+fn public_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if s.is_empty() {
+        // Empty means none (so a compose file can pass the variable through).
+        return Ok(String::new());
+    }
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).ok_or("must start with http:// or https://")?;
+    let host = rest.split('/').next().unwrap_or("");
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-._~/:[]%".contains(c);
+    if host.is_empty() || host.contains('@') || !rest.chars().all(ok_char) {
+        return Err("must be an absolute URL such as https://video.example.com (no user, query or fragment)".into());
+    }
+    Ok(s.to_string())
+}
+
+/// A CSP source list: no directive separators, nothing that could end the header.
+fn frame_ancestors(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || !s.chars().all(|c| c.is_ascii_graphic() || c == ' ') || s.contains([';', ',']) {
+        return Err("must be a CSP source list such as 'self' or 'self' https://example.com".into());
+    }
+    Ok(s.to_string())
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -164,6 +217,21 @@ pub struct Config {
     pub segment_cache_bytes: usize,
     /// `CASCADE_KEEP_WORK`: keep the FFmpeg back end's scratch dir, for debugging.
     pub keep_work: bool,
+    /// `CASCADE_PUBLIC_URL`: where the service is reached (no trailing `/`); playback URLs are
+    /// relative without it.
+    pub public_url: Option<String>,
+    /// `CASCADE_HEADER_TIMEOUT`: time to send a request's headers.
+    pub header_timeout: Duration,
+    /// `CASCADE_BODY_IDLE_TIMEOUT`: longest silence of an upload body.
+    pub body_idle_timeout: Duration,
+    /// `CASCADE_MAX_UPLOADS`: uploads arriving at once.
+    pub max_uploads: usize,
+    /// `CASCADE_MAX_SUBSCRIBERS`: open event streams at once.
+    pub max_subscribers: usize,
+    /// `CASCADE_MAX_SUBSCRIBERS_PER_IP`: open event streams at once per client address.
+    pub max_subscribers_per_ip: usize,
+    /// `CASCADE_FRAME_ANCESTORS`: the CSP frame-ancestors source list of the pages.
+    pub frame_ancestors: String,
 }
 
 impl From<ServeArgs> for Config {
@@ -187,6 +255,13 @@ impl From<ServeArgs> for Config {
             stream_ingest: a.stream_ingest,
             segment_cache_bytes: (a.segment_cache_mb as usize) << 20,
             keep_work: a.job.keep_work,
+            public_url: a.public_url.filter(|u| !u.is_empty()),
+            header_timeout: Duration::from_secs(a.header_timeout),
+            body_idle_timeout: Duration::from_secs(a.body_idle_timeout),
+            max_uploads: a.max_uploads as usize,
+            max_subscribers: a.max_subscribers as usize,
+            max_subscribers_per_ip: a.max_subscribers_per_ip as usize,
+            frame_ancestors: a.frame_ancestors,
         }
     }
 }
@@ -353,6 +428,10 @@ mod tests {
         assert_eq!(c.job_timeout_factor, 20.0);
         assert_eq!(c.segment_cache_bytes, 64 << 20);
         assert!(c.stream_ingest && !c.keep_work && c.secret.is_none());
+        assert_eq!((c.header_timeout.as_secs(), c.body_idle_timeout.as_secs()), (30, 60));
+        assert_eq!((c.public_url.as_deref(), c.frame_ancestors.as_str()), (None, "'self'"));
+        let c = Config::from_sources(&env(&[("CASCADE_PUBLIC_URL", "https://video.example.com/")]), &[]).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://video.example.com"));
         let c = Config::from_sources(
             &env(&[("CASCADE_BIND", "127.0.0.1:9000"), ("CASCADE_WORKERS", "2"), ("CASCADE_BACKEND", "gstreamer"), ("PATH", "/bin")]),
             &args(&["--workers", "3", "--backend=ffmpeg", "--segment-cache-mb", "0"]),
@@ -399,6 +478,13 @@ mod tests {
             ("CASCADE_JOB_TIMEOUT_FACTOR", "-1"),
             ("CASCADE_STREAM_INGEST", "maybe"),
             ("CASCADE_BIND", "nowhere"),
+            ("CASCADE_PUBLIC_URL", "video.example.com"),
+            ("CASCADE_PUBLIC_URL", "https://user@evil.example"),
+            ("CASCADE_PUBLIC_URL", "https://a.example/?q=1"),
+            ("CASCADE_HEADER_TIMEOUT", "0"),
+            ("CASCADE_BODY_IDLE_TIMEOUT", "0"),
+            ("CASCADE_FRAME_ANCESTORS", "'self'; script-src *"),
+            ("CASCADE_MAX_UPLOADS", "0"),
         ] {
             match Config::from_sources(&env(&[(var, value)]), &[]) {
                 Err(ConfigError::Variable { var: v, message }) => assert_eq!(v, var, "{message}"),

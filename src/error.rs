@@ -13,6 +13,16 @@ pub enum AppError {
     TooLarge { limit: u64 },
     #[error("too many videos are waiting to be processed ({0} queued); try again later")]
     QueueFull(usize),
+    #[error("{0} uploads are arriving already; try again later")]
+    TooManyUploads(usize),
+    #[error("{0}")]
+    TooManySubscribers(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    UnsupportedInput(String),
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("not enough free disk space to accept this upload ({free} bytes free)")]
     InsufficientStorage { free: u64 },
     #[error("{0}")]
@@ -37,6 +47,11 @@ impl AppError {
             AppError::BadRequest(_) => "bad_request",
             AppError::TooLarge { .. } => "payload_too_large",
             AppError::QueueFull(_) => "queue_full",
+            AppError::TooManyUploads(_) => "too_many_uploads",
+            AppError::TooManySubscribers(_) => "too_many_subscribers",
+            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::UnsupportedInput(_) => "unsupported_input",
+            AppError::RequestTimeout(_) => "request_timeout",
             AppError::InsufficientStorage { .. } => "insufficient_storage",
             AppError::Forbidden(_) => "forbidden",
             AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
@@ -53,7 +68,9 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::QueueFull(_) | AppError::TooManyUploads(_) | AppError::TooManySubscribers(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::UnsupportedMediaType(_) | AppError::UnsupportedInput(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             AppError::Forbidden(_) | AppError::Token(_) => StatusCode::FORBIDDEN,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,

@@ -220,7 +220,10 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), workers = config.workers, backend = ?config.backend, "Cascade listening");
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop2 = stop.clone();
-    let server = warp::serve(http::routes(app.clone())).incoming(listener).graceful(async move { stop2.notified().await }).run();
+    let server =
+        http::server::run(listener, warp::service(http::routes(app.clone())), config.header_timeout, Duration::from_secs(2), async move {
+            stop2.notified().await
+        });
     let server = tokio::spawn(server);
 
     shutdown_signal().await;
@@ -242,7 +245,7 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
         let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
     }
     // Open connections (SSE streams) get a moment to close; then the server stops regardless.
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
     app.store.flush().await?;
     info!("shut down cleanly");
     Ok(())

@@ -1,4 +1,7 @@
-//! Probing an upload with GStreamer's Discoverer: what it is, how long, how big, which way up.
+//! Probing an upload with GStreamer's Discoverer: what it is, how long, how big, which way up;
+//! and, before any demuxer runs, whether it is a container Cascade accepts at all (`container`).
+
+pub mod container;
 
 use std::path::Path;
 
@@ -11,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SIDE: u32 = 8192;
 /// Longest source accepted, in seconds (12 h).
 pub const MAX_DURATION_S: f64 = 12.0 * 3600.0;
+/// Widest pixel aspect ratio accepted (and its inverse the narrowest): anamorphic sources use up
+/// to 2:1; a header claiming more would blow a small frame up into a huge rendition.
+pub const MAX_PIXEL_ASPECT: f64 = 4.0;
 
 /// Why a file cannot be transcoded. The `code()` ends up in the video record.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -97,6 +103,7 @@ pub fn init_gstreamer() -> Result<(), String> {
         gst::init().map_err(|e| format!("GStreamer init failed: {e}"))?;
         gsthlssink3::plugin_register_static().map_err(|e| format!("hlssink3 registration: {e}"))?;
         gstfmp4::plugin_register_static().map_err(|e| format!("fmp4 registration: {e}"))?;
+        demote_uri_demuxers();
         // Optional: without libswscale the rungs scale with videoscale instead.
         if let Err(e) = crate::transcode::swscale::register() {
             tracing::warn!("libswscale scaler unavailable, rungs use videoscale: {e}");
@@ -104,6 +111,30 @@ pub fn init_gstreamer() -> Result<(), String> {
         Ok(())
     })
     .clone()
+}
+
+/// Demuxers that open other resources named in their input (HLS/DASH/Smooth Streaming
+/// playlists, SDP) get rank NONE, so decodebin and the discoverer never auto-plug them: an input
+/// that slipped past the container check still cannot make the server fetch a URL or read a file.
+fn demote_uri_demuxers() {
+    let registry = gst::Registry::get();
+    for feature in registry.features(gst::ElementFactory::static_type()) {
+        let Ok(factory) = feature.downcast::<gst::ElementFactory>() else { continue };
+        let klass = factory.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
+        if opens_other_resources(factory.name().as_str(), klass) {
+            factory.set_rank(gst::Rank::NONE);
+            tracing::debug!(factory = %factory.name(), "demoted: it opens resources its input names");
+        }
+    }
+}
+
+/// Whether an element factory is a demuxer that follows references in its input.
+fn opens_other_resources(name: &str, klass: &str) -> bool {
+    let demuxer = klass.contains("Demux");
+    demuxer
+        && (klass.contains("Adaptive")
+            || klass.contains("Network")
+            || ["sdpdemux", "rtspsrc", "hlsdemux", "dashdemux", "mssdemux"].iter().any(|n| name.starts_with(n)))
 }
 
 fn describe_caps(caps: Option<gst::Caps>) -> String {
@@ -129,6 +160,7 @@ pub fn probe_file(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeError> 
     if meta.len() == 0 {
         return Err(ProbeError::Empty);
     }
+    accepted_container(path)?;
     init_gstreamer().map_err(ProbeError::Internal)?;
     let abs = std::fs::canonicalize(path).map_err(|e| ProbeError::Internal(e.to_string()))?;
     let uri = gst::glib::filename_to_uri(&abs, None).map_err(|e| ProbeError::Internal(e.to_string()))?;
@@ -157,14 +189,8 @@ fn media_info_from(info: &pbutils::DiscovererInfo) -> Result<MediaInfo, ProbeErr
         let rotation = rotation_from_tags(v.tags()).max(rotation_from_tags(global));
         let fr = v.framerate();
         let (w, h) = (v.width(), v.height());
-        // Non-square pixels: display width follows the pixel aspect ratio.
         let par = v.par();
-        let disp_w = if par.numer() > 0 && par.denom() > 0 && par.numer() != par.denom() {
-            ((w as u64 * par.numer() as u64) / par.denom() as u64) as u32
-        } else {
-            w
-        };
-        let (dw, dh) = if rotation == 90 || rotation == 270 { (h, disp_w) } else { (disp_w, h) };
+        let (dw, dh) = display_size(w, h, (par.numer().max(0) as u32, par.denom().max(0) as u32), rotation);
         VideoInfo {
             codec: describe_caps(v.caps()),
             width: w,
@@ -230,10 +256,33 @@ fn parse_ratio(s: &str) -> (u32, u32) {
     }
 }
 
-/// Probes with `ffprobe` (the fallback when GStreamer cannot read a file or has no plugins).
+/// The container of a file, if it is on the allowlist (`unsupported_input` otherwise).
+pub fn accepted_container(path: &Path) -> Result<container::Container, ProbeError> {
+    container::identify_file(path).map_err(|e| ProbeError::Unsupported(e.to_string()))
+}
+
+/// Display size after the pixel aspect ratio `par` (numerator, denominator; 0 means unknown:
+/// square) and the rotation. Saturates instead of overflowing; `validate` refuses absurd results.
+pub fn display_size(w: u32, h: u32, par: (u32, u32), rotation: u32) -> (u32, u32) {
+    let disp_w = match par {
+        (n, d) if n > 0 && d > 0 && n != d => u32::try_from(u64::from(w) * u64::from(n) / u64::from(d)).unwrap_or(u32::MAX),
+        _ => w,
+    };
+    if rotation == 90 || rotation == 270 {
+        (h, disp_w)
+    } else {
+        (disp_w, h)
+    }
+}
+
+/// Probes with `ffprobe` (the fallback when GStreamer cannot read a file or has no plugins),
+/// told which demuxer to use and allowed to open the file only.
 pub fn probe_ffprobe(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeError> {
+    let format = accepted_container(path)?.ffmpeg_format();
     let out = run_with_timeout(
-        std::process::Command::new("ffprobe").args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"]).arg(path),
+        std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-protocol_whitelist", "file", "-f", format, "-print_format", "json", "-show_format", "-show_streams"])
+            .arg(path),
         std::time::Duration::from_secs(timeout_s),
     )
     .map_err(ProbeError::Unsupported)?;
@@ -254,7 +303,8 @@ pub fn probe_ffprobe(path: &Path, timeout_s: u64) -> Result<MediaInfo, ProbeErro
             let rotation = ((-(rot_side as i64)).rem_euclid(360)) as u32;
             let (fps_num, fps_den) =
                 parse_ratio(v["avg_frame_rate"].as_str().filter(|r| *r != "0/0").or(v["r_frame_rate"].as_str()).unwrap_or("0/0"));
-            let (dw, dh) = if rotation == 90 || rotation == 270 { (h, w) } else { (w, h) };
+            let par = v["sample_aspect_ratio"].as_str().map(parse_ratio).unwrap_or((0, 0));
+            let (dw, dh) = display_size(w, h, par, rotation);
             VideoInfo {
                 codec: v["codec_name"].as_str().unwrap_or("unknown").to_string(),
                 width: w,
@@ -305,6 +355,14 @@ pub fn validate(m: &MediaInfo) -> Result<(), ProbeError> {
     if v.width < 2 || v.height < 2 || v.width > MAX_SIDE || v.height > MAX_SIDE {
         return Err(ProbeError::Absurd(format!("a frame size of {}x{}", v.width, v.height)));
     }
+    // The display size is bounded like the coded size: a pixel aspect ratio in a header must not
+    // turn a small frame into a huge rendition.
+    let (dw, dh) = (v.display_width, v.display_height);
+    let upright_w = if v.rotation == 90 || v.rotation == 270 { dh } else { dw };
+    let par = f64::from(upright_w) / f64::from(v.width);
+    if dw < 2 || dh < 2 || dw > MAX_SIDE || dh > MAX_SIDE || !(1.0 / MAX_PIXEL_ASPECT..=MAX_PIXEL_ASPECT).contains(&par) {
+        return Err(ProbeError::Absurd(format!("a display size of {dw}x{dh} for {}x{} pixels", v.width, v.height)));
+    }
     if !m.duration_s.is_finite() || m.duration_s > MAX_DURATION_S {
         return Err(ProbeError::Absurd(format!("a duration of {:.0} s", m.duration_s)));
     }
@@ -343,6 +401,54 @@ mod tests {
         audio_only.video = None;
         audio_only.audio = Some(AudioInfo { codec: "audio/mpeg".into(), channels: 2, sample_rate: 48000 });
         assert_eq!(validate(&audio_only).unwrap_err().code(), "no_video_stream");
+    }
+
+    #[test]
+    fn the_pixel_aspect_ratio_is_bounded_like_the_frame_size() {
+        // 64x64 with a sample aspect of 60000:1: refused, not turned into a 6400x64 rendition.
+        let (dw, dh) = display_size(64, 64, (60000, 1), 0);
+        let mut bomb = media(64, 64, 10.0);
+        let v = bomb.video.as_mut().unwrap();
+        (v.display_width, v.display_height) = (dw, dh);
+        assert_eq!(validate(&bomb).unwrap_err().code(), "invalid_dimensions");
+        assert_eq!(display_size(u32::MAX, 2, (u32::MAX, 1), 0).0, u32::MAX, "saturates");
+        // Real anamorphic sources pass: DV NTSC 720x480 at 10:11, HDV 1440x1080 at 4:3, rotated.
+        assert_eq!(display_size(720, 480, (10, 11), 0), (654, 480));
+        assert_eq!(display_size(1440, 1080, (4, 3), 90), (1080, 1920));
+        for (w, h, par, rot) in [(720, 480, (10, 11), 0), (1440, 1080, (4, 3), 90), (64, 64, (1, 4), 0)] {
+            let mut m = media(w, h, 10.0);
+            let v = m.video.as_mut().unwrap();
+            (v.display_width, v.display_height) = display_size(w, h, par, rot);
+            v.rotation = rot;
+            assert!(validate(&m).is_ok(), "{w}x{h} {par:?}");
+        }
+        let mut thin = media(64, 64, 10.0);
+        thin.video.as_mut().unwrap().display_width = 8;
+        assert_eq!(validate(&thin).unwrap_err().code(), "invalid_dimensions", "1:8 is beyond the bound");
+    }
+
+    #[test]
+    fn demuxers_that_open_urls_are_never_auto_plugged() {
+        init_gstreamer().unwrap();
+        let mut seen = 0;
+        for name in ["hlsdemux", "dashdemux", "mssdemux", "sdpdemux"] {
+            if let Some(f) = gst::ElementFactory::find(name) {
+                seen += 1;
+                assert_eq!(f.rank(), gst::Rank::NONE, "{name}");
+            }
+        }
+        assert!(seen >= 2, "gst-plugins-bad/good provide these demuxers on this system");
+        assert!(gst::ElementFactory::find("qtdemux").is_some_and(|f| f.rank() > gst::Rank::NONE));
+        assert!(opens_other_resources("hlsdemux2", "Codec/Demuxer/Adaptive"));
+        assert!(!opens_other_resources("matroskademux", "Codec/Demuxer"));
+    }
+
+    #[test]
+    fn a_playlist_is_refused_before_any_demuxer() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\nhttp://127.0.0.1:9/s.ts\n#EXT-X-ENDLIST\n").unwrap();
+        assert_eq!(probe_file(f.path(), 5).unwrap_err().code(), "unsupported_input");
+        assert_eq!(probe_ffprobe(f.path(), 5).unwrap_err().code(), "unsupported_input");
     }
 
     #[test]

@@ -187,23 +187,33 @@ async fn bad_input_fails_with_a_code_and_limits_hold() {
         x ^= x << 17;
         *b = x as u8;
     }
-    let cases = [
-        (bytes_file("empty.mp4", b""), "empty_file"),
-        (bytes_file("random.mp4", &random), "unsupported_input"),
-        (bytes_file("notes.mp4", b"This is a text file pretending to be a video.\n"), "unsupported_input"),
-    ];
-    let mut ids = Vec::new();
-    for (path, _) in &cases {
-        ids.push(server.upload_ok(path, "bad").await);
+    // What is not a media container is refused by its content, whatever its name, before any
+    // demuxer runs: no record, no job, nothing left on disk.
+    for (path, what) in [
+        (bytes_file("empty.mp4", b""), "empty"),
+        (bytes_file("random.mp4", &random), "random bytes"),
+        (bytes_file("notes.mp4", b"This is a text file pretending to be a video.\n"), "text"),
+    ] {
+        let (status, body) = server.upload(&path, "bad").await;
+        assert_eq!(status, 415, "{what}: {body}");
+        assert_eq!(body["code"], "unsupported_input", "{what}: {body}");
+        assert!(body["message"].as_str().unwrap().len() > 10, "{what}: {body}");
     }
-    for ((_, code), id) in cases.iter().zip(&ids) {
+    // A container that is on the list but broken fails as a job, with a code.
+    let mut ids = Vec::new();
+    let mut broken = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    broken.extend_from_slice(&random);
+    ids.push(server.upload_ok(&bytes_file("broken.mp4", &broken), "bad").await);
+    for id in &ids {
         let v = server.wait_final(id, Duration::from_secs(60)).await;
         assert_eq!(v["status"], "failed", "{v}");
-        assert_eq!(v["error"]["code"], *code, "{v}");
+        assert_eq!(v["error"]["code"], "unsupported_input", "{v}");
         assert!(v["error"]["message"].as_str().unwrap().len() > 5);
         assert_eq!(v["playable"], false);
         assert!(v["playback"].is_null());
     }
+    let r = server.client.get(server.url("/api/videos")).send().await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(r["videos"].as_array().unwrap().len(), ids.len(), "refused uploads leave no record: {r}");
     // The server is still healthy.
     assert_eq!(server.get_text(&server.url("/healthz")).await.0, 200);
 
@@ -224,8 +234,8 @@ async fn bad_input_fails_with_a_code_and_limits_hold() {
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "bad_request");
     let r = server.client.post(server.url("/api/videos")).body("hello").send().await.unwrap();
-    assert!(r.status().is_client_error());
-    assert!(r.json::<Value>().await.unwrap()["code"].is_string());
+    assert_eq!(r.status().as_u16(), 415);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "unsupported_media_type");
     // Unknown ids are 404 JSON.
     let r = server.client.get(server.url("/api/videos/nope")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
@@ -237,7 +247,9 @@ async fn upload_form_without_javascript_redirects_to_watch_page() {
     let (status, page) = server.get_text(&server.url("/upload")).await;
     assert_eq!(status, 200);
     assert!(page.contains("multipart/form-data") && page.contains("name=\"file\""), "{page}");
-    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(b"".to_vec()).file_name("x.mp4"));
+    let src = clip("redirect.mkv", "testsrc2=size=160x120:rate=10", None, 1.0, &[]).await;
+    let form =
+        reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(std::fs::read(&src).unwrap()).file_name("x.mkv"));
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let r = client.post(server.url("/api/videos?redirect=1")).multipart(form).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303);

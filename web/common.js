@@ -14,6 +14,8 @@ const Cascade = {
     }
     return body;
   },
+  // Playback URLs are relative unless the server has a public URL; players want absolute ones.
+  abs(u) { return u ? new URL(u, window.location.href).href : u; },
   bytes(n) {
     if (!Number.isFinite(n)) return '–';
     const u = ['B', 'KB', 'MB', 'GB', 'TB'];

@@ -142,7 +142,7 @@
       const cur = player.getCurrentRepresentationForType('video');
       if (cur) setCurrent(cur.id, cur.bandwidth);
     });
-    player.initialize(video, v.playback.dash, true, 0);
+    player.initialize(video, Cascade.abs(v.playback.dash), true, 0);
     window.cascadePlayer.dash = player;
     // Stall watchdog: if playback makes no progress for 5 s while not paused and more video than
     // that is already encoded, the stream is loaded again at that position. dash.js has stopped for
@@ -166,7 +166,7 @@
         stuckSince = 0;
         state.recoveries += 1;
         console.warn(`dash: no progress at ${t.toFixed(2)} s for ${5 * 2 ** (state.recoveries - 1)} s with ${encoded.toFixed(1)} s encoded; reloading the stream there`);
-        player.attachSource(v.playback.dash, t);
+        player.attachSource(Cascade.abs(v.playback.dash), t);
       }
     }, 1000);
   } else if (kind === 'hls' && window.Hls && Hls.isSupported()) {
@@ -192,13 +192,13 @@
       const l = hls.levels[data.level];
       if (l) setCurrent(nameFor(l.width, l.height), l.bitrate);
     });
-    hls.loadSource(v.playback.hls);
+    hls.loadSource(Cascade.abs(v.playback.hls));
     hls.attachMedia(video);
     window.cascadePlayer.hls = hls;
     video.play().catch(() => {});
   } else {
     state.kind = 'native';
-    video.src = v.playback.hls;
+    video.src = Cascade.abs(v.playback.hls);
     fillMenu((v.renditions || []).map((r) => ({ key: r.name, name: r.name, bandwidth: r.bandwidth })), () => {});
     video.play().catch(() => {});
   }

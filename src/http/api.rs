@@ -7,41 +7,41 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use tracing::info;
 use warp::http::StatusCode;
-use warp::multipart::FormData;
 
 use super::views::{view, VideoView};
 use crate::app::{remove_dir_off_executor, App};
 use crate::error::AppError;
 use crate::model::VideoRecord;
 
-/// `scheme://host` of the request, for absolute playback URLs.
-pub fn base_url(host: Option<String>, forwarded_proto: Option<String>) -> String {
-    match host {
-        Some(h) if !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) => {
-            let proto = forwarded_proto.filter(|p| p == "https" || p == "http").unwrap_or_else(|| "http".into());
-            format!("{proto}://{h}")
-        }
-        _ => String::new(),
-    }
-}
-
 /// A client's own reference for an upload, if it is a sane one.
 fn client_ref(r: Option<String>) -> Option<String> {
     r.filter(|r| !r.is_empty() && r.len() <= 64 && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
+/// What an upload request says besides its body.
+pub struct Upload {
+    pub content_length: Option<u64>,
+    pub content_type: Option<String>,
+    /// Answer with a redirect to the watch page (the no-JavaScript form).
+    pub redirect: bool,
+    pub reference: Option<String>,
+}
+
 /// `POST /api/videos`.
-pub async fn upload(
-    app: Arc<App>,
-    content_length: Option<u64>,
-    redirect: bool,
-    reference: Option<String>,
-    base: String,
-    form: FormData,
-) -> Result<warp::reply::Response, AppError> {
-    crate::upload::admit(&app, content_length).await?;
-    let rec = crate::upload::multipart::receive(app.clone(), form, client_ref(reference)).await?;
-    if redirect {
+pub async fn upload<S, B>(app: Arc<App>, req: Upload, base: String, body: S) -> Result<warp::reply::Response, AppError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: bytes::Buf,
+{
+    let rec = crate::upload::multipart::receive_request(
+        app.clone(),
+        req.content_type.as_deref(),
+        req.content_length,
+        body,
+        client_ref(req.reference),
+    )
+    .await?;
+    if req.redirect {
         let mut r = warp::reply::Response::new(Vec::new().into());
         *r.status_mut() = StatusCode::SEE_OTHER;
         let location = warp::http::HeaderValue::from_str(&format!("/watch/{}", rec.id)).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -106,12 +106,17 @@ pub async fn delete(app: Arc<App>, id: String) -> Result<warp::reply::Response, 
 }
 
 /// `GET /api/videos/{id}/events`: the record now, then on every change, until it is final.
-pub async fn events(app: Arc<App>, id: String, base: String) -> Result<warp::reply::Response, AppError> {
+/// Open streams are capped in all and per client address.
+pub async fn events(app: Arc<App>, id: String, base: String, client: Option<std::net::IpAddr>) -> Result<warp::reply::Response, AppError> {
     use warp::Reply;
     let updates = app.events.subscribe();
     let first = get_view(&app, &id, &base).await?;
+    let subscription = app.subscribers.subscribe(client)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<VideoView>(16);
-    tokio::spawn(forward_updates(app, id, base, first, updates, tx));
+    tokio::spawn(async move {
+        forward_updates(app, id, base, first, updates, tx).await;
+        drop(subscription);
+    });
     let events = sse_events(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
 }
@@ -132,7 +137,12 @@ async fn forward_updates(
         return;
     }
     while !fin {
-        let next = match updates.recv().await {
+        // A client that went away frees its place at once, not at the next change of the record.
+        let update = tokio::select! {
+            _ = tx.closed() => return,
+            u = updates.recv() => u,
+        };
+        let next = match update {
             Ok(rec) if rec.id == id => {
                 let pos = app.store.run(|s| s.queue_positions()).await.unwrap_or_default().get(&id).copied();
                 Some(view(&app, rec, pos, &base))

@@ -1,9 +1,12 @@
 //! HTTP: routes, and the one place where errors become JSON `{code, message}` with a status.
 
 pub mod api;
+pub mod headers;
+pub mod limits;
 pub mod media;
 pub mod mime;
 pub mod pages;
+pub mod server;
 pub mod views;
 
 use std::convert::Infallible;
@@ -26,9 +29,21 @@ fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infalli
     warp::any().map(move || app.clone())
 }
 
-/// `scheme://host` of the request.
-fn base() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("host").and(warp::header::optional::<String>("x-forwarded-proto")).map(api::base_url)
+/// The start of playback URLs: `CASCADE_PUBLIC_URL`, or empty (relative URLs). Never the
+/// request's `Host` header, which the client chooses.
+fn base(app: &Arc<App>) -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    let base = app.config.public_url.clone().unwrap_or_default();
+    warp::any().map(move || base.clone())
+}
+
+/// `GET`, and `HEAD` wherever `GET` works (hyper sends no body for `HEAD`).
+pub fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
+}
+
+/// The peer address of the connection, when the server put it into the request.
+fn client_ip() -> impl Filter<Extract = (Option<std::net::IpAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<limits::ClientAddr>().map(|a: Option<limits::ClientAddr>| a.map(|a| a.0.ip()))
 }
 
 fn reject(e: AppError) -> Rejection {
@@ -37,8 +52,8 @@ fn reject(e: AppError) -> Rejection {
 
 /// Every route of the service.
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let healthz = warp::path!("healthz").and(warp::get()).map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
-    let time = warp::path!("api" / "time").and(warp::get()).map(|| {
+    let healthz = warp::path!("healthz").and(get_or_head()).map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
+    let time = warp::path!("api" / "time").and(get_or_head()).map(|| {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         warp::reply::with_header(now, "cache-control", "no-store")
     });
@@ -61,28 +76,32 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(with_app(app.clone()))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::query::<UploadQuery>())
-        .and(base())
-        .and(warp::multipart::form().max_length(None))
-        .and_then(|app, len, q: UploadQuery, base, form| async move {
+        .and(base(&app))
+        // Any content type, so that a wrong one gets a 415 rather than a routing error.
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::stream())
+        .and_then(|app, len, q: UploadQuery, base, content_type: Option<String>, body| async move {
             let redirect = q.redirect.is_some_and(|r| r == "1" || r == "true");
-            api::upload(app, len, redirect, q.client_ref, base, form).await.map_err(reject)
+            let upload = api::Upload { content_length: len, content_type, redirect, reference: q.client_ref };
+            api::upload(app, upload, base, body).await.map_err(reject)
         });
     let list = warp::path!("api" / "videos")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app(app.clone()))
         .and(warp::query::<ListQuery>())
-        .and(base())
+        .and(base(&app))
         .and_then(|app, q: ListQuery, base| async move { api::list(app, q.client_ref, base).await.map_err(reject) });
     let get = warp::path!("api" / "videos" / String)
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app(app.clone()))
-        .and(base())
+        .and(base(&app))
         .and_then(|id, app, base| async move { api::get(app, id, base).await.map_err(reject) });
     let events = warp::path!("api" / "videos" / String / "events")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app(app.clone()))
-        .and(base())
-        .and_then(|id, app, base| async move { api::events(app, id, base).await.map_err(reject) });
+        .and(base(&app))
+        .and(client_ip())
+        .and_then(|id, app, base, ip| async move { api::events(app, id, base, ip).await.map_err(reject) });
     let delete = warp::path!("api" / "videos" / String)
         .and(warp::delete())
         .and(with_app(app.clone()))
@@ -98,14 +117,18 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         });
 
     let a = app.clone();
-    let config = warp::path!("api" / "config").and(warp::get()).map(move || {
+    let config = warp::path!("api" / "config").and(get_or_head()).map(move || {
         warp::reply::json(&serde_json::json!({
             "max_upload_bytes": a.config.max_upload_bytes,
             "segment_seconds": a.ladder.segment_seconds,
         }))
     });
     let api = healthz.or(time).or(config).or(upload).or(list).or(events).or(get).or(delete).or(play);
-    api.or(pages::routes(app)).recover(recover).with(warp::trace::request())
+    let policy = headers::SecurityHeaders::new(&app.config);
+    api.or(pages::routes(app))
+        .recover(recover)
+        .map(move |reply| policy.apply(reply))
+        .with(warp::trace(|info| tracing::info_span!("request", method = %info.method(), path = %headers::redact(info.path()))))
 }
 
 /// Maps every rejection to a JSON error with the right status.

@@ -72,9 +72,9 @@ fn page(app: &Arc<App>, name: &'static str) -> PathBuf {
 /// The page and asset routes.
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let a = app.clone();
-    let index = warp::path::end().and(warp::get()).and_then(move || file_reply(page(&a, "index.html"), "no-cache"));
+    let index = warp::path::end().and(super::get_or_head()).and_then(move || file_reply(page(&a, "index.html"), "no-cache"));
     let a = app.clone();
-    let upload = warp::path!("upload").and(warp::get()).and_then(move || {
+    let upload = warp::path!("upload").and(super::get_or_head()).and_then(move || {
         let path = page(&a, "upload.html");
         async move {
             match file_reply(path, "no-cache").await {
@@ -84,9 +84,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
         }
     });
     let a = app.clone();
-    let watch = warp::path!("watch" / String).and(warp::get()).and_then(move |_id: String| file_reply(page(&a, WATCH_PAGE), "no-cache"));
+    let watch =
+        warp::path!("watch" / String).and(super::get_or_head()).and_then(move |_id: String| file_reply(page(&a, WATCH_PAGE), "no-cache"));
     let a = app.clone();
-    let assets = warp::path!("assets" / String).and(warp::get()).and_then(move |name: String| {
+    let assets = warp::path!("assets" / String).and(super::get_or_head()).and_then(move |name: String| {
         let ok = !name.starts_with('.') && !name.contains('/') && !name.contains('\\') && !name.contains("..");
         let path = a.config.web_dir.join(&name);
         async move {
@@ -97,7 +98,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
         }
     });
     let a = app.clone();
-    let vendor = warp::path!("vendor" / String).and(warp::get()).and_then(move |name: String| {
+    let vendor = warp::path!("vendor" / String).and(super::get_or_head()).and_then(move |name: String| {
         let path = PLAYERS.iter().find(|(n, _)| *n == name).map(|(_, file)| a.config.web_dir.join("node_modules").join(file));
         async move {
             match path {

@@ -22,8 +22,15 @@ use crate::upload::{Growing, UploadState};
 /// Bytes of a streamed upload on disk before its probe: enough for the demuxer to see every
 /// stream's header.
 const STREAM_PROBE_BYTES: u64 = 4 << 20;
-/// How long a streamed transcode waits for those bytes.
+/// How long a streamed transcode waits for those bytes at most (and never longer than the
+/// upload's idle timeout).
 const STREAM_PROBE_WAIT: Duration = Duration::from_secs(120);
+
+/// A transcode that reads an upload while it arrives, and the slot it holds.
+pub struct Streamed {
+    pub growing: Arc<Growing>,
+    pub slot: OwnedSemaphorePermit,
+}
 
 /// Starts `config.workers` workers; they stop when the app shuts down.
 pub fn spawn_workers(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
@@ -86,8 +93,7 @@ pub async fn start_streamed(
     info!(video_id = %rec.id, "streamable upload: transcoding while it arrives");
     let app = app.clone();
     tokio::spawn(async move {
-        let _slot = slot;
-        if let Err(e) = run_job(&app, &job, rec, Some(growing)).await {
+        if let Err(e) = run_job(&app, &job, rec, Some(Streamed { growing, slot })).await {
             error!(video_id = %job.video_id, error = %e, "streamed job bookkeeping failed");
         }
     });
@@ -117,20 +123,25 @@ impl<E: Into<JobFailure>> From<E> for Stop {
     }
 }
 
-/// Runs one job; `growing` is set for a streamed transcode (the upload is still arriving).
+/// Runs one job; `streamed` is set for a transcode of an upload that is still arriving (a
+/// worker's job holds its slot in the worker loop instead).
 #[instrument(skip_all, fields(video_id = %job.video_id))]
-pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, growing: Option<Arc<Growing>>) -> Result<(), AppError> {
+pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, streamed: Option<Streamed>) -> Result<(), AppError> {
     let id = job.video_id.as_str();
+    let (growing, mut slot) = match streamed {
+        Some(s) => (Some(s.growing), Some(s.slot)),
+        None => (None, None),
+    };
     let spec = match prepare(app, id, &rec, growing).await? {
         Ok(spec) => spec,
-        Err(stop) => return stop_job(app, id, stop, None).await,
+        Err(stop) => return stop_job(app, id, stop, None, &mut slot).await,
     };
     let media = match probe(app, id, &spec).await? {
         Ok(media) => media,
-        Err(stop) => return stop_job(app, id, stop, spec.growing).await,
+        Err(stop) => return stop_job(app, id, stop, spec.growing, &mut slot).await,
     };
     let outcome = transcode(app, id, spec.clone(), media).await?;
-    record_outcome(app, id, &rec, &spec, outcome).await
+    record_outcome(app, id, &rec, &spec, outcome, &mut slot).await
 }
 
 /// Checks the attempt count, empties the output, finds the source and the key. The inner `Err`
@@ -145,7 +156,7 @@ async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Ar
     let growing = match growing {
         // Enough of the file for the demuxer to see every stream's header; an upload that is
         // complete by then is transcoded from its file like any other.
-        Some(g) => match wait_upload(&g, STREAM_PROBE_BYTES, STREAM_PROBE_WAIT).await {
+        Some(g) => match wait_upload(&g, STREAM_PROBE_BYTES, STREAM_PROBE_WAIT.min(g.idle())).await {
             UploadState::Aborted => return Ok(Err(Stop::UploadAborted)),
             UploadState::Done => None,
             UploadState::Writing => Some(g),
@@ -245,7 +256,14 @@ async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sync::mpsc::U
 }
 
 /// Records how the run ended: ready, re-queued, or failed.
-async fn record_outcome(app: &Arc<App>, id: &str, rec: &VideoRecord, spec: &JobSpec, outcome: Outcome) -> Result<(), AppError> {
+async fn record_outcome(
+    app: &Arc<App>,
+    id: &str,
+    rec: &VideoRecord,
+    spec: &JobSpec,
+    outcome: Outcome,
+    slot: &mut Option<OwnedSemaphorePermit>,
+) -> Result<(), AppError> {
     let id2 = id.to_string();
     if app.store.run(move |s| s.get(&id2)).await?.is_none() {
         // Deleted while running: make sure nothing the pipeline wrote after the delete remains.
@@ -264,7 +282,7 @@ async fn record_outcome(app: &Arc<App>, id: &str, rec: &VideoRecord, spec: &JobS
             info!("job cancelled; re-queueing it");
             requeue(app, id, true).await
         }
-        Err(e) if spec.growing.is_some() => stop_job(app, id, Stop::FallBackToFile(e.to_string()), spec.growing.clone()).await,
+        Err(e) if spec.growing.is_some() => stop_job(app, id, Stop::FallBackToFile(e.to_string()), spec.growing.clone(), slot).await,
         Err(e) if e.is_transient() && rec.attempts < app.config.max_attempts => {
             // Not the input's fault (killed, stalled): run it again, a bounded number of times.
             warn!(error = %e, attempt = rec.attempts, "transient failure; re-queueing the job");
@@ -313,27 +331,64 @@ async fn record_ready(app: &App, id: &str, backend: &str, fallback_reason: Optio
     Ok(())
 }
 
-/// Ends a job that stopped early; `growing` is the upload a streamed transcode was reading.
-async fn stop_job(app: &App, id: &str, stop: Stop, growing: Option<Arc<Growing>>) -> Result<(), AppError> {
+/// Ends a job that stopped early; `growing` is the upload a streamed transcode was reading and
+/// `slot` the transcode slot it holds.
+async fn stop_job(
+    app: &App,
+    id: &str,
+    stop: Stop,
+    growing: Option<Arc<Growing>>,
+    slot: &mut Option<OwnedSemaphorePermit>,
+) -> Result<(), AppError> {
     match stop {
         Stop::Failed(f) => fail(app, id, f).await,
         Stop::UploadAborted => Ok(()),
         Stop::FallBackToFile(why) => {
             // A streamed transcode could not finish on its own: once the upload is complete, the
-            // job goes through the normal queue from the file on disk. An aborted upload is
-            // cleaned up by its handler.
-            warn!(reason = %why, "streamed transcode failed; the job will run from the file once the upload completes");
-            let state = match growing {
-                Some(g) => wait_upload(&g, u64::MAX, Duration::from_secs(24 * 3600)).await,
-                None => UploadState::Done,
+            // job goes through the normal queue from the file on disk. Meanwhile the video waits
+            // without output and the slot serves other jobs (a trickling upload must not hold
+            // it). An aborted upload is cleaned up by its handler.
+            warn!(reason = %why, "streamed transcode stopped; the job will run from the file once the upload completes");
+            let Some(g) = growing else {
+                return requeue_now(app, id).await;
             };
-            if state == UploadState::Done {
-                requeue(app, id, true).await?;
-                app.wake.notify_waiters();
+            drop(slot.take());
+            app.wake.notify_waiters();
+            wait_for_file(app, id).await?;
+            if wait_upload(&g, u64::MAX, Duration::from_secs(24 * 3600)).await == UploadState::Done {
+                requeue_now(app, id).await?;
             }
             Ok(())
         }
     }
+}
+
+/// Re-queues a job at once and wakes a worker for it.
+async fn requeue_now(app: &App, id: &str) -> Result<(), AppError> {
+    requeue(app, id, true).await?;
+    app.wake.notify_waiters();
+    Ok(())
+}
+
+/// Shows a streamed video that waits for the rest of its upload as queued, without output. Its
+/// job stays claimed (no worker may take it before the file is complete).
+async fn wait_for_file(app: &App, id: &str) -> Result<(), AppError> {
+    let id2 = id.to_string();
+    let rec = app
+        .store
+        .run(move |s| {
+            s.update(&id2, |v| {
+                v.status = Status::Queued;
+                v.reset_output();
+            })
+        })
+        .await?;
+    app.segments.forget(id);
+    remove_dir_off_executor(app.media_dir(id)).await;
+    if let Some(r) = rec {
+        app.notify(&r);
+    }
+    Ok(())
 }
 
 /// Marks a video failed and removes its job.

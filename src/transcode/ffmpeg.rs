@@ -42,8 +42,10 @@ fn s(v: impl Into<String>) -> String {
     v.into()
 }
 
-/// Builds the ffmpeg arguments (never through a shell). Pure: unit-tested below.
-pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Plan {
+/// Builds the ffmpeg arguments (never through a shell). Pure: unit-tested below. The input is
+/// read with the demuxer `input_format` (from the container allowlist) and may open local files
+/// and pipes only: FFmpeg never guesses a format that follows URLs (hls, dash, concat).
+pub fn plan(req: &TranscodeRequest, input_format: &str, work: &Path, key_info: Option<&Path>) -> Plan {
     let n = req.renditions.len();
     let has_audio = req.media.audio.is_some();
     let graph = filter_graph(req);
@@ -56,6 +58,10 @@ pub fn plan(req: &TranscodeRequest, work: &Path, key_info: Option<&Path>) -> Pla
         s("-nostats"),
         s("-progress"),
         s("pipe:1"),
+        s("-protocol_whitelist"),
+        s("file,pipe"),
+        s("-f"),
+        s(input_format),
         s("-i"),
         req.input.to_string_lossy().to_string(),
         s("-filter_complex"),
@@ -467,7 +473,9 @@ impl FfmpegTranscoder {
         events: &mut EventSink<'_>,
         cancel: &AtomicBool,
     ) -> Result<(), TranscodeError> {
-        let plan = plan(req, work, key_info);
+        let input_format =
+            crate::probe::accepted_container(&req.input).map_err(|e| TranscodeError::Runtime(e.to_string()))?.ffmpeg_format();
+        let plan = plan(req, input_format, work, key_info);
         debug!(args = ?plan.args, "ffmpeg");
         let child = Command::new("ffmpeg")
             .args(&plan.args)
@@ -536,9 +544,11 @@ mod tests {
     #[test]
     fn three_rung_ladder_arguments() {
         let req = request(true);
-        let p = plan(&req, Path::new("/out/.ffmpeg"), Some(Path::new("/scratch/hls.keyinfo")));
+        let p = plan(&req, "mov", Path::new("/out/.ffmpeg"), Some(Path::new("/scratch/hls.keyinfo")));
         let a = &p.args;
         assert_eq!(value_after(a, "-i"), "/in/source");
+        assert_eq!(value_after(a, "-protocol_whitelist"), "file,pipe");
+        assert_eq!(value_after(a, "-f"), "mov", "the demuxer is named before the input");
         assert_eq!(value_after(a, "-progress"), "pipe:1");
         assert_eq!(
             value_after(a, "-filter_complex"),
@@ -567,8 +577,7 @@ mod tests {
         assert!(!a.iter().any(|x| x.starts_with("-threads")));
         assert_eq!(value_after(a, "-b:a"), "128k");
         assert_eq!(value_after(a, "-ar"), "48000");
-        let tee = value_after(a, "-f");
-        assert_eq!(tee, "tee");
+        assert!(a.windows(2).any(|w| w[0] == "-f" && w[1] == "tee"), "{a:?}");
         let slaves: Vec<&str> = value_after(a, "tee").split('|').collect();
         assert_eq!(slaves.len(), 4);
         assert_eq!(
@@ -587,7 +596,7 @@ mod tests {
 
     #[test]
     fn no_audio_and_no_key() {
-        let p = plan(&request(false), Path::new("/w"), None);
+        let p = plan(&request(false), "matroska", Path::new("/w"), None);
         assert!(!p.args.iter().any(|x| x == "0:a:0" || x == "-c:a"));
         let slaves = value_after(&p.args, "tee");
         assert!(slaves.contains("select=0:") && !slaves.contains("hls_key_info_file"));

@@ -11,13 +11,19 @@ const DONE: u8 = 1;
 const ABORTED: u8 = 2;
 
 /// How far an upload has got, shared between the upload handler and the pipeline's reader.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Growing {
     written: AtomicU64,
     state: AtomicU8,
     lock: Mutex<()>,
     changed: Condvar,
+    /// How long the reader may starve (see `STARVED_BYTES`) before it gives up.
+    idle: Duration,
 }
+
+/// A reader that got fewer new bytes than this during the idle timeout is starving: the upload
+/// trickles, and the transcode gives its slot back instead of waiting on it.
+pub const STARVED_BYTES: u64 = 64 * 1024;
 
 /// What the reader sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +34,14 @@ pub enum UploadState {
 }
 
 impl Growing {
-    /// A new upload, nothing written yet.
-    pub fn new() -> Growing {
-        Growing::default()
+    /// A new upload, nothing written yet; its reader may starve for `idle` at most.
+    pub fn new(idle: Duration) -> Growing {
+        Growing { written: AtomicU64::new(0), state: AtomicU8::new(0), lock: Mutex::new(()), changed: Condvar::new(), idle }
+    }
+
+    /// How long a reader may get fewer than `STARVED_BYTES` new bytes before it gives up.
+    pub fn idle(&self) -> Duration {
+        self.idle
     }
 
     fn set(&self, f: impl FnOnce()) {
@@ -86,7 +97,7 @@ mod tests {
 
     #[test]
     fn growing_file_wakes_its_reader() {
-        let g = std::sync::Arc::new(Growing::new());
+        let g = std::sync::Arc::new(Growing::new(Duration::from_secs(60)));
         let g2 = g.clone();
         let t = std::thread::spawn(move || g2.wait_beyond(0, Duration::from_secs(10)));
         std::thread::sleep(Duration::from_millis(50));

@@ -5,6 +5,7 @@
 //! arrives (`sniff`), starts that streamed transcode (through `jobs`, reading a [`Growing`] file),
 //! and records the video once the last byte is durably on disk.
 
+mod body;
 mod growing;
 pub mod multipart;
 mod sniff;
@@ -15,11 +16,12 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-pub use growing::{Growing, UploadState};
+pub use growing::{Growing, UploadState, STARVED_BYTES};
 
 use crate::app::{remove_dir_off_executor, App};
 use crate::error::AppError;
 use crate::model::{KeyMaterial, VideoRecord, MAX_TITLE};
+use crate::probe::container::{self, Container, Verdict};
 use staging::UploadFile;
 
 /// Bytes looked at before giving up on recognising a streamable container.
@@ -31,12 +33,14 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// Refuses an upload before any byte is read: the server is stopping, the queue is full, the
-/// declared size is over the limit or would not fit on the disk.
-pub async fn admit(app: &App, declared_len: Option<u64>) -> Result<(), AppError> {
+/// Refuses an upload before any byte is read: the server is stopping, too many uploads are
+/// arriving at once, the queue is full, the declared size is over the limit or would not fit on
+/// the disk. The permit it returns counts the upload as arriving until it is dropped.
+pub async fn admit(app: &App, declared_len: Option<u64>) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
     if app.is_shutting_down() {
         return Err(AppError::ShuttingDown);
     }
+    let permit = app.uploads.clone().try_acquire_owned().map_err(|_| AppError::TooManyUploads(app.config.max_uploads))?;
     let limit = app.config.max_upload_bytes;
     // A multipart body carries a little more than the file: boundaries and part headers.
     if declared_len.is_some_and(|n| n > limit + 64 * 1024) {
@@ -51,7 +55,7 @@ pub async fn admit(app: &App, declared_len: Option<u64>) -> Result<(), AppError>
             return Err(AppError::InsufficientStorage { free });
         }
     }
-    Ok(())
+    Ok(permit)
 }
 
 /// What a client said about its upload besides the bytes.
@@ -92,6 +96,9 @@ pub struct Intake {
     file: Option<UploadFile>,
     growing: Arc<Growing>,
     streaming: Streaming,
+    /// The file's first bytes, until they tell its container.
+    head: Vec<u8>,
+    container: Option<Container>,
     bytes: u64,
     pub meta: UploadMeta,
 }
@@ -109,7 +116,8 @@ impl Intake {
             }
         };
         let streaming = if app.config.stream_ingest { Streaming::Sniffing(Vec::new()) } else { Streaming::No };
-        Ok(Intake { app, id, file: Some(file), growing: Arc::new(Growing::new()), streaming, bytes: 0, meta })
+        let growing = Arc::new(Growing::new(app.config.body_idle_timeout));
+        Ok(Intake { app, id, file: Some(file), growing, streaming, head: Vec::new(), container: None, bytes: 0, meta })
     }
 
     /// Appends the next bytes of the file.
@@ -118,6 +126,11 @@ impl Intake {
         self.bytes += data.len() as u64;
         if self.bytes > limit {
             return Err(AppError::TooLarge { limit });
+        }
+        if self.container.is_none() {
+            let room = container::ID_BYTES.saturating_sub(self.head.len());
+            self.head.extend_from_slice(&data[..data.len().min(room)]);
+            self.identify(false)?;
         }
         let file = self.file.as_mut().ok_or_else(|| AppError::Internal("upload already finished".into()))?;
         file.push(data).await?;
@@ -139,6 +152,20 @@ impl Intake {
             Streaming::No => {}
         }
         Ok(())
+    }
+
+    /// Decides the container from the first bytes once they tell: the file is refused before any
+    /// demuxer sees it unless it is on the allowlist.
+    fn identify(&mut self, complete: bool) -> Result<(), AppError> {
+        match container::identify(&self.head, complete) {
+            Verdict::Accepted(c) => {
+                self.container = Some(c);
+                self.head = Vec::new();
+                Ok(())
+            }
+            Verdict::NeedMore => Ok(()),
+            Verdict::Refused => Err(AppError::UnsupportedInput(container::ContainerError::Refused.to_string())),
+        }
     }
 
     /// Starts transcoding while the upload arrives, if a transcode slot is free now.
@@ -172,6 +199,9 @@ impl Intake {
     }
 
     async fn complete(&mut self) -> Result<VideoRecord, AppError> {
+        if self.container.is_none() {
+            self.identify(true)?;
+        }
         if let Some(file) = self.file.take() {
             file.finish().await?;
         }

@@ -1,24 +1,49 @@
 //! `multipart/form-data` uploads (the upload page, the no-JavaScript form, scripts with curl):
-//! the `file` part is streamed into an [`Intake`]; `title` is kept in memory (bounded); other
-//! parts are drained and ignored.
+//! the body goes through [`body::bounded`] (framing and idle limits) into multer; the `file` part
+//! is streamed into an [`Intake`]; `title` is kept in memory (bounded); other parts are drained
+//! and ignored.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Buf;
-use futures_util::{StreamExt, TryStreamExt};
-use warp::multipart::{FormData, Part};
+use bytes::Bytes;
+use futures_util::Stream;
 
+use super::body::{self, BodyError, BodyLimits, SharedBody};
 use super::{Intake, UploadMeta};
 use crate::app::App;
 use crate::error::AppError;
 use crate::model::{VideoRecord, MAX_TITLE};
 
-fn interrupted(e: warp::Error) -> AppError {
-    AppError::BadRequest(format!("upload interrupted: {e}"))
+/// Longest multipart preamble, part header block or epilogue.
+pub const MAX_FRAMING_BYTES: usize = 8 * 1024;
+
+/// The boundary of a `multipart/form-data` content type; anything else is a 415.
+pub fn boundary(content_type: Option<&str>) -> Result<String, AppError> {
+    let ct = content_type.ok_or_else(|| AppError::UnsupportedMediaType("the upload has no Content-Type".into()))?;
+    multer::parse_boundary(ct).map_err(|e| AppError::UnsupportedMediaType(format!("expected multipart/form-data with a boundary: {e}")))
+}
+
+/// What a multer error means for the client: the limits of `body` keep their own status.
+fn body_error(e: multer::Error) -> AppError {
+    let inner = match &e {
+        multer::Error::StreamReadFailed(inner) => inner.downcast_ref::<BodyError>().cloned(),
+        _ => None,
+    };
+    match inner {
+        Some(BodyError::Idle(s)) => AppError::RequestTimeout(format!("no upload bytes arrived for {s} s")),
+        Some(e @ BodyError::FramingTooLong(_)) => AppError::BadRequest(format!("malformed upload: {e}")),
+        Some(e @ BodyError::Read(_)) => AppError::BadRequest(format!("upload interrupted: {e}")),
+        None => AppError::BadRequest(format!("malformed upload: {e}")),
+    }
 }
 
 /// Receives a whole form; returns the new video's record once its file is durably on disk.
-pub async fn receive(app: Arc<App>, mut form: FormData, client_ref: Option<String>) -> Result<VideoRecord, AppError> {
+async fn receive<S>(app: Arc<App>, stream: S, boundary: String, client_ref: Option<String>) -> Result<VideoRecord, AppError>
+where
+    S: Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
+{
+    let mut form = multer::Multipart::new(stream, boundary);
     let mut meta = UploadMeta { client_ref, ..Default::default() };
     let mut intake: Option<Intake> = None;
     let result = read_parts(&app, &mut form, &mut meta, &mut intake).await;
@@ -37,54 +62,71 @@ pub async fn receive(app: Arc<App>, mut form: FormData, client_ref: Option<Strin
     }
 }
 
-async fn read_parts(app: &Arc<App>, form: &mut FormData, meta: &mut UploadMeta, intake: &mut Option<Intake>) -> Result<(), AppError> {
-    while let Some(part) = form.try_next().await.map_err(|e| AppError::BadRequest(format!("malformed upload: {e}")))? {
-        match part.name() {
-            "file" if intake.is_none() => {
-                meta.original_name = part.filename().map(|s| s.chars().take(MAX_TITLE).collect());
-                let started = intake.insert(Intake::create(app.clone(), meta.clone()).await?);
-                copy_file(part, started).await?;
-            }
-            "title" => meta.set_title(&read_small(part, 4 * MAX_TITLE).await?),
-            _ => drain(part).await?,
+/// A refused upload reads at most this much of the rest of its body before answering.
+const DRAIN_MAX: u64 = 8 << 20;
+/// ...and waits this long at most for each piece of it.
+const DRAIN_IDLE: Duration = Duration::from_secs(5);
+
+/// Receives a `multipart/form-data` request: checks its content type, admits it, and receives
+/// the form. A refusal (not a media file, too large, too many uploads…) reads the rest of a small
+/// body first, so that a client still sending gets the answer rather than a reset connection;
+/// a malformed or stalled body is not read any further.
+pub async fn receive_request<S, B, E>(
+    app: Arc<App>,
+    content_type: Option<&str>,
+    declared_len: Option<u64>,
+    body: S,
+    client_ref: Option<String>,
+) -> Result<VideoRecord, AppError>
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: bytes::Buf,
+    E: std::fmt::Display,
+{
+    let boundary = boundary(content_type)?;
+    let body = SharedBody::new(body);
+    let limits = BodyLimits { idle: app.config.body_idle_timeout, framing: MAX_FRAMING_BYTES };
+    let result = match super::admit(&app, declared_len).await {
+        Ok(_arriving) => receive(app, body::bounded(body.clone(), &boundary, limits), boundary, client_ref).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        let small = declared_len.is_none_or(|n| n <= DRAIN_MAX);
+        if small && !matches!(e, AppError::BadRequest(_) | AppError::RequestTimeout(_)) {
+            body.drain(DRAIN_MAX, DRAIN_IDLE).await;
         }
     }
-    Ok(())
+    result
 }
 
-/// Streams a part into the intake. Body chunks are small (tens of KiB); the intake stages them
-/// and writes large blocks.
-async fn copy_file(part: Part, intake: &mut Intake) -> Result<(), AppError> {
-    let mut stream = part.stream();
-    while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(interrupted)?;
-        while chunk.has_remaining() {
-            let data = chunk.chunk();
-            let n = data.len();
-            intake.push(data).await?;
-            chunk.advance(n);
+async fn read_parts(
+    app: &Arc<App>,
+    form: &mut multer::Multipart<'static>,
+    meta: &mut UploadMeta,
+    intake: &mut Option<Intake>,
+) -> Result<(), AppError> {
+    while let Some(mut field) = form.next_field().await.map_err(body_error)? {
+        match field.name() {
+            Some("file") if intake.is_none() => {
+                meta.original_name = field.file_name().map(|s| s.chars().take(MAX_TITLE).collect());
+                let started = intake.insert(Intake::create(app.clone(), meta.clone()).await?);
+                while let Some(chunk) = field.chunk().await.map_err(body_error)? {
+                    started.push(&chunk).await?;
+                }
+            }
+            Some("title") => meta.set_title(&read_small(field, 4 * MAX_TITLE).await?),
+            _ => while field.chunk().await.map_err(body_error)?.is_some() {},
         }
     }
     Ok(())
 }
 
 /// A text part, of which at most `limit` bytes are kept (the rest is read and dropped).
-async fn read_small(part: Part, limit: usize) -> Result<String, AppError> {
+async fn read_small(mut field: multer::Field<'static>, limit: usize) -> Result<String, AppError> {
     let mut text = Vec::new();
-    let mut stream = part.stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(interrupted)?;
+    while let Some(chunk) = field.chunk().await.map_err(body_error)? {
         let room = limit.saturating_sub(text.len());
-        let data = chunk.chunk();
-        text.extend_from_slice(&data[..data.len().min(room)]);
+        text.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
     Ok(String::from_utf8_lossy(&text).into_owned())
-}
-
-async fn drain(part: Part) -> Result<(), AppError> {
-    let mut stream = part.stream();
-    while let Some(chunk) = stream.next().await {
-        chunk.map_err(interrupted)?;
-    }
-    Ok(())
 }

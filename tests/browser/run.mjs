@@ -72,6 +72,9 @@ async function scenario(name, ms, fn) {
   const page = await context.newPage();
   const consoleErrors = [];
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  // Whatever the pages' Content-Security-Policy blocks (an inline script or style, a worker, a
+  // blob: URL the players need) fails the scenario.
+  page.on('console', (m) => { if (m.type() === 'error' && /Content.Security.Policy/i.test(m.text())) consoleErrors.push(m.text()); });
   try {
     await Promise.race([fn(page, consoleErrors), sleep(ms).then(() => { throw new Error(`scenario timed out after ${ms / 1000} s`); })]);
     if (consoleErrors.length) throw new Error(`page errors: ${consoleErrors.join('; ')}`);
@@ -166,7 +169,7 @@ for (const kind of ['dash', 'hls']) {
 // player reads: the shortest media playlist (HLS) or SegmentTimeline (DASH).
 async function publishedEdge(kind, rec) {
   const text = async (url) => {
-    const r = await fetch(url);
+    const r = await fetch(new URL(url, BASE));
     if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
     return r.text();
   };
@@ -174,7 +177,7 @@ async function publishedEdge(kind, rec) {
     const master = await text(rec.playback.hls);
     const uris = master.split('\n').filter((l) => l && !l.startsWith('#'));
     const ends = await Promise.all(uris.map(async (u) => {
-      const pl = await text(new URL(u, rec.playback.hls).href);
+      const pl = await text(new URL(u, new URL(rec.playback.hls, BASE)).href);
       return [...pl.matchAll(/#EXTINF:([\d.]+)/g)].reduce((a, m) => a + Number(m[1]), 0);
     }));
     return Math.min(...ends);

@@ -48,6 +48,8 @@ impl Server {
             .env("CASCADE_BIND", format!("127.0.0.1:{port}"))
             .env("CASCADE_DATA_DIR", data_dir)
             .env("CASCADE_MIN_FREE_BYTES", "0")
+            // Absolute playback URLs, as clients outside a browser need them.
+            .env("CASCADE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
             .env("CASCADE_LOG", "info,warp=warn")
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(data_dir.with_extension("log")).unwrap()))
@@ -311,7 +313,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Sends an upload whose file part is `file_bytes` long by hand: with `declared` the request says
+/// Sends an upload whose file part (an MP4 header and filler) is `file_bytes` long by hand: with `declared` the request says
 /// `Content-Length: declared` and sends no body at all; without it, the body is chunked and
 /// never finished. Returns the status line's code and the response text.
 pub async fn raw_upload(port: u16, declared: Option<u64>, file_bytes: usize) -> (u16, String) {
@@ -325,7 +327,11 @@ pub async fn raw_upload(port: u16, declared: Option<u64>, file_bytes: usize) -> 
     if declared.is_none() {
         let preamble = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n");
         let mut body = preamble.into_bytes();
-        body.extend(std::iter::repeat_n(b'x', file_bytes));
+        // An MP4 (ftyp, then an mdat to the end of the file) so that the upload is not refused
+        // by its content first; mdat before moov: not streamed.
+        let mut file = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2\x00\x00\x00\x00mdat".to_vec();
+        file.resize(file_bytes.max(file.len()), b'x');
+        body.extend(file);
         for chunk in body.chunks(64 * 1024) {
             let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk.to_vec(), b"\r\n".to_vec()].concat();
             if s.write_all(&framed).await.is_err() {

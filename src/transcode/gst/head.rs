@@ -75,9 +75,12 @@ fn growing_source(path: &Path, growing: Arc<crate::upload::Growing>) -> Result<g
 fn read_growing(weak: gst::glib::WeakRef<gstreamer_app::AppSrc>, mut file: std::fs::File, growing: &crate::upload::Growing) {
     use crate::upload::UploadState;
     use std::io::Read;
+    use std::time::Instant;
     let mut pos = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
     let mut running = false;
+    // Where the reader was when the current idle window began.
+    let mut window = (Instant::now(), 0u64);
     loop {
         let Some(src) = weak.upgrade() else { return };
         // appsrc refuses buffers until it is started; once the pipeline stops, so do we.
@@ -86,10 +89,27 @@ fn read_growing(weak: gst::glib::WeakRef<gstreamer_app::AppSrc>, mut file: std::
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
+            window = (Instant::now(), pos);
             continue;
         }
         running = true;
         let (have, state) = growing.wait_beyond(pos, Duration::from_millis(200));
+        if pos - window.1 >= crate::upload::STARVED_BYTES {
+            window = (Instant::now(), pos);
+        } else if state == UploadState::Writing && have - window.1 < crate::upload::STARVED_BYTES && window.0.elapsed() > growing.idle() {
+            // A trickling upload must not hold a transcode slot: the job gives it back and runs
+            // from the file once the upload is complete.
+            gst::element_error!(
+                src,
+                gst::ResourceError::Read,
+                (
+                    "the upload is starving the transcode: fewer than {} KiB arrived in {} s",
+                    crate::upload::STARVED_BYTES / 1024,
+                    growing.idle().as_secs()
+                )
+            );
+            return;
+        }
         if have > pos {
             let want = ((have - pos) as usize).min(buf.len());
             match file.read(&mut buf[..want]) {
