@@ -206,8 +206,16 @@ class Server:
         self.port = free_port()
         self.data = data or tempfile.mkdtemp(dir=work)
         os.chmod(self.data, 0o755)
+        # An admin and an API token, made before the server opens the database.
+        add = subprocess.run([BIN, "user", "add", "bench", "--admin", "--password-stdin", "--data-dir", self.data],
+                             input="bench password 1\n", capture_output=True, text=True, timeout=60)
+        if add.returncode and "is taken" not in add.stderr:
+            raise RuntimeError(add.stderr)
+        self.token = subprocess.run([BIN, "token", "create", "bench", "--data-dir", self.data],
+                                    capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        self.auth = ["-H", f"Authorization: Bearer {self.token}"]
         e = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{self.port}", CASCADE_DATA_DIR=self.data,
-                 CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn", **env)
+                 CASCADE_PUBLIC_URL=f"http://127.0.0.1:{self.port}", CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn", **env)
         self.log = open(os.path.join(work, f"server{self.port}.log"), "w")
         self.p = subprocess.Popen([BIN, "serve"], cwd=ROOT, env=e, stdout=self.log, stderr=self.log)
         for _ in range(200):
@@ -221,11 +229,14 @@ class Server:
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def request(self, path, method="GET"):
+        return urllib.request.Request(self.url(path), method=method, headers={"Authorization": f"Bearer {self.token}"})
+
     def get(self, path):
-        return json.load(urllib.request.urlopen(self.url(path), timeout=10))
+        return json.load(urllib.request.urlopen(self.request(path), timeout=10))
 
     def upload(self, path):
-        out = subprocess.run(["curl", "-sS", "-f", "-F", f"file=@{path}", self.url("/api/videos")],
+        out = subprocess.run(["curl", "-sS", "-f", *self.auth, "-F", f"file=@{path}", self.url("/api/videos")],
                              capture_output=True, text=True, timeout=1200)
         if out.returncode:
             raise RuntimeError(out.stderr)
@@ -263,7 +274,7 @@ def bench_ttfp(src, work):
                     break
                 time.sleep(0.02)
             cascade.append(time.monotonic() - t_end)
-            req = urllib.request.Request(server.url(f"/api/videos/{vid}"), method="DELETE")
+            req = server.request(f"/api/videos/{vid}", method="DELETE")
             urllib.request.urlopen(req, timeout=30)
             log(f"  run {run} cascade: {cascade[-1]:.2f} s (status {rec['status']})")
 
@@ -303,7 +314,7 @@ def bench_stream(src, work):
             server = Server(work, **env)
             try:
                 t0 = time.monotonic()
-                p = subprocess.Popen(["curl", "-sS", "-f", "--limit-rate", str(rate), "-F", "title=bench", "-F", f"file=@{mkv}",
+                p = subprocess.Popen(["curl", "-sS", "-f", *server.auth, "--limit-rate", str(rate), "-F", "title=bench", "-F", f"file=@{mkv}",
                                       server.url("/api/videos")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 playable = None
                 while playable is None and time.monotonic() - t0 < 600:

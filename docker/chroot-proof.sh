@@ -122,13 +122,25 @@ if chroot "$root" curl -fsS "$base/healthz" >/dev/null; then ok "HEALTHCHECK com
 if [[ $(curl -s -o /dev/null -w '%{http_code}' "$base/upload") == 200 ]]; then ok "GET /upload"; else bad "GET /upload"; fi
 if [[ $(curl -s -o /dev/null -w '%{http_code}' "$base/vendor/dash.all.min.js") == 200 ]]; then ok "player libraries served"; else bad "player libraries not served"; fi
 
+# Accounts are made while the server runs, as `docker compose exec cascade cascade user add …` would:
+# through the server's admin socket in the data dir.
+incage() { chroot --userspec=10001:10001 "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/data CASCADE_DATA_DIR=/data "$@"; }
+token=""
+if incage /usr/local/bin/cascade user add proof --admin --password-stdin <<<"proof password 1" \
+  && token=$(incage /usr/local/bin/cascade token create proof) && [[ $token == cas_* ]]; then
+  ok "user add and token create while the server runs (admin socket)"
+else
+  bad "user add / token create while the server runs"; tail -20 "$log"
+fi
+auth="Authorization: Bearer $token"
+
 work=$(mktemp -d)
 timeout 120 ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440 \
   -t 6 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac "$work/clip.mp4"
-id=$(curl -fsS -F "file=@$work/clip.mp4" -F title=chroot "$base/api/videos" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+id=$(curl -fsS -H "$auth" -F "file=@$work/clip.mp4" -F title=chroot "$base/api/videos" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 rec=""
 for _ in $(seq 1 900); do
-  rec=$(curl -fsS "$base/api/videos/$id")
+  rec=$(curl -fsS -H "$auth" "$base/api/videos/$id")
   status=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"])' "$rec")
   [[ $status == ready || $status == failed ]] && break
   sleep 0.2
@@ -139,6 +151,8 @@ if [[ $status == ready ]]; then ok "uploaded clip is ready inside the runtime ro
 if grep -q "libswscale scaler unavailable" "$log"; then bad "libswscale missing in the runtime root: $(grep -m1 libswscale "$log")"; else ok "rungs scale with libswscale inside the runtime root"; fi
 for kind in hls dash; do
   url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["playback"]["'$kind'"])' "$rec" 2>/dev/null || true)
+  # Relative without CASCADE_PUBLIC_URL (the compose default): resolve against the server.
+  [[ $url == /* ]] && url="$base$url"
   if [[ -n $url ]] && err=$(timeout 120 ffmpeg -nostdin -v error -i "$url" -map 0 -f null - 2>&1) && [[ -z $err ]]; then
     ok "$kind plays (ffmpeg decodes every stream)"
   else

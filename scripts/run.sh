@@ -8,4 +8,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked
 bind=${CASCADE_BIND:-0.0.0.0:8000}
 echo "Cascade: open http://localhost:${bind##*:}/upload"
+echo "Uploading needs an account; create the first admin (in another terminal, while this runs):"
+echo "  ./target/release/cascade user add NAME --admin    # prints a generated password"
 exec ./target/release/cascade serve "$@"

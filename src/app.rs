@@ -41,6 +41,8 @@ pub struct App {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// Open event streams (SSE), in all and by client address.
     pub subscribers: crate::http::limits::Subscribers,
+    /// Failed logins, per account and per address.
+    pub logins: crate::auth::limits::LoginLimiter,
 }
 
 /// Seconds since the Unix epoch.
@@ -94,6 +96,7 @@ impl App {
             slots: Arc::new(tokio::sync::Semaphore::new(config.workers)),
             uploads: Arc::new(tokio::sync::Semaphore::new(config.max_uploads)),
             subscribers: crate::http::limits::Subscribers::new(config.max_subscribers, config.max_subscribers_per_ip),
+            logins: Default::default(),
             config,
         })
     }

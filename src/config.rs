@@ -130,6 +130,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CASCADE_MAX_SUBSCRIBERS_PER_IP", value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_subscribers_per_ip: u32,
+    /// Visibility of an upload that does not say (public, unlisted, private)
+    #[arg(long, env = "CASCADE_DEFAULT_VISIBILITY", value_name = "VISIBILITY", value_enum, default_value_t = crate::model::Visibility::Public)]
+    pub default_visibility: crate::model::Visibility,
+    /// Hours a login session lasts
+    #[arg(long, env = "CASCADE_SESSION_TTL_HOURS", value_name = "HOURS", default_value_t = 14 * 24,
+          value_parser = clap::value_parser!(u64).range(1..=24 * 365))]
+    pub session_ttl_hours: u64,
     /// Who may frame the pages (CSP frame-ancestors source list)
     #[arg(long, env = "CASCADE_FRAME_ANCESTORS", value_name = "SOURCES", default_value = "'self'", value_parser = frame_ancestors)]
     pub frame_ancestors: String,
@@ -232,6 +239,10 @@ pub struct Config {
     pub max_subscribers_per_ip: usize,
     /// `CASCADE_FRAME_ANCESTORS`: the CSP frame-ancestors source list of the pages.
     pub frame_ancestors: String,
+    /// `CASCADE_DEFAULT_VISIBILITY`: visibility of an upload that does not say.
+    pub default_visibility: crate::model::Visibility,
+    /// `CASCADE_SESSION_TTL_HOURS`: lifetime of a login session.
+    pub session_ttl: Duration,
 }
 
 impl From<ServeArgs> for Config {
@@ -262,6 +273,8 @@ impl From<ServeArgs> for Config {
             max_subscribers: a.max_subscribers as usize,
             max_subscribers_per_ip: a.max_subscribers_per_ip as usize,
             frame_ancestors: a.frame_ancestors,
+            default_visibility: a.default_visibility,
+            session_ttl: Duration::from_secs(a.session_ttl_hours * 3600),
         }
     }
 }

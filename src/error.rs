@@ -27,6 +27,10 @@ pub enum AppError {
     InsufficientStorage { free: u64 },
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("too many failed logins; try again later")]
+    TooManyAttempts,
     #[error("range not satisfiable (length {0})")]
     RangeNotSatisfiable(u64),
     #[error("the server is shutting down")]
@@ -54,6 +58,8 @@ impl AppError {
             AppError::RequestTimeout(_) => "request_timeout",
             AppError::InsufficientStorage { .. } => "insufficient_storage",
             AppError::Forbidden(_) => "forbidden",
+            AppError::Unauthorized(_) => "unauthorized",
+            AppError::TooManyAttempts => "too_many_attempts",
             AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             AppError::ShuttingDown => "shutting_down",
             AppError::Token(_) => "forbidden",
@@ -68,7 +74,10 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::QueueFull(_) | AppError::TooManyUploads(_) | AppError::TooManySubscribers(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::QueueFull(_) | AppError::TooManyUploads(_) | AppError::TooManySubscribers(_) | AppError::TooManyAttempts => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::UnsupportedMediaType(_) | AppError::UnsupportedInput(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
@@ -81,6 +90,15 @@ impl AppError {
 }
 
 impl warp::reject::Reject for AppError {}
+
+impl From<crate::auth::accounts::AccountError> for AppError {
+    fn from(e: crate::auth::accounts::AccountError) -> Self {
+        match e {
+            crate::auth::accounts::AccountError::Hash(m) => AppError::Internal(m),
+            other => AppError::BadRequest(other.to_string()),
+        }
+    }
+}
 
 impl From<std::io::Error> for AppError {
     fn from(e: std::io::Error) -> Self {

@@ -45,6 +45,100 @@ enum Command {
     Transcode(TranscodeArgs),
     /// Print what Cascade sees in a media file, as JSON
     Probe(ProbeArgs),
+    /// Manage users (also while the server runs, through DATA_DIR/admin.sock)
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage personal API tokens (also while the server runs)
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Create a user; prints a generated password unless --password-stdin
+    Add(UserAddArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Create an API token for a user; prints it on one line, nothing else
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+struct UserAddArgs {
+    /// The user name (letters, digits, '.', '_', '-')
+    name: String,
+    /// An admin (may do everything); otherwise an uploader
+    #[arg(long)]
+    admin: bool,
+    /// Read the password from the first line of stdin
+    #[arg(long)]
+    password_stdin: bool,
+    /// The server's data dir (default: CASCADE_DATA_DIR, else ./data)
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct TokenCreateArgs {
+    /// The user name
+    name: String,
+    /// What the token may do
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["upload", "manage"])]
+    scope: Vec<model::Scope>,
+    /// Days until it expires (default: never)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    expires_days: Option<u32>,
+    /// The server's data dir (default: CASCADE_DATA_DIR, else ./data)
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// The data dir of an admin command.
+fn admin_data_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("CASCADE_DATA_DIR").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("./data"))
+}
+
+fn admin_cmd(data_dir: Option<PathBuf>, req: auth::admin::AdminRequest) -> anyhow::Result<auth::admin::AdminReply> {
+    match auth::admin::request(&admin_data_dir(data_dir), req).map_err(|e| anyhow!(e))? {
+        auth::admin::AdminReply::Error(e) => Err(anyhow!(e)),
+        reply => Ok(reply),
+    }
+}
+
+fn user_cmd(cmd: UserCmd) -> anyhow::Result<()> {
+    let UserCmd::Add(a) = cmd;
+    let (password, generated) = if a.password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        (line.trim_end_matches(['\r', '\n']).to_string(), false)
+    } else {
+        (auth::accounts::new_secret()[..24].to_string(), true)
+    };
+    let reply =
+        admin_cmd(a.data_dir, auth::admin::AdminRequest::UserAdd { name: a.name.clone(), password: password.clone(), admin: a.admin })?;
+    if let auth::admin::AdminReply::UserAdded { adopted_videos, .. } = reply {
+        if adopted_videos > 0 {
+            eprintln!("{} now owns the {adopted_videos} videos uploaded before accounts existed", a.name);
+        }
+    }
+    if generated {
+        println!("{password}");
+    }
+    Ok(())
+}
+
+fn token_cmd(cmd: TokenCmd) -> anyhow::Result<()> {
+    let TokenCmd::Create(a) = cmd;
+    let req = auth::admin::AdminRequest::TokenCreate { name: a.name, scopes: a.scope, expires_days: a.expires_days };
+    match admin_cmd(a.data_dir, req)? {
+        auth::admin::AdminReply::TokenCreated { token } => {
+            println!("{token}");
+            Ok(())
+        }
+        other => Err(anyhow!("unexpected answer: {other:?}")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +180,8 @@ fn main() {
         Command::Serve(args) => serve(args.into()),
         Command::Transcode(args) => transcode_cmd(args),
         Command::Probe(args) => probe_cmd(args),
+        Command::User(cmd) => user_cmd(cmd),
+        Command::Token(cmd) => token_cmd(cmd),
     };
     if let Err(e) = result {
         eprintln!("cascade: {e:#}");
@@ -215,6 +311,13 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     if !recovered.is_empty() {
         warn!(count = recovered.len(), ids = ?recovered, "re-queued jobs a previous process left running");
     }
+    let admin_socket = auth::admin::serve_socket(&config.data_dir, app.store.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", auth::admin::socket_path(&config.data_dir).display()))?;
+    let users = app.store.run(|s| s.users()).await?;
+    if users.is_empty() {
+        warn!("no user exists yet: create the first with `cascade user add NAME --admin` (it works while the server runs)");
+    }
     let workers = jobs::spawn_workers(app.clone());
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
     info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), workers = config.workers, backend = ?config.backend, "Cascade listening");
@@ -246,6 +349,8 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     }
     // Open connections (SSE streams) get a moment to close; then the server stops regardless.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    admin_socket.abort();
+    let _ = std::fs::remove_file(auth::admin::socket_path(&config.data_dir));
     app.store.flush().await?;
     info!("shut down cleanly");
     Ok(())

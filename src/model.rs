@@ -89,6 +89,12 @@ pub struct VideoRecord {
     /// The uploading client's own reference (`?ref=`), to find the record during the upload.
     #[serde(default)]
     pub client_ref: Option<String>,
+    /// The id of the user who uploaded it (none for videos from before accounts, until the first
+    /// admin adopts them).
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub visibility: Visibility,
 }
 
 impl VideoRecord {
@@ -118,6 +124,8 @@ impl VideoRecord {
             images: vec![],
             streamed: false,
             client_ref: None,
+            owner: None,
+            visibility: Visibility::Public,
         }
     }
 
@@ -203,4 +211,68 @@ mod tests {
         assert_eq!(back.id, "a");
         assert_eq!(back.images, ["poster.jpg"]);
     }
+}
+
+/// Who may watch a video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Listed; anyone may watch.
+    #[default]
+    Public,
+    /// Not listed; whoever has the watch link may watch.
+    Unlisted,
+    /// The owner and admins only.
+    Private,
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, on every video and user.
+    Admin,
+    /// Upload, and manage their own videos.
+    Uploader,
+}
+
+/// An account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    /// Argon2id PHC string; never leaves the store.
+    pub password_hash: String,
+    pub role: Role,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A login session; stored under the SHA-256 of its secret id (the cookie), never the id itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub user_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a personal API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Upload videos.
+    Upload,
+    /// Edit and delete videos.
+    Manage,
+}
+
+/// A personal API token; stored under the SHA-256 of its secret, shown to its owner once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
 }

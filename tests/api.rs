@@ -219,10 +219,10 @@ async fn bad_input_fails_with_a_code_and_limits_hold() {
 
     // Over the limit: 413 with a JSON error, and nothing left behind — both when the request
     // says its length up front and when a chunked body only turns out too large while streaming.
-    let (status, text) = raw_upload(server.port, Some(3_500_000), 0).await;
+    let (status, text) = raw_upload(&server.endpoint(), Some(3_500_000), 0).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("payload_too_large"), "{text}");
-    let (status, text) = raw_upload(server.port, None, 3_000_001).await;
+    let (status, text) = raw_upload(&server.endpoint(), None, 3_000_001).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("payload_too_large"), "{text}");
     let uploads: Vec<_> = std::fs::read_dir(server.data_dir.join("uploads")).unwrap().flatten().map(|e| e.file_name()).collect();
@@ -250,7 +250,9 @@ async fn upload_form_without_javascript_redirects_to_watch_page() {
     let src = clip("redirect.mkv", "testsrc2=size=160x120:rate=10", None, 1.0, &[]).await;
     let form =
         reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(std::fs::read(&src).unwrap()).file_name("x.mkv"));
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", server.token).parse().unwrap());
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).default_headers(auth).build().unwrap();
     let r = client.post(server.url("/api/videos?redirect=1")).multipart(form).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303);
     assert!(r.headers()["location"].to_str().unwrap().starts_with("/watch/"));

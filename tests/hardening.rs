@@ -78,11 +78,13 @@ async fn documents_that_name_other_resources_are_refused_and_fetch_nothing() {
 }
 
 /// An upload that says it has 100000 bytes and sends only the start of a Matroska file.
-async fn start_upload(port: u16) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let head =
-        "POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n\
-                --b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mkv\"\r\n\r\n";
+async fn start_upload(server: &Server) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    let head = format!(
+        "POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n\
+         --b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mkv\"\r\n\r\n",
+        server.auth()
+    );
     s.write_all(&[head.as_bytes(), &[0x1A, 0x45, 0xDF, 0xA3]].concat()).await.unwrap();
     s
 }
@@ -100,7 +102,10 @@ async fn flood(server: &Server, prefix: &[u8], total: usize) -> (u64, usize, Str
     let before = rss_kib(pid);
     let mut peak = before;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
-    let head = "POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head = format!(
+        "POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Content-Type: multipart/form-data; boundary=XyZ\r\nTransfer-Encoding: chunked\r\n\r\n",
+        server.auth()
+    );
     s.write_all(head.as_bytes()).await.unwrap();
     let frame = |b: &[u8]| [format!("{:x}\r\n", b.len()).into_bytes(), b.to_vec(), b"\r\n".to_vec()].concat();
     let mut sent = 0;
@@ -171,7 +176,7 @@ async fn slow_headers_and_a_silent_body_are_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(30), "closed only after {:?}", started.elapsed());
 
     // An upload that starts and then goes silent gets a 408 and leaves nothing behind.
-    let mut s = start_upload(server.port).await;
+    let mut s = start_upload(&server).await;
     let mut buf = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "the silent upload was held open");
@@ -197,7 +202,8 @@ async fn a_trickling_streamed_upload_gives_its_transcode_slot_back() {
     let tail = format!("\r\n--{boundary}--\r\n");
     let len = part.len() + data.len() + tail.len();
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
-    let head = format!("POST /api/videos?ref=trickle HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len}\r\n\r\n{part}");
+    let auth = server.auth();
+    let head = format!("POST /api/videos?ref=trickle HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len}\r\n\r\n{part}");
     s.write_all(head.as_bytes()).await.unwrap();
     let first = 64 * 1024;
     s.write_all(&data[..first]).await.unwrap();
@@ -254,11 +260,13 @@ async fn a_trickling_streamed_upload_gives_its_transcode_slot_back() {
 }
 
 /// `GET path` with this Host header, by hand; returns the body.
-async fn get_with_host(port: u16, path: &str, host: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+async fn get_with_host(server: &Server, path: &str, host: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{}X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n", server.auth()).as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -272,7 +280,7 @@ async fn playback_urls_never_come_from_the_host_header() {
         let server = Server::start(&[("CASCADE_PUBLIC_URL", public)]).await;
         let id = server.upload_ok(&src, "host").await;
         server.wait_for(&id, Duration::from_secs(120), |v| v["playable"] == true).await;
-        let body = get_with_host(server.port, &format!("/api/videos/{id}"), "evil.example").await;
+        let body = get_with_host(&server, &format!("/api/videos/{id}"), "evil.example").await;
         let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
         let hls = v["playback"]["hls"].as_str().unwrap();
         assert!(!body.contains("evil.example"), "{body}");
@@ -341,7 +349,7 @@ async fn every_response_has_security_headers_and_head_works_where_get_does() {
 async fn uploads_arriving_at_once_are_capped() {
     let server = Server::start(&[("CASCADE_MAX_UPLOADS", "1")]).await;
     // One upload is arriving (its body is incomplete and the connection open)...
-    let first = start_upload(server.port).await;
+    let first = start_upload(&server).await;
     let src = clip("second.mp4", "testsrc2=size=160x120:rate=10", None, 1.0, &[]).await;
     let uploads = server.data_dir.join("uploads");
     assert!(wait_until(Duration::from_secs(30), async || std::fs::read_dir(&uploads).unwrap().count() == 1).await, "{}", server.log());

@@ -18,11 +18,11 @@ async fn slow_mkv_upload_is_playable_before_it_finishes() {
         &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"],
     )
     .await;
-    let port = server.port;
+    let port = server.endpoint();
     let path = mkv.clone();
     // ~20 s upload: 100 pieces, 200 ms apart.
     let started = Instant::now();
-    let mut upload = tokio::spawn(async move { throttled_upload(port, &path, "streamed", 100, Duration::from_millis(200), None).await });
+    let mut upload = tokio::spawn(async move { throttled_upload(&port, &path, "streamed", 100, Duration::from_millis(200), None).await });
     let mut playable_at = None;
     let (status, text) = loop {
         // Found by the client's own reference, as the upload page does while it is still sending.
@@ -65,7 +65,7 @@ async fn moov_at_end_mp4_is_not_streamed_and_still_ready() {
     let server = Server::start(&[]).await;
     // ffmpeg's plain MP4 output writes moov after mdat.
     let mp4 = clip("moovend.mp4", "testsrc2=size=640x360:rate=30", Some("sine"), 8.0, &[]).await;
-    let (status, text) = throttled_upload(server.port, &mp4, "moov at end", 10, Duration::from_millis(100), None).await;
+    let (status, text) = throttled_upload(&server.endpoint(), &mp4, "moov at end", 10, Duration::from_millis(100), None).await;
     assert_eq!(status, 201, "{text}");
     let v = find_by_title(&server, "moov at end").await.unwrap();
     assert_eq!(v["streamed"], false, "{v}");
@@ -85,9 +85,10 @@ async fn aborted_streamed_upload_leaves_nothing() {
         &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"],
     )
     .await;
-    let port = server.port;
+    let port = server.endpoint();
     let path = mkv.clone();
-    let mut upload = tokio::spawn(async move { throttled_upload(port, &path, "aborted", 100, Duration::from_millis(150), Some(60)).await });
+    let mut upload =
+        tokio::spawn(async move { throttled_upload(&port, &path, "aborted", 100, Duration::from_millis(150), Some(60)).await });
     // It starts streaming (the record exists) before the connection drops.
     let mut saw = false;
     loop {

@@ -357,7 +357,7 @@ async fn cut_off_upload_queue_bound_and_disk_check() {
     {
         use tokio::io::AsyncWriteExt;
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
-        let head = "POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.mp4\"\r\n\r\n";
+        let head = format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.mp4\"\r\n\r\n", server.auth());
         s.write_all(head.as_bytes()).await.unwrap();
         s.write_all(&vec![1u8; 300_000]).await.unwrap();
         drop(s);

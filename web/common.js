@@ -72,3 +72,23 @@ const Cascade = {
   },
 };
 window.Cascade = Cascade;
+
+// The header's account link: "name · Log out", or "Log in" (back to this page afterwards).
+Cascade.me = Cascade.json('/api/me').catch(() => null);
+document.addEventListener('DOMContentLoaded', async () => {
+  const slot = document.getElementById('account');
+  if (!slot) return;
+  const me = await Cascade.me;
+  if (me) {
+    const out = Cascade.el('a', { href: '#', id: 'logout' }, 'Log out');
+    out.addEventListener('click', async (e) => {
+      e.preventDefault();
+      await fetch('/api/session', { method: 'DELETE' });
+      window.location.assign('/');
+    });
+    slot.append(Cascade.el('span', { class: 'who' }, me.username), out);
+  } else {
+    const here = window.location.pathname + window.location.search;
+    slot.append(Cascade.el('a', { href: `/login?next=${encodeURIComponent(here)}`, id: 'login' }, 'Log in'));
+  }
+});

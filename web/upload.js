@@ -9,6 +9,12 @@
 
   const showError = (msg) => { $('error').textContent = msg; $('error').hidden = false; };
   const clearError = () => { $('error').hidden = true; };
+  // Uploading needs an account: say so before a file is chosen, not after it is sent.
+  Cascade.me.then((me) => {
+    if (me) return;
+    showError('Log in to upload videos.');
+    form.querySelector('button[type=submit], button:not([type])')?.setAttribute('disabled', '');
+  });
 
   const describe = () => {
     const f = input.files[0];

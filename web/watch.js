@@ -24,7 +24,7 @@
   try {
     v = await Cascade.json(`/api/videos/${encodeURIComponent(id)}`);
   } catch (e) {
-    fail(e.status === 404 ? 'This video does not exist (or was deleted).' : `Cannot load the video: ${e.message}`);
+    fail(e.status === 404 ? 'This video is not available: it does not exist, was deleted, or is private.' : `Cannot load the video: ${e.message}`);
     return;
   }
   document.title = `${v.title} · Cascade`;

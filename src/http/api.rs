@@ -8,10 +8,12 @@ use futures_util::{Stream, StreamExt};
 use tracing::info;
 use warp::http::StatusCode;
 
+use super::session::RequestOrigin;
 use super::views::{view, VideoView};
 use crate::app::{remove_dir_off_executor, App};
+use crate::auth::accounts::Caller;
 use crate::error::AppError;
-use crate::model::VideoRecord;
+use crate::model::{VideoRecord, Visibility};
 
 /// A client's own reference for an upload, if it is a sane one.
 fn client_ref(r: Option<String>) -> Option<String> {
@@ -27,14 +29,29 @@ pub struct Upload {
     pub reference: Option<String>,
 }
 
-/// `POST /api/videos`.
-pub async fn upload<S, B>(app: Arc<App>, req: Upload, base: String, body: S) -> Result<warp::reply::Response, AppError>
+/// `POST /api/videos`: a logged-in user (session from this site, or a token with `upload`).
+pub async fn upload<S, B>(
+    app: Arc<App>,
+    caller: Result<Caller, AppError>,
+    origin: RequestOrigin,
+    req: Upload,
+    base: String,
+    body: S,
+) -> Result<warp::reply::Response, AppError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
     B: bytes::Buf,
 {
+    let (caller, owner) = match caller {
+        Ok(c) => {
+            let owner = origin.check(&c, &app).and_then(|()| c.uploader().map(|u| u.id.clone()));
+            (c, owner)
+        }
+        Err(e) => (Caller::Anonymous, Err(e)),
+    };
     let rec = crate::upload::multipart::receive_request(
         app.clone(),
+        owner,
         req.content_type.as_deref(),
         req.content_length,
         body,
@@ -48,7 +65,7 @@ where
         r.headers_mut().insert(warp::http::header::LOCATION, location);
         return Ok(r);
     }
-    let view = match find_view(&app, &rec.id, &base).await? {
+    let view = match find_view(&app, &caller, &rec.id, &base).await? {
         Some(v) => v,
         None => view(&app, rec, None, &base),
     };
@@ -61,33 +78,122 @@ pub fn json_response<T: serde::Serialize>(v: &T, status: StatusCode) -> warp::re
     warp::reply::with_status(warp::reply::json(v), status).into_response()
 }
 
-/// `GET /api/videos`.
-pub async fn list(app: Arc<App>, reference: Option<String>, base: String) -> Result<warp::reply::Response, AppError> {
-    let mut recs = app.store.run(|s| s.with_positions(None)).await?;
-    if let Some(r) = reference {
-        recs.retain(|(v, _)| v.client_ref.as_deref() == Some(r.as_str()));
-    }
-    let videos: Vec<VideoView> = recs.into_iter().map(|(r, pos)| view(&app, r, pos, &base)).collect();
-    Ok(json_response(&serde_json::json!({ "videos": videos }), StatusCode::OK))
+/// `GET /api/videos` query.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ListQuery {
+    /// A client's own upload reference (see `POST /api/videos?ref=`).
+    #[serde(rename = "ref")]
+    pub client_ref: Option<String>,
+    /// Videos per page (1–200, default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
-async fn find_view(app: &App, id: &str, base: &str) -> Result<Option<VideoView>, AppError> {
+/// Where a page of the list ends: the creation time (ns) and id of its last video.
+fn cursor_of(v: &VideoRecord) -> String {
+    format!("{}.{}", v.created_at.timestamp_nanos_opt().unwrap_or(0), v.id)
+}
+
+fn parse_cursor(c: &str) -> Option<(i64, String)> {
+    let (t, id) = c.split_once('.')?;
+    Some((t.parse().ok()?, id.to_string()))
+}
+
+/// `GET /api/videos`: public videos and the caller's own (all for admins), newest first, a page at
+/// a time. Playback tokens are minted only for videos the caller may watch (these all are).
+pub async fn list(app: Arc<App>, caller: Caller, q: ListQuery, base: String) -> Result<warp::reply::Response, AppError> {
+    let after = match q.cursor.as_deref() {
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| AppError::BadRequest("invalid cursor".into()))?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let mut recs = app.store.run(|s| s.with_positions(None)).await?;
+    recs.retain(|(v, _)| caller.lists(v) && q.client_ref.as_ref().is_none_or(|r| v.client_ref.as_ref() == Some(r)));
+    let key = |v: &VideoRecord| (v.created_at.timestamp_nanos_opt().unwrap_or(0), v.id.clone());
+    recs.sort_by_key(|(v, _)| std::cmp::Reverse(key(v)));
+    if let Some(after) = after {
+        recs.retain(|(v, _)| key(v) < after);
+    }
+    let next_cursor = (recs.len() > limit).then(|| cursor_of(&recs[limit - 1].0));
+    let videos: Vec<VideoView> = recs.into_iter().take(limit).map(|(r, pos)| view(&app, r, pos, &base)).collect();
+    Ok(json_response(&serde_json::json!({ "videos": videos, "next_cursor": next_cursor }), StatusCode::OK))
+}
+
+/// A video the caller may watch, as a view; `None` when it does not exist or is hidden from them.
+async fn find_view(app: &App, caller: &Caller, id: &str, base: &str) -> Result<Option<VideoView>, AppError> {
     let id2 = id.to_string();
     let found = app.store.run(move |s| s.with_positions(Some(&id2))).await?.pop();
-    Ok(found.map(|(rec, pos)| view(app, rec, pos, base)))
+    Ok(found.filter(|(rec, _)| caller.may_watch(rec)).map(|(rec, pos)| view(app, rec, pos, base)))
 }
 
-async fn get_view(app: &App, id: &str, base: &str) -> Result<VideoView, AppError> {
-    find_view(app, id, base).await?.ok_or_else(|| AppError::NotFound(format!("no video {id}")))
+async fn get_view(app: &App, caller: &Caller, id: &str, base: &str) -> Result<VideoView, AppError> {
+    find_view(app, caller, id, base).await?.ok_or_else(|| AppError::NotFound(format!("no video {id}")))
 }
 
 /// `GET /api/videos/{id}`.
-pub async fn get(app: Arc<App>, id: String, base: String) -> Result<warp::reply::Response, AppError> {
-    Ok(json_response(&get_view(&app, &id, &base).await?, StatusCode::OK))
+pub async fn get(app: Arc<App>, caller: Caller, id: String, base: String) -> Result<warp::reply::Response, AppError> {
+    Ok(json_response(&get_view(&app, &caller, &id, &base).await?, StatusCode::OK))
+}
+
+/// A video the caller may change (owner or admin, `manage` for tokens), or why not.
+async fn managed(app: &App, caller: &Caller, origin: &RequestOrigin, id: &str) -> Result<VideoRecord, AppError> {
+    origin.check(caller, app)?;
+    let id2 = id.to_string();
+    let rec = app.store.run(move |s| s.get(&id2)).await?.ok_or_else(|| AppError::NotFound(format!("no video {id}")))?;
+    caller.check_manage(&rec)?;
+    Ok(rec)
+}
+
+/// `PATCH /api/videos/{id}` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edit {
+    pub title: Option<String>,
+    pub visibility: Option<Visibility>,
+}
+
+/// `PATCH /api/videos/{id}`: title and visibility, by the owner or an admin.
+pub async fn edit(
+    app: Arc<App>,
+    caller: Caller,
+    origin: RequestOrigin,
+    id: String,
+    e: Edit,
+    base: String,
+) -> Result<warp::reply::Response, AppError> {
+    managed(&app, &caller, &origin, &id).await?;
+    let mut meta = crate::upload::UploadMeta::default();
+    if let Some(t) = &e.title {
+        meta.set_title(t);
+        if meta.title.is_none() {
+            return Err(AppError::BadRequest("a title cannot be empty".into()));
+        }
+    }
+    let id2 = id.clone();
+    let rec = app
+        .store
+        .run(move |s| {
+            s.update(&id2, |v| {
+                if let Some(t) = &meta.title {
+                    v.title = t.clone();
+                }
+                if let Some(vis) = e.visibility {
+                    v.visibility = vis;
+                }
+            })
+        })
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no video {id}")))?;
+    app.store.flush().await?;
+    app.notify(&rec);
+    info!(video_id = %id, "video edited");
+    Ok(json_response(&get_view(&app, &caller, &id, &base).await?, StatusCode::OK))
 }
 
 /// `DELETE /api/videos/{id}`: cancels a running job and removes record, key, source and output.
-pub async fn delete(app: Arc<App>, id: String) -> Result<warp::reply::Response, AppError> {
+pub async fn delete(app: Arc<App>, caller: Caller, origin: RequestOrigin, id: String) -> Result<warp::reply::Response, AppError> {
+    managed(&app, &caller, &origin, &id).await?;
     let id2 = id.clone();
     if !app.store.run(move |s| s.delete(&id2)).await? {
         return Err(AppError::NotFound(format!("no video {id}")));
@@ -107,14 +213,20 @@ pub async fn delete(app: Arc<App>, id: String) -> Result<warp::reply::Response, 
 
 /// `GET /api/videos/{id}/events`: the record now, then on every change, until it is final.
 /// Open streams are capped in all and per client address.
-pub async fn events(app: Arc<App>, id: String, base: String, client: Option<std::net::IpAddr>) -> Result<warp::reply::Response, AppError> {
+pub async fn events(
+    app: Arc<App>,
+    caller: Caller,
+    id: String,
+    base: String,
+    client: Option<std::net::IpAddr>,
+) -> Result<warp::reply::Response, AppError> {
     use warp::Reply;
     let updates = app.events.subscribe();
-    let first = get_view(&app, &id, &base).await?;
+    let first = get_view(&app, &caller, &id, &base).await?;
     let subscription = app.subscribers.subscribe(client)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<VideoView>(16);
     tokio::spawn(async move {
-        forward_updates(app, id, base, first, updates, tx).await;
+        forward_updates(app, caller, id, base, first, updates, tx).await;
         drop(subscription);
     });
     let events = sse_events(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -125,6 +237,7 @@ pub async fn events(app: Arc<App>, id: String, base: String, client: Option<std:
 /// goes away (a send error).
 async fn forward_updates(
     app: Arc<App>,
+    caller: Caller,
     id: String,
     base: String,
     first: VideoView,
@@ -143,13 +256,15 @@ async fn forward_updates(
             u = updates.recv() => u,
         };
         let next = match update {
+            // A video made private while watched stops being sent to those who may no longer see it.
+            Ok(rec) if rec.id == id && !caller.may_watch(&rec) => None,
             Ok(rec) if rec.id == id => {
                 let pos = app.store.run(|s| s.queue_positions()).await.unwrap_or_default().get(&id).copied();
                 Some(view(&app, rec, pos, &base))
             }
             Ok(_) => continue,
             // Missed updates: send the current state instead.
-            Err(RecvError::Lagged(_)) => get_view(&app, &id, &base).await.ok(),
+            Err(RecvError::Lagged(_)) => get_view(&app, &caller, &id, &base).await.ok(),
             Err(RecvError::Closed) => None,
         };
         let Some(v) = next else { return };

@@ -7,6 +7,7 @@ pub mod media;
 pub mod mime;
 pub mod pages;
 pub mod server;
+pub mod session;
 pub mod views;
 
 use std::convert::Infallible;
@@ -66,46 +67,94 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         #[serde(rename = "ref")]
         client_ref: Option<String>,
     }
-    #[derive(serde::Deserialize)]
-    struct ListQuery {
-        #[serde(rename = "ref")]
-        client_ref: Option<String>,
-    }
     let upload = warp::path!("api" / "videos")
         .and(warp::post())
         .and(with_app(app.clone()))
+        .and(session::credentials())
+        .and(session::request_origin())
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::query::<UploadQuery>())
         .and(base(&app))
         // Any content type, so that a wrong one gets a 415 rather than a routing error.
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::stream())
-        .and_then(|app, len, q: UploadQuery, base, content_type: Option<String>, body| async move {
+        .and_then(|app: Arc<App>, creds, origin, len, q: UploadQuery, base, content_type: Option<String>, body| async move {
             let redirect = q.redirect.is_some_and(|r| r == "1" || r == "true");
             let upload = api::Upload { content_length: len, content_type, redirect, reference: q.client_ref };
-            api::upload(app, upload, base, body).await.map_err(reject)
+            let caller = session::identify(&app, creds).await;
+            // Even a refused caller's body goes through the upload path, which answers after
+            // reading the rest of a small body.
+            api::upload(app, caller, origin, upload, base, body).await.map_err(reject)
         });
     let list = warp::path!("api" / "videos")
         .and(get_or_head())
         .and(with_app(app.clone()))
-        .and(warp::query::<ListQuery>())
+        .and(session::credentials())
+        .and(warp::query::<api::ListQuery>())
         .and(base(&app))
-        .and_then(|app, q: ListQuery, base| async move { api::list(app, q.client_ref, base).await.map_err(reject) });
+        .and_then(|app: Arc<App>, creds, q, base| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            api::list(app, caller, q, base).await.map_err(reject)
+        });
     let get = warp::path!("api" / "videos" / String)
         .and(get_or_head())
         .and(with_app(app.clone()))
+        .and(session::credentials())
         .and(base(&app))
-        .and_then(|id, app, base| async move { api::get(app, id, base).await.map_err(reject) });
+        .and_then(|id, app: Arc<App>, creds, base| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            api::get(app, caller, id, base).await.map_err(reject)
+        });
     let events = warp::path!("api" / "videos" / String / "events")
         .and(get_or_head())
         .and(with_app(app.clone()))
+        .and(session::credentials())
         .and(base(&app))
         .and(client_ip())
-        .and_then(|id, app, base, ip| async move { api::events(app, id, base, ip).await.map_err(reject) });
+        .and_then(|id, app: Arc<App>, creds, base, ip| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            api::events(app, caller, id, base, ip).await.map_err(reject)
+        });
+    let edit = warp::path!("api" / "videos" / String)
+        .and(warp::patch())
+        .and(with_app(app.clone()))
+        .and(session::credentials())
+        .and(session::request_origin())
+        .and(base(&app))
+        .and(warp::body::content_length_limit(16 * 1024))
+        .and(warp::body::json())
+        .and_then(|id, app: Arc<App>, creds, origin, base, edit| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            api::edit(app, caller, origin, id, edit, base).await.map_err(reject)
+        });
     let delete = warp::path!("api" / "videos" / String)
         .and(warp::delete())
         .and(with_app(app.clone()))
-        .and_then(|id, app| async move { api::delete(app, id).await.map_err(reject) });
+        .and(session::credentials())
+        .and(session::request_origin())
+        .and_then(|id, app: Arc<App>, creds, origin| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            api::delete(app, caller, origin, id).await.map_err(reject)
+        });
+    let login = warp::path!("api" / "session")
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(session::request_origin())
+        .and(client_ip())
+        .and(warp::body::content_length_limit(16 * 1024))
+        .and(warp::body::json())
+        .and_then(|app, origin, ip, login| async move { session::login(app, origin, ip, login).await.map_err(reject) });
+    let logout = warp::path!("api" / "session")
+        .and(warp::delete())
+        .and(with_app(app.clone()))
+        .and(warp::header::optional::<String>("cookie"))
+        .and_then(|app, cookie| async move { session::logout(app, cookie).await.map_err(reject) });
+    let me = warp::path!("api" / "me").and(get_or_head()).and(with_app(app.clone())).and(session::credentials()).and_then(
+        |app: Arc<App>, creds| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            session::me(caller).map_err(reject)
+        },
+    );
     let play = warp::path("play")
         .and(warp::path::param::<String>())
         .and(warp::path::tail())
@@ -123,7 +172,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
             "segment_seconds": a.ladder.segment_seconds,
         }))
     });
-    let api = healthz.or(time).or(config).or(upload).or(list).or(events).or(get).or(delete).or(play);
+    let videos = upload.or(list).or(events).or(get).or(edit).or(delete);
+    let api = healthz.or(time).or(config).or(login).or(logout).or(me).or(videos).or(play);
     let policy = headers::SecurityHeaders::new(&app.config);
     api.or(pages::routes(app))
         .recover(recover)

@@ -84,6 +84,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
         }
     });
     let a = app.clone();
+    let login = warp::path!("login").and(super::get_or_head()).and_then(move || file_reply(page(&a, "login.html"), "no-cache"));
+    let a = app.clone();
     let watch =
         warp::path!("watch" / String).and(super::get_or_head()).and_then(move |_id: String| file_reply(page(&a, WATCH_PAGE), "no-cache"));
     let a = app.clone();
@@ -107,7 +109,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
             }
         }
     });
-    index.or(upload).or(watch).or(assets).or(vendor)
+    index.or(upload).or(login).or(watch).or(assets).or(vendor)
 }
 
 #[cfg(test)]

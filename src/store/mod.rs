@@ -2,6 +2,7 @@
 //! it. Every call from async code goes through [`AsyncStore`], which runs it on the blocking pool
 //! so the store never blocks the executor.
 
+mod accounts;
 mod sled;
 
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub enum StoreError {
     Encode(String),
     #[error("store task failed: {0}")]
     Task(String),
+    #[error("the user name {0} is taken")]
+    NameTaken(String),
 }
 
 /// The store for async code: every call runs on the blocking pool.

@@ -18,13 +18,19 @@ pub struct Store {
     videos: sled::Tree,
     jobs: sled::Tree,
     keys: sled::Tree,
+    /// Accounts (`accounts.rs`): users by id, user ids by lower-case name, sessions and API
+    /// tokens by the SHA-256 of their secret.
+    pub(super) users: sled::Tree,
+    pub(super) usernames: sled::Tree,
+    pub(super) sessions: sled::Tree,
+    pub(super) tokens: sled::Tree,
 }
 
-fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
-fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, StoreError> {
+pub(super) fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -39,7 +45,21 @@ impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(path).open()?;
-        Ok(Store { videos: db.open_tree("videos")?, jobs: db.open_tree("jobs")?, keys: db.open_tree("keys")?, db })
+        Ok(Store {
+            videos: db.open_tree("videos")?,
+            jobs: db.open_tree("jobs")?,
+            keys: db.open_tree("keys")?,
+            users: db.open_tree("users")?,
+            usernames: db.open_tree("usernames")?,
+            sessions: db.open_tree("sessions")?,
+            tokens: db.open_tree("tokens")?,
+            db,
+        })
+    }
+
+    /// The videos tree, for the other parts of the store.
+    pub(super) fn videos_tree(&self) -> &sled::Tree {
+        &self.videos
     }
 
     /// Inserts a new video with its queued job and key, atomically.
@@ -142,6 +162,12 @@ impl Store {
     }
 
     /// Flushes sled's log: call before acknowledging what must survive a crash.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Flushes the log without blocking the executor.
     pub async fn flush_async(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())

@@ -20,7 +20,7 @@ pub use growing::{Growing, UploadState, STARVED_BYTES};
 
 use crate::app::{remove_dir_off_executor, App};
 use crate::error::AppError;
-use crate::model::{KeyMaterial, VideoRecord, MAX_TITLE};
+use crate::model::{KeyMaterial, VideoRecord, Visibility, MAX_TITLE};
 use crate::probe::container::{self, Container, Verdict};
 use staging::UploadFile;
 
@@ -58,13 +58,17 @@ pub async fn admit(app: &App, declared_len: Option<u64>) -> Result<tokio::sync::
     Ok(permit)
 }
 
-/// What a client said about its upload besides the bytes.
+/// What a client said about its upload besides the bytes, and whose it is.
 #[derive(Debug, Clone, Default)]
 pub struct UploadMeta {
     pub title: Option<String>,
     pub original_name: Option<String>,
     /// The client's own reference, to find the record while the body is still being sent.
     pub client_ref: Option<String>,
+    /// The uploading user's id.
+    pub owner: Option<String>,
+    /// As the client asked; the setting's default otherwise.
+    pub visibility: Option<Visibility>,
 }
 
 impl UploadMeta {
@@ -74,8 +78,13 @@ impl UploadMeta {
         self.title = Some(t).filter(|t| !t.is_empty());
     }
 
-    fn record(&self, id: &str, bytes: u64) -> VideoRecord {
-        VideoRecord { client_ref: self.client_ref.clone(), ..VideoRecord::new(id, self.title.clone(), self.original_name.clone(), bytes) }
+    fn record(&self, id: &str, bytes: u64, default_visibility: Visibility) -> VideoRecord {
+        VideoRecord {
+            client_ref: self.client_ref.clone(),
+            owner: self.owner.clone(),
+            visibility: self.visibility.unwrap_or(default_visibility),
+            ..VideoRecord::new(id, self.title.clone(), self.original_name.clone(), bytes)
+        }
     }
 }
 
@@ -180,7 +189,7 @@ impl Intake {
             file.write_through().await?;
         }
         self.growing.written_up_to(self.bytes);
-        let rec = VideoRecord { streamed: true, ..self.meta.record(&self.id, self.bytes) };
+        let rec = VideoRecord { streamed: true, ..self.meta.record(&self.id, self.bytes, self.app.config.default_visibility) };
         crate::jobs::start_streamed(&self.app, rec, KeyMaterial::generate(), self.growing.clone(), slot).await?;
         self.streaming = Streaming::Running;
         Ok(())
@@ -210,7 +219,7 @@ impl Intake {
         let app = &self.app;
         let id = self.id.clone();
         let rec = if matches!(self.streaming, Streaming::Running) {
-            let (bytes, title) = (self.bytes, self.meta.title.clone());
+            let (bytes, title, visibility) = (self.bytes, self.meta.title.clone(), self.meta.visibility);
             let id2 = id.clone();
             app.store
                 .run(move |s| {
@@ -219,12 +228,15 @@ impl Intake {
                         if let Some(t) = &title {
                             v.title = t.clone();
                         }
+                        if let Some(vis) = visibility {
+                            v.visibility = vis;
+                        }
                     })
                 })
                 .await?
                 .ok_or_else(|| AppError::NotFound(format!("video {id} was deleted during its upload")))?
         } else {
-            let rec = self.meta.record(&id, self.bytes);
+            let rec = self.meta.record(&id, self.bytes, app.config.default_visibility);
             let r2 = rec.clone();
             app.store.run(move |s| s.create(&r2, &KeyMaterial::generate())).await?;
             rec

@@ -13,7 +13,7 @@ use super::body::{self, BodyError, BodyLimits, SharedBody};
 use super::{Intake, UploadMeta};
 use crate::app::App;
 use crate::error::AppError;
-use crate::model::{VideoRecord, MAX_TITLE};
+use crate::model::{VideoRecord, Visibility, MAX_TITLE};
 
 /// Longest multipart preamble, part header block or epilogue.
 pub const MAX_FRAMING_BYTES: usize = 8 * 1024;
@@ -39,18 +39,18 @@ fn body_error(e: multer::Error) -> AppError {
 }
 
 /// Receives a whole form; returns the new video's record once its file is durably on disk.
-async fn receive<S>(app: Arc<App>, stream: S, boundary: String, client_ref: Option<String>) -> Result<VideoRecord, AppError>
+async fn receive<S>(app: Arc<App>, stream: S, boundary: String, mut meta: UploadMeta) -> Result<VideoRecord, AppError>
 where
     S: Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
 {
     let mut form = multer::Multipart::new(stream, boundary);
-    let mut meta = UploadMeta { client_ref, ..Default::default() };
     let mut intake: Option<Intake> = None;
     let result = read_parts(&app, &mut form, &mut meta, &mut intake).await;
     match (result, intake) {
         (Ok(()), Some(mut intake)) => {
-            // A title part that came after the file still names the video.
+            // A title or visibility part that came after the file still counts.
             intake.meta.title = meta.title.or(intake.meta.title.take());
+            intake.meta.visibility = meta.visibility.or(intake.meta.visibility);
             intake.finish().await
         }
         (Ok(()), None) => Err(AppError::BadRequest("the form has no `file` field".into())),
@@ -73,6 +73,7 @@ const DRAIN_IDLE: Duration = Duration::from_secs(5);
 /// a malformed or stalled body is not read any further.
 pub async fn receive_request<S, B, E>(
     app: Arc<App>,
+    owner: Result<String, AppError>,
     content_type: Option<&str>,
     declared_len: Option<u64>,
     body: S,
@@ -86,8 +87,15 @@ where
     let boundary = boundary(content_type)?;
     let body = SharedBody::new(body);
     let limits = BodyLimits { idle: app.config.body_idle_timeout, framing: MAX_FRAMING_BYTES };
-    let result = match super::admit(&app, declared_len).await {
-        Ok(_arriving) => receive(app, body::bounded(body.clone(), &boundary, limits), boundary, client_ref).await,
+    let admitted = match owner {
+        Ok(owner) => super::admit(&app, declared_len).await.map(|permit| (owner, permit)),
+        Err(e) => Err(e),
+    };
+    let result = match admitted {
+        Ok((owner, _arriving)) => {
+            let meta = UploadMeta { client_ref, owner: Some(owner), ..Default::default() };
+            receive(app, body::bounded(body.clone(), &boundary, limits), boundary, meta).await
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = &result {
@@ -115,6 +123,12 @@ async fn read_parts(
                 }
             }
             Some("title") => meta.set_title(&read_small(field, 4 * MAX_TITLE).await?),
+            Some("visibility") => {
+                let v = read_small(field, 32).await?;
+                let parsed = <Visibility as clap::ValueEnum>::from_str(v.trim(), true);
+                meta.visibility =
+                    Some(parsed.map_err(|_| AppError::BadRequest(format!("visibility must be public, unlisted or private, not {v:?}")))?);
+            }
             _ => while field.chunk().await.map_err(body_error)?.is_some() {},
         }
     }

@@ -19,8 +19,11 @@ const ART = path.join(root, 'test-artifacts');
 mkdirSync(ART, { recursive: true });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function api(p, opts) {
-  const r = await fetch(BASE + p, opts);
+const { CASCADE_USER: USER, CASCADE_PASSWORD: PASSWORD, CASCADE_TOKEN: TOKEN } = process.env;
+if (!USER || !PASSWORD || !TOKEN) { console.error('CASCADE_USER, CASCADE_PASSWORD and CASCADE_TOKEN are required'); process.exit(2); }
+// The script's own calls use the uploader's API token; the pages use the session of the login.
+async function api(p, opts = {}) {
+  const r = await fetch(BASE + p, { ...opts, headers: { ...(opts.headers || {}), Authorization: `Bearer ${TOKEN}` } });
   if (!r.ok) throw new Error(`${p}: HTTP ${r.status} ${await r.text()}`);
   return r.status === 204 ? null : r.json();
 }
@@ -124,6 +127,24 @@ async function playsPast(page, t, ms) {
 }
 
 let shortId;
+await scenario('log in through /login; the header names the user', 60000, async (page) => {
+  await page.goto(`${BASE}/upload`);
+  await page.locator('#error').filter({ hasText: 'Log in to upload' }).waitFor({ timeout: 20000 });
+  await page.click('#login');
+  await page.waitForURL(/\/login\?next=/);
+  await page.fill('#username', USER);
+  await page.fill('#password', 'wrong password');
+  await page.click('#login-button');
+  await page.locator('#error').filter({ hasText: 'Wrong user name or password' }).waitFor({ timeout: 20000 });
+  await page.fill('#password', PASSWORD);
+  await page.click('#login-button');
+  await page.waitForURL(`${BASE}/upload`, { timeout: 20000 });
+  await page.locator('#account .who').filter({ hasText: USER }).waitFor({ timeout: 20000 });
+  const cookies = await context.cookies(BASE);
+  const session = cookies.find((c) => c.name === 'cascade_session');
+  if (!session || !session.httpOnly || session.sameSite !== 'Lax') throw new Error(`session cookie: ${JSON.stringify(session)}`);
+});
+
 await scenario('upload through /upload, progress, watch link', 240000, async (page) => {
   await page.goto(`${BASE}/upload`);
   await page.setInputFiles('#file', path.join(CLIPS, 'short.mp4'));
@@ -315,6 +336,25 @@ await scenario('library lists videos with thumbnails; storyboard preview on hove
     return p.style.display === 'block' && p.style.backgroundImage.includes('storyboard.jpg');
   }, null, { timeout: 10000 });
   await page.screenshot({ path: path.join(ART, 'watch-preview.png') });
+});
+
+await scenario('a private video leaves the library; after logout its watch page says it is not available', 180000, async (page) => {
+  const v = await uploadViaApi('short.mp4', 'soon private');
+  await page.goto(`${BASE}/`);
+  await page.locator('text=soon private').first().waitFor({ timeout: 30000 });
+  // The owner's session makes it private, from the site itself (the CSRF rule lets it through).
+  const status = await page.evaluate(async (id) => (await fetch(`/api/videos/${id}`, {
+    method: 'PATCH', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ visibility: 'private' }),
+  })).status, v.id);
+  if (status !== 200) throw new Error(`PATCH: HTTP ${status}`);
+  await page.goto(`${BASE}/watch/${v.id}`);
+  await page.locator('#title').filter({ hasText: 'soon private' }).waitFor({ timeout: 20000 });
+  await page.click('#logout');
+  await page.waitForURL(`${BASE}/`);
+  await page.locator('#login').waitFor({ timeout: 20000 });
+  if (await page.locator('text=soon private').count()) throw new Error('the library still shows the private video');
+  await page.goto(`${BASE}/watch/${v.id}`);
+  await page.locator('#error').filter({ hasText: 'not available' }).waitFor({ timeout: 20000 });
 });
 
 await scenario('no request leaves 127.0.0.1', 5000, async () => {

@@ -22,7 +22,54 @@ pub struct Server {
     pub port: u16,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// A client that sends the admin's API token with every request.
     pub client: reqwest::Client,
+    /// The admin's API token (scopes upload and manage).
+    pub token: String,
+}
+
+/// The user every test server has, an admin.
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// Runs `cascade ARGS` on a data dir; returns stdout, panicking with stderr on failure.
+pub fn cascade_cli(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cascade");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+/// Creates `name` (once) and returns a new API token for it.
+pub fn user_with_token(data_dir: &Path, name: &str, password: &str, admin: bool, scopes: &str) -> String {
+    let dir = data_dir.to_str().unwrap();
+    let mut add = vec!["user", "add", name, "--password-stdin", "--data-dir", dir];
+    if admin {
+        add.push("--admin");
+    }
+    let o = cascade_cli(&add, Some(&format!("{password}\n")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() || err.contains("is taken"), "user add {name}: {err}");
+    let o = cascade_cli(&["token", "create", name, "--scope", scopes, "--data-dir", dir], None);
+    assert!(o.status.success(), "token create {name}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// A reqwest client that sends this bearer token.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).default_headers(h).build().unwrap()
 }
 
 fn free_port() -> u16 {
@@ -41,6 +88,10 @@ impl Server {
 
     /// Starts a server on an existing data dir (restart tests).
     pub async fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        // Before the server starts, the command opens the database itself. The port is chosen
+        // after that: the shorter the time between choosing and binding, the less another test's
+        // server can take the same free port.
+        let token = user_with_token(data_dir, ADMIN, ADMIN_PASSWORD, true, "upload,manage");
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cascade"));
         cmd.arg("serve")
@@ -58,13 +109,7 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start cascade");
-        let server = Server {
-            child,
-            port,
-            data_dir: data_dir.to_path_buf(),
-            _tmp: None,
-            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
-        };
+        let server = Server { child, port, data_dir: data_dir.to_path_buf(), _tmp: None, client: client_with_token(&token), token };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = server.client.get(server.url("/healthz")).send().await {
@@ -80,6 +125,16 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The header line that authenticates a hand-written request.
+    pub fn auth(&self) -> String {
+        format!("Authorization: Bearer {}\r\n", self.token)
+    }
+
+    /// Where hand-written requests go, and with which credential.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { port: self.port, token: self.token.clone() }
     }
 
     pub fn log(&self) -> String {
@@ -316,12 +371,13 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// Sends an upload whose file part (an MP4 header and filler) is `file_bytes` long by hand: with `declared` the request says
 /// `Content-Length: declared` and sends no body at all; without it, the body is chunked and
 /// never finished. Returns the status line's code and the response text.
-pub async fn raw_upload(port: u16, declared: Option<u64>, file_bytes: usize) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+pub async fn raw_upload(to: &Endpoint, declared: Option<u64>, file_bytes: usize) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", to.port)).await.unwrap();
     let boundary = "cascadeboundary";
+    let auth = to.auth();
     let head = match declared {
-        Some(n) => format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {n}\r\n\r\n"),
-        None => format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        Some(n) => format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {n}\r\n\r\n"),
+        None => format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n"),
     };
     s.write_all(head.as_bytes()).await.unwrap();
     if declared.is_none() {
@@ -350,7 +406,7 @@ pub async fn raw_upload(port: u16, declared: Option<u64>, file_bytes: usize) -> 
 /// (a slow uplink). With `abort_after = Some(k)` the connection is dropped after k pieces.
 /// Returns the HTTP status (0 when aborted) and the response text.
 pub async fn throttled_upload(
-    port: u16,
+    to: &Endpoint,
     path: &Path,
     title: &str,
     pieces: usize,
@@ -358,11 +414,12 @@ pub async fn throttled_upload(
     abort_after: Option<usize>,
 ) -> (u16, String) {
     let data = std::fs::read(path).unwrap();
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", to.port)).await.unwrap();
     let boundary = "cascadethrottled";
+    let auth = to.auth();
     let name = path.file_name().unwrap().to_string_lossy();
     let client_ref: String = title.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let head = format!("POST /api/videos?ref={client_ref} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let head = format!("POST /api/videos?ref={client_ref} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     let send = |bytes: Vec<u8>| [format!("{:x}\r\n", bytes.len()).into_bytes(), bytes, b"\r\n".to_vec()].concat();
     let preamble = format!(
@@ -386,6 +443,20 @@ pub async fn throttled_upload(
     let text = String::from_utf8_lossy(&buf).to_string();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, text)
+}
+
+/// A server's port and the token hand-written requests send.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub port: u16,
+    pub token: String,
+}
+
+impl Endpoint {
+    /// The `Authorization` header line.
+    pub fn auth(&self) -> String {
+        format!("Authorization: Bearer {}\r\n", self.token)
+    }
 }
 
 /// The video with this title, from the list.

@@ -1,0 +1,183 @@
+//! Login, logout and "who am I", the caller of a request, and the CSRF rule: a state-changing
+//! request that relies on the session cookie must come from this origin.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::{Filter, Rejection};
+
+use super::api::json_response;
+use crate::app::App;
+use crate::auth::accounts::{self, Caller, Credential, SESSION_COOKIE};
+use crate::error::AppError;
+use crate::model::{Role, Session};
+
+/// A request's credentials, as sent (checked by [`identify`] inside the handler, so that a bad
+/// one answers 401 rather than falling through to another route).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    authorization: Option<String>,
+    cookie: Option<String>,
+}
+
+/// The `Authorization` and `Cookie` headers.
+pub fn credentials() -> impl Filter<Extract = (Credentials,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("cookie"))
+        .map(|authorization, cookie| Credentials { authorization, cookie })
+}
+
+/// The caller of a request; a bad bearer token is a 401.
+pub async fn identify(app: &App, c: Credentials) -> Result<Caller, AppError> {
+    if c.authorization.is_none() && c.cookie.as_deref().and_then(accounts::session_cookie).is_none() {
+        return Ok(Caller::Anonymous);
+    }
+    app.store.run(move |s| accounts::authenticate(s, c.authorization.as_deref(), c.cookie.as_deref())).await
+}
+
+/// Where a request says it comes from.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOrigin {
+    origin: Option<String>,
+    sec_fetch_site: Option<String>,
+    host: Option<String>,
+}
+
+/// The headers the CSRF rule looks at.
+pub fn request_origin() -> impl Filter<Extract = (RequestOrigin,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("origin")
+        .and(warp::header::optional::<String>("sec-fetch-site"))
+        .and(warp::header::optional::<String>("host"))
+        .map(|origin, sec_fetch_site, host| RequestOrigin { origin, sec_fetch_site, host })
+}
+
+impl RequestOrigin {
+    /// Whether the request comes from a page of this service: `Sec-Fetch-Site: same-origin`, or
+    /// an `Origin` whose host is the request's own host or the public URL's.
+    fn same_origin(&self, public_url: Option<&str>) -> bool {
+        if self.sec_fetch_site.as_deref() == Some("same-origin") {
+            return true;
+        }
+        let Some(origin) = self.origin.as_deref() else { return false };
+        let origin_host = origin.split_once("://").map(|(_, h)| h.trim_end_matches('/'));
+        let public_host = public_url.and_then(|u| u.split_once("://")).map(|(_, h)| h.split('/').next().unwrap_or(""));
+        origin_host.is_some_and(|h| Some(h) == self.host.as_deref() || Some(h) == public_host)
+    }
+
+    /// The CSRF rule: a caller authenticated by the session cookie must be same-origin. Token
+    /// callers and anonymous ones are exempt (a browser cannot attach a token by itself).
+    pub fn check(&self, caller: &Caller, app: &App) -> Result<(), AppError> {
+        match caller {
+            Caller::User { via: Credential::Session, .. } if !self.same_origin(app.config.public_url.as_deref()) => {
+                Err(AppError::Forbidden("cross-site request refused: send it from this site or with an API token".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `POST /api/session` body.
+#[derive(Debug, Deserialize)]
+pub struct Login {
+    pub username: String,
+    pub password: String,
+}
+
+/// `GET /api/me`.
+#[derive(Debug, Serialize)]
+pub struct Me {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+}
+
+fn cookie(app: &App, value: &str, max_age: u64) -> Result<HeaderValue, AppError> {
+    let secure = if app.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://")) { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"))
+        .map_err(|e| AppError::Internal(e.to_string()))
+}
+
+fn no_content() -> warp::reply::Response {
+    let mut r = warp::reply::Response::new(Vec::new().into());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// `POST /api/session`: checks the password (rate-limited per account and per address; the answer
+/// never says whether the user exists) and sets the session cookie.
+pub async fn login(app: Arc<App>, origin: RequestOrigin, ip: Option<IpAddr>, login: Login) -> Result<warp::reply::Response, AppError> {
+    if origin.origin.is_some() && !origin.same_origin(app.config.public_url.as_deref()) {
+        return Err(AppError::Forbidden("cross-site login refused".into()));
+    }
+    let name = login.username.trim().to_string();
+    if name.len() > accounts::MAX_NAME || login.password.len() > accounts::MAX_PASSWORD {
+        return Err(AppError::Unauthorized("wrong user name or password".into()));
+    }
+    if !app.logins.allowed(&name, ip) {
+        return Err(AppError::TooManyAttempts);
+    }
+    let n2 = name.clone();
+    let user = app.store.run(move |s| s.user_by_name(&n2)).await?;
+    let hash = user.as_ref().filter(|u| !u.disabled).map(|u| u.password_hash.clone());
+    let password = login.password;
+    let ok = tokio::task::spawn_blocking(move || accounts::verify_password(hash.as_deref(), &password))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let Some(user) = user.filter(|_| ok) else {
+        app.logins.failed(&name, ip);
+        return Err(AppError::Unauthorized("wrong user name or password".into()));
+    };
+    app.logins.succeeded(&name);
+    let secret = accounts::new_secret();
+    let ttl = app.config.session_ttl;
+    let session = Session { user_id: user.id.clone(), expires_at: Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64) };
+    let d = accounts::digest(&secret);
+    app.store.run(move |s| s.put_session(&d, &session)).await?;
+    app.store.flush().await?;
+    tracing::info!(user = %user.username, "logged in");
+    let mut r = no_content();
+    r.headers_mut().insert(header::SET_COOKIE, cookie(&app, &secret, ttl.as_secs())?);
+    Ok(r)
+}
+
+/// `DELETE /api/session`: ends the session of the cookie, if any, and clears the cookie.
+pub async fn logout(app: Arc<App>, cookie_header: Option<String>) -> Result<warp::reply::Response, AppError> {
+    if let Some(secret) = cookie_header.as_deref().and_then(accounts::session_cookie) {
+        let d = accounts::digest(secret);
+        app.store.run(move |s| s.delete_session(&d)).await?;
+        app.store.flush().await?;
+    }
+    let mut r = no_content();
+    r.headers_mut().insert(header::SET_COOKIE, cookie(&app, "", 0)?);
+    Ok(r)
+}
+
+/// `GET /api/me`.
+pub fn me(caller: Caller) -> Result<warp::reply::Response, AppError> {
+    match caller.user() {
+        Some(u) => Ok(json_response(&Me { id: u.id.clone(), username: u.username.clone(), role: u.role }, StatusCode::OK)),
+        None => Err(AppError::Unauthorized("not logged in".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(origin: Option<&str>, site: Option<&str>, host: &str) -> RequestOrigin {
+        RequestOrigin { origin: origin.map(Into::into), sec_fetch_site: site.map(Into::into), host: Some(host.into()) }
+    }
+
+    #[test]
+    fn same_origin_is_told_by_the_browser_headers() {
+        assert!(o(Some("http://127.0.0.1:8000"), None, "127.0.0.1:8000").same_origin(None));
+        assert!(o(None, Some("same-origin"), "x").same_origin(None));
+        assert!(!o(Some("https://evil.example"), Some("cross-site"), "127.0.0.1:8000").same_origin(None));
+        assert!(!o(None, None, "127.0.0.1:8000").same_origin(None), "no header: not proven");
+        assert!(o(Some("https://video.example.com"), None, "10.0.0.5:8000").same_origin(Some("https://video.example.com")));
+        assert!(!o(Some("https://video.example.com.evil"), None, "x").same_origin(Some("https://video.example.com")));
+    }
+}
