@@ -43,6 +43,10 @@ pub struct App {
     pub subscribers: crate::http::limits::Subscribers,
     /// Failed logins, per account and per address.
     pub logins: crate::auth::limits::LoginLimiter,
+    /// Uploads arriving now, per user (for their quotas and their cap).
+    pub quotas: crate::upload::quota::Quotas,
+    /// The one-time code of the `/setup` page, while no user exists.
+    pub setup_code: Mutex<Option<String>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -83,6 +87,7 @@ impl App {
         }
         let store = Store::open(&config.data_dir.join("db"))?;
         let secret = load_secret(&config)?;
+        let setup_code = store.no_users().then(crate::auth::accounts::new_secret);
         Ok(App {
             signer: TokenSigner::new(&secret),
             ladder,
@@ -97,6 +102,8 @@ impl App {
             uploads: Arc::new(tokio::sync::Semaphore::new(config.max_uploads)),
             subscribers: crate::http::limits::Subscribers::new(config.max_subscribers, config.max_subscribers_per_ip),
             logins: Default::default(),
+            quotas: Default::default(),
+            setup_code: Mutex::new(setup_code),
             config,
         })
     }

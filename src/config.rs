@@ -133,15 +133,49 @@ pub struct ServeArgs {
     /// Visibility of an upload that does not say (public, unlisted, private)
     #[arg(long, env = "CASCADE_DEFAULT_VISIBILITY", value_name = "VISIBILITY", value_enum, default_value_t = crate::model::Visibility::Public)]
     pub default_visibility: crate::model::Visibility,
-    /// Hours a login session lasts
-    #[arg(long, env = "CASCADE_SESSION_TTL_HOURS", value_name = "HOURS", default_value_t = 14 * 24,
-          value_parser = clap::value_parser!(u64).range(1..=24 * 365))]
-    pub session_ttl_hours: u64,
+    /// Hours a login session lasts (a fraction is allowed: 0.5 is 30 minutes)
+    #[arg(long, env = "CASCADE_SESSION_TTL_HOURS", value_name = "HOURS", default_value_t = 14.0 * 24.0, value_parser = session_hours)]
+    pub session_ttl_hours: f64,
+    /// Who may create an account on the sign-up page: nobody (admins create users), whoever has
+    /// an admin's invite link, or anyone
+    #[arg(long, env = "CASCADE_SIGNUP", value_name = "MODE", value_enum, default_value_t = Signup::Closed)]
+    pub signup: Signup,
+    /// Uploads one user may send at once; more get 429
+    #[arg(long, env = "CASCADE_MAX_UPLOADS_PER_USER", value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_uploads_per_user: u32,
+    /// Bytes of uploads a user may keep unless an admin set their own quota (none: no limit;
+    /// admins have no default quota)
+    #[arg(long, env = "CASCADE_QUOTA_BYTES", value_name = "BYTES")]
+    pub quota_bytes: Option<u64>,
+    /// Videos a user may keep unless an admin set their own quota (none: no limit)
+    #[arg(long, env = "CASCADE_QUOTA_VIDEOS", value_name = "N")]
+    pub quota_videos: Option<u64>,
     /// Who may frame the pages (CSP frame-ancestors source list)
     #[arg(long, env = "CASCADE_FRAME_ANCESTORS", value_name = "SOURCES", default_value = "'self'", value_parser = frame_ancestors)]
     pub frame_ancestors: String,
     #[command(flatten)]
     pub job: JobSettings,
+}
+
+/// Who may create an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signup {
+    /// Only admins create users.
+    Closed,
+    /// Whoever has a single-use invite link from an admin.
+    Invite,
+    /// Anyone.
+    Open,
+}
+
+/// Hours of a session: above 0, at most a year.
+fn session_hours(s: &str) -> Result<f64, String> {
+    match positive(s)? {
+        h if h <= 24.0 * 365.0 => Ok(h),
+        _ => Err("must be at most 8760 (a year)".into()),
+    }
 }
 
 /// An absolute http(s) URL with a host and nothing after the path, kept without a trailing `/`.
@@ -243,6 +277,13 @@ pub struct Config {
     pub default_visibility: crate::model::Visibility,
     /// `CASCADE_SESSION_TTL_HOURS`: lifetime of a login session.
     pub session_ttl: Duration,
+    /// `CASCADE_SIGNUP`: who may create an account.
+    pub signup: Signup,
+    /// `CASCADE_MAX_UPLOADS_PER_USER`: uploads one user may send at once.
+    pub max_uploads_per_user: usize,
+    /// `CASCADE_QUOTA_BYTES` / `CASCADE_QUOTA_VIDEOS`: default quotas of users who are not admins.
+    pub quota_bytes: Option<u64>,
+    pub quota_videos: Option<u64>,
 }
 
 impl From<ServeArgs> for Config {
@@ -274,7 +315,11 @@ impl From<ServeArgs> for Config {
             max_subscribers_per_ip: a.max_subscribers_per_ip as usize,
             frame_ancestors: a.frame_ancestors,
             default_visibility: a.default_visibility,
-            session_ttl: Duration::from_secs(a.session_ttl_hours * 3600),
+            session_ttl: Duration::from_secs_f64(a.session_ttl_hours * 3600.0),
+            signup: a.signup,
+            max_uploads_per_user: a.max_uploads_per_user as usize,
+            quota_bytes: a.quota_bytes,
+            quota_videos: a.quota_videos,
         }
     }
 }

@@ -28,6 +28,12 @@ pub enum AppError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    QuotaFull(String),
+    #[error("this upload is larger than what is left of your quota ({left} bytes)")]
+    OverQuota { left: u64 },
+    #[error("{0}")]
     Unauthorized(String),
     #[error("too many failed logins; try again later")]
     TooManyAttempts,
@@ -58,6 +64,9 @@ impl AppError {
             AppError::RequestTimeout(_) => "request_timeout",
             AppError::InsufficientStorage { .. } => "insufficient_storage",
             AppError::Forbidden(_) => "forbidden",
+            AppError::Conflict(_) => "conflict",
+            AppError::QuotaFull(_) => "quota_exceeded",
+            AppError::OverQuota { .. } => "over_quota",
             AppError::Unauthorized(_) => "unauthorized",
             AppError::TooManyAttempts => "too_many_attempts",
             AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
@@ -73,14 +82,15 @@ impl AppError {
         match self {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::TooLarge { .. } | AppError::OverQuota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::QueueFull(_) | AppError::TooManyUploads(_) | AppError::TooManySubscribers(_) | AppError::TooManyAttempts => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::UnsupportedMediaType(_) | AppError::UnsupportedInput(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            AppError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            AppError::InsufficientStorage { .. } | AppError::QuotaFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             AppError::Forbidden(_) | AppError::Token(_) => StatusCode::FORBIDDEN,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service: HTTP API, player pages and transcode workers
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Transcode one file into DIR with the server's pipeline, without a server
     Transcode(TranscodeArgs),
     /// Print what Cascade sees in a media file, as JSON
@@ -177,7 +177,7 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => serve(args.into()),
+        Command::Serve(args) => serve((*args).into()),
         Command::Transcode(args) => transcode_cmd(args),
         Command::Probe(args) => probe_cmd(args),
         Command::User(cmd) => user_cmd(cmd),
@@ -314,9 +314,12 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     let admin_socket = auth::admin::serve_socket(&config.data_dir, app.store.clone())
         .await
         .with_context(|| format!("cannot listen on {}", auth::admin::socket_path(&config.data_dir).display()))?;
-    let users = app.store.run(|s| s.users()).await?;
-    if users.is_empty() {
-        warn!("no user exists yet: create the first with `cascade user add NAME --admin` (it works while the server runs)");
+    if let Some(code) = app.setup_code.lock().ok().and_then(|c| c.clone()) {
+        // The one secret the log carries, on purpose: it works once, and only while nobody exists.
+        warn!(
+            setup_code = %code,
+            "no user exists yet: open /setup with this one-time code to create the first admin, or run `cascade user add NAME --admin` (it works while the server runs)"
+        );
     }
     let workers = jobs::spawn_workers(app.clone());
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
@@ -417,7 +420,7 @@ mod tests {
         let Command::Serve(s) = parse(&[("CASCADE_WORKERS", "2")], &["serve", "--data-dir", "/d"]).unwrap().command else {
             panic!("not serve")
         };
-        let c = config::Config::from(s);
+        let c = config::Config::from(*s);
         assert_eq!((c.workers, c.data_dir), (2, PathBuf::from("/d")));
         let Command::Probe(p) = parse(&[("CASCADE_TYPO", "1")], &["probe", "x.mkv"]).unwrap().command else { panic!("not probe") };
         assert_eq!(p.input, PathBuf::from("x.mkv"));

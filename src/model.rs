@@ -247,12 +247,31 @@ pub struct User {
     #[serde(default)]
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
+    /// Most bytes of uploads this user may keep; none: the server's default (`CASCADE_QUOTA_BYTES`).
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+    /// Most videos this user may keep; none: the server's default (`CASCADE_QUOTA_VIDEOS`).
+    #[serde(default)]
+    pub quota_videos: Option<u64>,
+    /// Sessions made before the last password change carry an older number and are no longer valid.
+    #[serde(default)]
+    pub session_epoch: u64,
 }
 
 /// A login session; stored under the SHA-256 of its secret id (the cookie), never the id itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
     pub user_id: String,
+    pub expires_at: DateTime<Utc>,
+    /// The user's `session_epoch` when the session was made.
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// A single-use sign-up invitation made by an admin; stored under the SHA-256 of its code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invite {
+    pub created_by: String,
     pub expires_at: DateTime<Utc>,
 }
 

@@ -359,3 +359,50 @@ async fn uploads_arriving_at_once_are_capped() {
     drop(first);
     assert!(wait_until(Duration::from_secs(30), async || server.upload(&src, "second").await.0 == 201).await, "{}", server.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped_in_all_and_per_address() {
+    let server =
+        Server::start(&[("CASCADE_MAX_SUBSCRIBERS", "3"), ("CASCADE_MAX_SUBSCRIBERS_PER_IP", "2"), ("CASCADE_BODY_IDLE_TIMEOUT", "600")])
+            .await;
+    // A video that stays `processing`: a streamed upload whose last byte never comes.
+    let src = clip("held.mkv", "testsrc2=size=160x120:rate=10", None, 2.0, &[]).await;
+    let data = std::fs::read(&src).unwrap();
+    let boundary = "heldboundary";
+    let part = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"held.mkv\"\r\n\r\n");
+    let len = part.len() + data.len() + format!("\r\n--{boundary}--\r\n").len();
+    let mut held = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    let auth = server.auth();
+    let head = format!("POST /api/videos?ref=held HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len}\r\n\r\n{part}");
+    held.write_all(head.as_bytes()).await.unwrap();
+    held.write_all(&data[..data.len() - 1]).await.unwrap();
+    let mut id = String::new();
+    let found = wait_until(Duration::from_secs(60), async || {
+        let v: Value = server.client.get(server.url("/api/videos?ref=held")).send().await.unwrap().json().await.unwrap();
+        id = v["videos"][0]["id"].as_str().unwrap_or("").to_string();
+        !id.is_empty()
+    })
+    .await;
+    assert!(found, "the held upload was not streamed\n{}", server.log());
+
+    let from = |ip: &str| reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let (a, b) = (from("127.0.0.1"), from("127.0.0.2"));
+    let url = server.url(&format!("/api/videos/{id}/events"));
+    let open = |c: &reqwest::Client| c.get(&url).send();
+    let status = |r: &reqwest::Response| r.status().as_u16();
+    let a1 = open(&a).await.unwrap();
+    let a2 = open(&a).await.unwrap();
+    assert_eq!((status(&a1), status(&a2)), (200, 200));
+    let r = open(&a).await.unwrap();
+    assert_eq!(status(&r), 429, "a third from one address");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_subscribers", "{body}");
+    let b1 = open(&b).await.unwrap();
+    assert_eq!(status(&b1), 200, "another address has room");
+    assert_eq!(status(&open(&b).await.unwrap()), 429, "three in all");
+    // A viewer who leaves gives their place back.
+    drop(a1);
+    let freed = wait_until(Duration::from_secs(60), async || matches!(open(&b).await, Ok(r) if r.status() == 200)).await;
+    assert!(freed, "a closed stream still counts\n{}", server.log());
+    drop((a2, b1, held));
+}

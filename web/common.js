@@ -14,6 +14,23 @@ const Cascade = {
     }
     return body;
   },
+  // A JSON request (state-changing requests are same-origin, so the browser sends Origin).
+  send(url, method, body) {
+    const opts = { method };
+    if (body !== undefined) {
+      opts.headers = { 'Content-Type': 'application/json' };
+      opts.body = JSON.stringify(body);
+    }
+    return Cascade.json(url, opts);
+  },
+  // "1.2 GB of 10 GB, 3 of 20 videos"; a missing quota (null) is unlimited.
+  storage(s) {
+    if (!s) return '–';
+    const b = Number.isFinite(s.quota_bytes) ? `${Cascade.bytes(s.bytes)} of ${Cascade.bytes(s.quota_bytes)}` : Cascade.bytes(s.bytes);
+    const n = Number.isFinite(s.quota_videos) ? `${s.videos} of ${s.quota_videos} videos` : `${s.videos} video${s.videos === 1 ? '' : 's'}`;
+    const unlimited = !Number.isFinite(s.quota_bytes) && !Number.isFinite(s.quota_videos);
+    return `${b}, ${n}${unlimited ? ' · unlimited' : ''}`;
+  },
   // Playback URLs are relative unless the server has a public URL; players want absolute ones.
   abs(u) { return u ? new URL(u, window.location.href).href : u; },
   bytes(n) {
@@ -73,20 +90,26 @@ const Cascade = {
 };
 window.Cascade = Cascade;
 
-// The header's account link: "name · Log out", or "Log in" (back to this page afterwards).
+// The header's account links: "[Admin] Account name · Log out", or "Log in" (back to this page
+// afterwards). The account page has a Log out button of its own (#logout), so none here.
 Cascade.me = Cascade.json('/api/me').catch(() => null);
 document.addEventListener('DOMContentLoaded', async () => {
   const slot = document.getElementById('account');
   if (!slot) return;
   const me = await Cascade.me;
   if (me) {
-    const out = Cascade.el('a', { href: '#', id: 'logout' }, 'Log out');
-    out.addEventListener('click', async (e) => {
-      e.preventDefault();
-      await fetch('/api/session', { method: 'DELETE' });
-      window.location.assign('/');
-    });
-    slot.append(Cascade.el('span', { class: 'who' }, me.username), out);
+    const link = (href, id, text) => Cascade.el('a', { href, id, 'aria-current': window.location.pathname === href ? 'page' : null }, text);
+    if (me.role === 'admin') slot.append(link('/admin', 'nav-admin', 'Admin'));
+    slot.append(link('/account', 'nav-account', 'Account'), Cascade.el('span', { class: 'who' }, me.username));
+    if (!document.getElementById('logout')) {
+      const out = Cascade.el('a', { href: '#', id: 'logout' }, 'Log out');
+      out.addEventListener('click', async (e) => {
+        e.preventDefault();
+        await fetch('/api/session', { method: 'DELETE' });
+        window.location.assign('/');
+      });
+      slot.append(out);
+    }
   } else {
     const here = window.location.pathname + window.location.search;
     slot.append(Cascade.el('a', { href: `/login?next=${encodeURIComponent(here)}`, id: 'login' }, 'Log in'));

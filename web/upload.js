@@ -5,7 +5,8 @@
   const $ = (id) => document.getElementById(id);
   const form = $('upload-form'), input = $('file'), drop = $('drop');
   let maxBytes = Infinity;
-  Cascade.json('/api/config').then((c) => { maxBytes = c.max_upload_bytes; }).catch(() => {});
+  const config = Cascade.json('/api/config').catch(() => ({}));
+  config.then((c) => { if (Number.isFinite(c.max_upload_bytes)) maxBytes = c.max_upload_bytes; });
 
   const showError = (msg) => { $('error').textContent = msg; $('error').hidden = false; };
   const clearError = () => { $('error').hidden = true; };
@@ -14,6 +15,11 @@
     if (me) return;
     showError('Log in to upload videos.');
     form.querySelector('button[type=submit], button:not([type])')?.setAttribute('disabled', '');
+    config.then((c) => {
+      if (c.signup === 'open' && !$('error').hidden) {
+        $('error').append(' No account? ', Cascade.el('a', { href: '/signup', id: 'signup-link' }, 'Sign up'), '.');
+      }
+    });
   });
 
   const describe = () => {

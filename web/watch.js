@@ -42,6 +42,34 @@
   };
   showRecord(v);
 
+  // The owner and admins may change the title and visibility.
+  Cascade.me.then((me) => {
+    if (!me || !(me.id === v.owner || me.role === 'admin')) return;
+    const form = $('edit-form');
+    $('edit-title').value = v.title;
+    $('edit-visibility').value = v.visibility || 'public';
+    form.hidden = false;
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      $('edit-done').hidden = true;
+      $('edit-error').hidden = true;
+      $('edit-save').disabled = true;
+      try {
+        const r = await Cascade.send(`/api/videos/${encodeURIComponent(id)}`, 'PATCH',
+          { title: $('edit-title').value.trim(), visibility: $('edit-visibility').value });
+        document.title = `${r.title} · Cascade`;
+        $('title').textContent = r.title;
+        $('edit-title').value = r.title;
+        $('edit-visibility').value = r.visibility || $('edit-visibility').value;
+        $('edit-done').hidden = false;
+      } catch (err) {
+        $('edit-error').textContent = `Not saved: ${err.message}`;
+        $('edit-error').hidden = false;
+      }
+      $('edit-save').disabled = false;
+    });
+  });
+
   if (!v.playable) {
     if (v.status === 'failed') { fail(`This video could not be processed: ${v.error ? v.error.message : ''}`); return; }
     // Wait until the first segments are published, then start.
@@ -246,7 +274,7 @@
   });
 
   document.addEventListener('keydown', (e) => {
-    if (e.target.closest('input, select, textarea')) return;
+    if (e.target.closest('input, select, textarea, button')) return;
     if (e.key === ' ' || e.key === 'k') { e.preventDefault(); video.paused ? video.play() : video.pause(); }
     else if (e.key === 'ArrowLeft') { video.currentTime = Math.max(0, video.currentTime - 5); }
     else if (e.key === 'ArrowRight') { video.currentTime = video.currentTime + 5; }

@@ -31,6 +31,30 @@ pub enum AccountError {
     Hash(String),
 }
 
+impl Caller {
+    /// The caller when it is a logged-in person (a session, not a script's token): account
+    /// settings and tokens are managed from a session only, so a leaked token cannot mint more.
+    pub fn person(&self) -> Result<&User, AppError> {
+        match self {
+            Caller::Anonymous => Err(AppError::Unauthorized("log in first".into())),
+            Caller::User { via: Credential::Token(_), .. } => {
+                Err(AppError::Forbidden("manage your account from a logged-in session, not with an API token".into()))
+            }
+            Caller::User { user, .. } => Ok(user),
+        }
+    }
+
+    /// The caller when it is an admin (a session, or a token with the `manage` scope).
+    pub fn admin(&self) -> Result<&User, AppError> {
+        match self.user() {
+            None => Err(AppError::Unauthorized("log in as an administrator".into())),
+            Some(u) if u.role != Role::Admin => Err(AppError::Forbidden("only administrators may do this".into())),
+            Some(_) if !self.has_scope(Scope::Manage) => Err(AppError::Forbidden("this API token lacks the `manage` scope".into())),
+            Some(u) => Ok(u),
+        }
+    }
+}
+
 /// Hashes a password with Argon2id (the crate's defaults: 19 MiB, 2 passes, 1 lane) and a random salt.
 pub fn hash_password(password: &str) -> Result<String, AccountError> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
@@ -90,6 +114,9 @@ pub fn new_user(name: &str, password: &str, role: Role) -> Result<User, AccountE
         role,
         disabled: false,
         created_at: Utc::now(),
+        quota_bytes: None,
+        quota_videos: None,
+        session_epoch: 0,
     })
 }
 
@@ -209,7 +236,7 @@ pub fn authenticate(store: &Store, authorization: Option<&str>, cookie: Option<&
     let Some(secret) = cookie.and_then(session_cookie) else { return Ok(Caller::Anonymous) };
     let d = digest(secret);
     match store.session(&d)? {
-        Some(s) if s.expires_at > now => match store.user(&s.user_id)?.filter(|u| !u.disabled) {
+        Some(s) if s.expires_at > now => match store.user(&s.user_id)?.filter(|u| !u.disabled && u.session_epoch == s.epoch) {
             Some(user) => Ok(Caller::User { user, via: Credential::Session }),
             None => Ok(Caller::Anonymous),
         },
@@ -224,6 +251,38 @@ pub fn authenticate(store: &Store, authorization: Option<&str>, cookie: Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The session cookie is found among any others, in any order, and never made up.
+        #[test]
+        fn the_session_cookie_is_read_from_any_cookie_header(
+            others in proptest::collection::vec(("[a-z_]{1,20}", "[!-:<-~]{0,30}"), 0..6),
+            ours in "[A-Za-z0-9_-]{1,64}",
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut pairs: Vec<String> = others.iter().filter(|(k, _)| k != SESSION_COOKIE).map(|(k, v)| format!("{k}={v}")).collect();
+            let without = pairs.join("; ");
+            prop_assert_eq!(session_cookie(&without), None);
+            pairs.insert(at.index(pairs.len() + 1), format!("{SESSION_COOKIE}={ours}"));
+            let header = pairs.join("; ");
+            prop_assert_eq!(session_cookie(&header), Some(ours.as_str()));
+        }
+
+        /// Any `Authorization` header that is not a known token is a 401, never a panic, and
+        /// never a caller.
+        #[test]
+        fn any_authorization_header_is_refused(h in "\\PC{0,120}") {
+            static STORE: std::sync::OnceLock<(tempfile::TempDir, Store)> = std::sync::OnceLock::new();
+            let (_, store) = STORE.get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(dir.path()).unwrap();
+                (dir, store)
+            });
+            let r = authenticate(store, Some(&h), None);
+            prop_assert_eq!(r.err().map(|e| e.status().as_u16()), Some(401));
+        }
+    }
 
     #[test]
     fn passwords_are_argon2id_and_verify_only_with_a_user() {
@@ -266,6 +325,9 @@ mod tests {
             role,
             disabled: false,
             created_at: Utc::now(),
+            quota_bytes: None,
+            quota_videos: None,
+            session_epoch: 0,
         };
         let (owner, other, admin) = (mk(Role::Uploader), mk(Role::Uploader), mk(Role::Admin));
         let mut v = VideoRecord::new("v", None, None, 1);

@@ -47,6 +47,24 @@ impl LoginLimiter {
         }
     }
 
+    /// Counts one event under `key` (a sign-up from an address…) and says whether it is within
+    /// `max` per window; once over, further events are refused and not counted.
+    pub fn hit(&self, key: &str, max: u32) -> bool {
+        let Ok(mut f) = self.failures.lock() else { return false };
+        if f.len() >= MAX_ENTRIES {
+            f.retain(|_, (_, since)| since.elapsed() <= WINDOW);
+        }
+        let e = f.entry(format!("hit:{key}")).or_insert((0, Instant::now()));
+        if e.1.elapsed() > WINDOW {
+            *e = (0, Instant::now());
+        }
+        if e.0 >= max {
+            return false;
+        }
+        e.0 += 1;
+        true
+    }
+
     /// A successful login clears the account's count (not the address's).
     pub fn succeeded(&self, name: &str) {
         if let Ok(mut f) = self.failures.lock() {
@@ -75,5 +93,7 @@ mod tests {
         assert!(!l.allowed("carol", Some(a)), "per address, for any account");
         l.succeeded("alice");
         assert!(l.allowed("alice", Some("10.0.0.3".parse().unwrap())));
+        assert!((0..3).all(|_| l.hit("signup:a", 3)));
+        assert!(!l.hit("signup:a", 3) && l.hit("signup:b", 3));
     }
 }

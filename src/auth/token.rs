@@ -66,6 +66,34 @@ impl TokenSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A minted token opens its video until it expires, and changing any one character of
+        /// it (id, expiry, separator or signature) makes it worthless.
+        #[test]
+        fn tokens_verify_only_as_minted(id in "[a-z0-9-]{1,64}", expiry in 1u64..u64::MAX, at in any::<prop::sample::Index>(), c in "[a-zA-Z0-9._=-]") {
+            let s = TokenSigner::new(b"0123456789abcdef0123456789abcdef");
+            let t = s.mint(&id, expiry);
+            prop_assert_eq!(s.verify(&t, expiry - 1), Ok(id.clone()));
+            prop_assert_eq!(s.verify(&t, expiry), Err(TokenError::Expired));
+            let mut chars: Vec<char> = t.chars().collect();
+            let i = at.index(chars.len());
+            let c = c.chars().next().unwrap();
+            prop_assume!(chars[i] != c);
+            chars[i] = c;
+            let changed: String = chars.into_iter().collect();
+            prop_assert!(s.verify(&changed, 0).is_err(), "{changed} verified");
+            prop_assert!(TokenSigner::new(b"another secret of 32 bytes......").verify(&t, 0).is_err());
+        }
+
+        /// Any string is refused without a panic.
+        #[test]
+        fn any_string_is_refused(t in "\\PC{0,200}") {
+            let s = TokenSigner::new(b"0123456789abcdef0123456789abcdef");
+            prop_assert!(s.verify(&t, 0).is_err());
+        }
+    }
 
     /// Arbitrary strings never panic and never verify.
     #[test]

@@ -44,7 +44,7 @@ where
 {
     let (caller, owner) = match caller {
         Ok(c) => {
-            let owner = origin.check(&c, &app).and_then(|()| c.uploader().map(|u| u.id.clone()));
+            let owner = origin.check(&c, &app).and_then(|()| c.uploader().cloned());
             (c, owner)
         }
         Err(e) => (Caller::Anonymous, Err(e)),
@@ -159,10 +159,11 @@ pub async fn edit(
     caller: Caller,
     origin: RequestOrigin,
     id: String,
-    e: Edit,
+    e: Result<Edit, AppError>,
     base: String,
 ) -> Result<warp::reply::Response, AppError> {
     managed(&app, &caller, &origin, &id).await?;
+    let e = e?;
     let mut meta = crate::upload::UploadMeta::default();
     if let Some(t) = &e.title {
         meta.set_title(t);

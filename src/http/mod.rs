@@ -1,5 +1,6 @@
 //! HTTP: routes, and the one place where errors become JSON `{code, message}` with a status.
 
+pub mod account;
 pub mod api;
 pub mod headers;
 pub mod limits;
@@ -45,6 +46,14 @@ pub fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
 /// The peer address of the connection, when the server put it into the request.
 fn client_ip() -> impl Filter<Extract = (Option<std::net::IpAddr>,), Error = Infallible> + Clone {
     warp::ext::optional::<limits::ClientAddr>().map(|a: Option<limits::ClientAddr>| a.map(|a| a.0.ip()))
+}
+
+/// A small JSON body (≤ 16 KiB), parsed by the handler: malformed JSON is a `400` answered
+/// after the caller's credentials were checked, never a routing error.
+fn json_body<T: serde::de::DeserializeOwned + Send>() -> impl Filter<Extract = (Result<T, AppError>,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(16 * 1024)
+        .and(warp::body::bytes())
+        .map(|b: bytes::Bytes| serde_json::from_slice::<T>(&b).map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}"))))
 }
 
 fn reject(e: AppError) -> Rejection {
@@ -121,8 +130,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(session::credentials())
         .and(session::request_origin())
         .and(base(&app))
-        .and(warp::body::content_length_limit(16 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(|id, app: Arc<App>, creds, origin, base, edit| async move {
             let caller = session::identify(&app, creds).await.map_err(reject)?;
             api::edit(app, caller, origin, id, edit, base).await.map_err(reject)
@@ -141,8 +149,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(with_app(app.clone()))
         .and(session::request_origin())
         .and(client_ip())
-        .and(warp::body::content_length_limit(16 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(|app, origin, ip, login| async move { session::login(app, origin, ip, login).await.map_err(reject) });
     let logout = warp::path!("api" / "session")
         .and(warp::delete())
@@ -152,9 +159,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
     let me = warp::path!("api" / "me").and(get_or_head()).and(with_app(app.clone())).and(session::credentials()).and_then(
         |app: Arc<App>, creds| async move {
             let caller = session::identify(&app, creds).await.map_err(reject)?;
-            session::me(caller).map_err(reject)
+            session::me(app, caller).await.map_err(reject)
         },
     );
+    let accounts = account_routes(&app);
     let play = warp::path("play")
         .and(warp::path::param::<String>())
         .and(warp::path::tail())
@@ -170,15 +178,90 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         warp::reply::json(&serde_json::json!({
             "max_upload_bytes": a.config.max_upload_bytes,
             "segment_seconds": a.ladder.segment_seconds,
+            "signup": a.config.signup,
+            "setup": a.setup_code.lock().is_ok_and(|c| c.is_some()),
         }))
     });
     let videos = upload.or(list).or(events).or(get).or(edit).or(delete);
-    let api = healthz.or(time).or(config).or(login).or(logout).or(me).or(videos).or(play);
+    let api = healthz.or(time).or(config).or(login).or(logout).or(me).or(accounts).or(videos).or(play);
     let policy = headers::SecurityHeaders::new(&app.config);
     api.or(pages::routes(app))
         .recover(recover)
         .map(move |reply| policy.apply(reply))
         .with(warp::trace(|info| tracing::info_span!("request", method = %info.method(), path = %headers::redact(info.path()))))
+}
+
+/// Setup, sign-up, password, API tokens and administration (`account.rs`).
+fn account_routes(app: &Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let open = |name: &'static str| warp::path("api").and(warp::path(name)).and(warp::path::end()).and(warp::post());
+    let setup = open("setup")
+        .and(with_app(app.clone()))
+        .and(session::request_origin())
+        .and(client_ip())
+        .and(json_body())
+        .and_then(|app, origin, ip, form| async move { account::setup(app, origin, ip, form).await.map_err(reject) });
+    let signup = open("signup")
+        .and(with_app(app.clone()))
+        .and(session::request_origin())
+        .and(client_ip())
+        .and(json_body())
+        .and_then(|app, origin, ip, form| async move { account::signup(app, origin, ip, form).await.map_err(reject) });
+    // Every route below identifies its caller first: a bad credential is a 401 before anything else.
+    let who = || with_app(app.clone()).and(session::credentials());
+    let password = warp::path!("api" / "me" / "password")
+        .and(warp::put())
+        .and(who())
+        .and(session::request_origin())
+        .and(client_ip())
+        .and(json_body())
+        .and_then(|app: Arc<App>, creds, origin, ip, form| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            account::change_password(app, caller, origin, ip, form).await.map_err(reject)
+        });
+    let tokens = warp::path!("api" / "tokens").and(get_or_head()).and(who()).and_then(|app: Arc<App>, creds| async move {
+        let caller = session::identify(&app, creds).await.map_err(reject)?;
+        account::list_tokens(app, caller).await.map_err(reject)
+    });
+    let new_token = warp::path!("api" / "tokens").and(warp::post()).and(who()).and(session::request_origin()).and(json_body()).and_then(
+        |app: Arc<App>, creds, origin, form| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            account::create_token(app, caller, origin, form).await.map_err(reject)
+        },
+    );
+    let revoke = warp::path!("api" / "tokens" / String).and(warp::delete()).and(who()).and(session::request_origin()).and_then(
+        |id, app: Arc<App>, creds, origin| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            account::delete_token(app, caller, origin, id).await.map_err(reject)
+        },
+    );
+    let users = warp::path!("api" / "admin" / "users").and(get_or_head()).and(who()).and_then(|app: Arc<App>, creds| async move {
+        let caller = session::identify(&app, creds).await.map_err(reject)?;
+        account::list_users(app, caller).await.map_err(reject)
+    });
+    let new_user =
+        warp::path!("api" / "admin" / "users").and(warp::post()).and(who()).and(session::request_origin()).and(json_body()).and_then(
+            |app: Arc<App>, creds, origin, form| async move {
+                let caller = session::identify(&app, creds).await.map_err(reject)?;
+                account::create_user(app, caller, origin, form).await.map_err(reject)
+            },
+        );
+    let change_user = warp::path!("api" / "admin" / "users" / String)
+        .and(warp::patch())
+        .and(who())
+        .and(session::request_origin())
+        .and(json_body())
+        .and_then(|id, app: Arc<App>, creds, origin, form| async move {
+            let caller = session::identify(&app, creds).await.map_err(reject)?;
+            account::update_user(app, caller, origin, id, form).await.map_err(reject)
+        });
+    let invite =
+        warp::path!("api" / "admin" / "invites").and(warp::post()).and(who()).and(session::request_origin()).and(json_body()).and_then(
+            |app: Arc<App>, creds, origin, form| async move {
+                let caller = session::identify(&app, creds).await.map_err(reject)?;
+                account::create_invite(app, caller, origin, form).await.map_err(reject)
+            },
+        );
+    setup.or(signup).or(password).or(tokens).or(new_token).or(revoke).or(users).or(new_user).or(change_user).or(invite)
 }
 
 /// Maps every rejection to a JSON error with the right status.

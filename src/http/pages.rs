@@ -65,7 +65,10 @@ async fn file_reply(path: PathBuf, cache: &'static str) -> Result<warp::reply::R
     }
 }
 
-fn page(app: &Arc<App>, name: &'static str) -> PathBuf {
+/// Pages at `/NAME`, from `NAME.html`.
+const ACCOUNT_PAGES: [&str; 4] = ["setup", "signup", "account", "admin"];
+
+fn page(app: &Arc<App>, name: &str) -> PathBuf {
     app.config.web_dir.join(name)
 }
 
@@ -85,6 +88,16 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
     });
     let a = app.clone();
     let login = warp::path!("login").and(super::get_or_head()).and_then(move || file_reply(page(&a, "login.html"), "no-cache"));
+    let a = app.clone();
+    let account = warp::path!(String).and(super::get_or_head()).and_then(move |name: String| {
+        let file = ACCOUNT_PAGES.iter().find(|p| **p == name).map(|p| page(&a, &format!("{p}.html")));
+        async move {
+            match file {
+                Some(f) => file_reply(f, "no-cache").await,
+                None => Err(warp::reject::not_found()),
+            }
+        }
+    });
     let a = app.clone();
     let watch =
         warp::path!("watch" / String).and(super::get_or_head()).and_then(move |_id: String| file_reply(page(&a, WATCH_PAGE), "no-cache"));
@@ -109,7 +122,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
             }
         }
     });
-    index.or(upload).or(login).or(watch).or(assets).or(vendor)
+    index.or(upload).or(login).or(account).or(watch).or(assets).or(vendor)
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use super::api::json_response;
 use crate::app::App;
 use crate::auth::accounts::{self, Caller, Credential, SESSION_COOKIE};
 use crate::error::AppError;
-use crate::model::{Role, Session};
+use crate::model::{Role, Session, User};
+use crate::store::Usage;
 
 /// A request's credentials, as sent (checked by [`identify`] inside the handler, so that a bad
 /// one answers 401 rather than falling through to another route).
@@ -61,10 +62,25 @@ impl RequestOrigin {
         if self.sec_fetch_site.as_deref() == Some("same-origin") {
             return true;
         }
-        let Some(origin) = self.origin.as_deref() else { return false };
-        let origin_host = origin.split_once("://").map(|(_, h)| h.trim_end_matches('/'));
-        let public_host = public_url.and_then(|u| u.split_once("://")).map(|(_, h)| h.split('/').next().unwrap_or(""));
-        origin_host.is_some_and(|h| Some(h) == self.host.as_deref() || Some(h) == public_host)
+        let Some(origin) = self.origin.as_deref().map(|o| o.trim_end_matches('/')) else { return false };
+        // The public URL's origin: its scheme and host. The Host header has no scheme (TLS may end
+        // at a proxy), so either scheme matches it.
+        let public_origin = public_url.map(|u| {
+            let (scheme, rest) = u.split_once("://").unwrap_or(("", u));
+            format!("{scheme}://{}", rest.split('/').next().unwrap_or(""))
+        });
+        let same_host =
+            origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")).is_some_and(|h| Some(h) == self.host.as_deref());
+        same_host || public_origin.as_deref() == Some(origin)
+    }
+
+    /// Forms that start a session (login, setup, sign-up) have no session yet; a browser that says
+    /// where the request comes from must say this site, so another site cannot log a visitor in.
+    pub fn check_form(&self, app: &App) -> Result<(), AppError> {
+        if self.origin.is_some() && !self.same_origin(app.config.public_url.as_deref()) {
+            return Err(AppError::Forbidden("cross-site request refused".into()));
+        }
+        Ok(())
     }
 
     /// The CSRF rule: a caller authenticated by the session cookie must be same-origin. Token
@@ -92,6 +108,27 @@ pub struct Me {
     pub id: String,
     pub username: String,
     pub role: Role,
+    pub storage: Storage,
+}
+
+/// What a user keeps and may keep.
+#[derive(Debug, Serialize)]
+pub struct Storage {
+    pub bytes: u64,
+    pub videos: u64,
+    /// None: no limit.
+    pub quota_bytes: Option<u64>,
+    pub quota_videos: Option<u64>,
+    /// Uploads of the user arriving now.
+    pub uploads_arriving: usize,
+}
+
+impl Storage {
+    pub fn of(user: &User, used: Usage, app: &App) -> Storage {
+        let (quota_bytes, quota_videos) = crate::upload::quota::limits(user, &app.config);
+        let uploads_arriving = app.quotas.arriving(&user.id);
+        Storage { bytes: used.bytes, videos: used.videos, quota_bytes, quota_videos, uploads_arriving }
+    }
 }
 
 fn cookie(app: &App, value: &str, max_age: u64) -> Result<HeaderValue, AppError> {
@@ -100,7 +137,7 @@ fn cookie(app: &App, value: &str, max_age: u64) -> Result<HeaderValue, AppError>
         .map_err(|e| AppError::Internal(e.to_string()))
 }
 
-fn no_content() -> warp::reply::Response {
+pub fn no_content() -> warp::reply::Response {
     let mut r = warp::reply::Response::new(Vec::new().into());
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
@@ -108,10 +145,14 @@ fn no_content() -> warp::reply::Response {
 
 /// `POST /api/session`: checks the password (rate-limited per account and per address; the answer
 /// never says whether the user exists) and sets the session cookie.
-pub async fn login(app: Arc<App>, origin: RequestOrigin, ip: Option<IpAddr>, login: Login) -> Result<warp::reply::Response, AppError> {
-    if origin.origin.is_some() && !origin.same_origin(app.config.public_url.as_deref()) {
-        return Err(AppError::Forbidden("cross-site login refused".into()));
-    }
+pub async fn login(
+    app: Arc<App>,
+    origin: RequestOrigin,
+    ip: Option<IpAddr>,
+    login: Result<Login, AppError>,
+) -> Result<warp::reply::Response, AppError> {
+    origin.check_form(&app)?;
+    let login = login?;
     let name = login.username.trim().to_string();
     if name.len() > accounts::MAX_NAME || login.password.len() > accounts::MAX_PASSWORD {
         return Err(AppError::Unauthorized("wrong user name or password".into()));
@@ -131,15 +172,21 @@ pub async fn login(app: Arc<App>, origin: RequestOrigin, ip: Option<IpAddr>, log
         return Err(AppError::Unauthorized("wrong user name or password".into()));
     };
     app.logins.succeeded(&name);
+    tracing::info!(user = %user.username, "logged in");
+    start_session(&app, &user).await
+}
+
+/// A new session for `user`: `204` with its cookie.
+pub async fn start_session(app: &App, user: &User) -> Result<warp::reply::Response, AppError> {
     let secret = accounts::new_secret();
     let ttl = app.config.session_ttl;
-    let session = Session { user_id: user.id.clone(), expires_at: Utc::now() + chrono::Duration::seconds(ttl.as_secs() as i64) };
+    let expires_at = Utc::now() + chrono::Duration::milliseconds(ttl.as_millis().min(i64::MAX as u128) as i64);
+    let session = Session { user_id: user.id.clone(), expires_at, epoch: user.session_epoch };
     let d = accounts::digest(&secret);
     app.store.run(move |s| s.put_session(&d, &session)).await?;
     app.store.flush().await?;
-    tracing::info!(user = %user.username, "logged in");
     let mut r = no_content();
-    r.headers_mut().insert(header::SET_COOKIE, cookie(&app, &secret, ttl.as_secs())?);
+    r.headers_mut().insert(header::SET_COOKIE, cookie(app, &secret, ttl.as_secs())?);
     Ok(r)
 }
 
@@ -155,12 +202,13 @@ pub async fn logout(app: Arc<App>, cookie_header: Option<String>) -> Result<warp
     Ok(r)
 }
 
-/// `GET /api/me`.
-pub fn me(caller: Caller) -> Result<warp::reply::Response, AppError> {
-    match caller.user() {
-        Some(u) => Ok(json_response(&Me { id: u.id.clone(), username: u.username.clone(), role: u.role }, StatusCode::OK)),
-        None => Err(AppError::Unauthorized("not logged in".into())),
-    }
+/// `GET /api/me`: who the caller is and what they keep.
+pub async fn me(app: Arc<App>, caller: Caller) -> Result<warp::reply::Response, AppError> {
+    let u = caller.user().ok_or_else(|| AppError::Unauthorized("not logged in".into()))?.clone();
+    let id = u.id.clone();
+    let used = app.store.run(move |s| s.usage().map(|mut m| m.remove(&id).unwrap_or_default())).await?;
+    let storage = Storage::of(&u, used, &app);
+    Ok(json_response(&Me { id: u.id, username: u.username, role: u.role, storage }, StatusCode::OK))
 }
 
 #[cfg(test)]
@@ -179,5 +227,8 @@ mod tests {
         assert!(!o(None, None, "127.0.0.1:8000").same_origin(None), "no header: not proven");
         assert!(o(Some("https://video.example.com"), None, "10.0.0.5:8000").same_origin(Some("https://video.example.com")));
         assert!(!o(Some("https://video.example.com.evil"), None, "x").same_origin(Some("https://video.example.com")));
+        assert!(!o(Some("http://video.example.com"), None, "x").same_origin(Some("https://video.example.com")), "another scheme");
+        assert!(o(Some("https://video.example.com/"), None, "x").same_origin(Some("https://video.example.com/sub")));
+        assert!(!o(Some("null"), None, "null").same_origin(None), "an opaque origin is never this site");
     }
 }

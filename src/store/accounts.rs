@@ -1,14 +1,42 @@
 //! Accounts in the embedded store: users, sessions, API tokens, and the adoption of videos from
 //! before accounts by the first admin.
 
+use std::collections::HashMap;
+
 use super::sled::{dec, enc};
 use super::{Store, StoreError};
-use crate::model::{ApiToken, Role, Session, User, VideoRecord};
+use crate::model::{ApiToken, Invite, Role, Session, User, VideoRecord};
+
+/// What a user keeps: bytes of uploads and videos.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub videos: u64,
+}
 
 impl Store {
     /// Creates a user; the name is unique without regard to case. The first admin adopts every
     /// video without an owner (videos uploaded before accounts existed); returns how many.
     pub fn create_user(&self, user: &User) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.accounts_lock.lock().map_err(|_| StoreError::Task("account lock poisoned".into()))?;
+        self.create_user_locked(user)
+    }
+
+    /// Creates `user` only if no user exists yet (the `/setup` page); returns whether it did.
+    pub fn create_first_user(&self, user: &User) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.accounts_lock.lock().map_err(|_| StoreError::Task("account lock poisoned".into()))?;
+        if !self.users.is_empty() {
+            return Ok(false);
+        }
+        self.create_user_locked(user).map(|_| true)
+    }
+
+    /// Whether no user exists.
+    pub fn no_users(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    fn create_user_locked(&self, user: &User) -> Result<usize, StoreError> {
         let key = user.username.to_lowercase();
         let first_admin = user.role == Role::Admin && !self.users()?.iter().any(|u| u.role == Role::Admin);
         if self.usernames.compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(user.id.as_bytes()))?.is_err() {
@@ -55,6 +83,26 @@ impl Store {
         self.users.iter().values().map(|v| dec(&v?)).collect()
     }
 
+    /// Replaces a user's record (role, disabled, quotas, password); the name does not change.
+    pub fn put_user(&self, user: &User) -> Result<(), StoreError> {
+        self.users.insert(user.id.as_bytes(), enc(user)?)?;
+        Ok(())
+    }
+
+    /// What each owner keeps (one pass over the videos).
+    pub fn usage(&self) -> Result<HashMap<String, Usage>, StoreError> {
+        let mut out: HashMap<String, Usage> = HashMap::new();
+        for v in self.videos_tree().iter().values() {
+            let rec: VideoRecord = dec(&v?)?;
+            if let Some(owner) = rec.owner {
+                let u = out.entry(owner).or_default();
+                u.bytes += rec.upload_bytes;
+                u.videos += 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// Keeps a session under the digest of its secret.
     pub fn put_session(&self, digest: &str, session: &Session) -> Result<(), StoreError> {
         self.sessions.insert(digest.as_bytes(), enc(session)?)?;
@@ -82,6 +130,44 @@ impl Store {
     pub fn token(&self, digest: &str) -> Result<Option<ApiToken>, StoreError> {
         self.tokens.get(digest.as_bytes())?.map(|b| dec(&b)).transpose()
     }
+
+    /// A user's API tokens (never their secrets: the store does not have them).
+    pub fn tokens_of(&self, user_id: &str) -> Result<Vec<ApiToken>, StoreError> {
+        let mut out = vec![];
+        for v in self.tokens.iter().values() {
+            let t: ApiToken = dec(&v?)?;
+            if t.user_id == user_id {
+                out.push(t);
+            }
+        }
+        out.sort_by_key(|t| t.created_at);
+        Ok(out)
+    }
+
+    /// Revokes the token `id` of `user_id`; returns whether there was one.
+    pub fn delete_token(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        for item in self.tokens.iter() {
+            let (k, v) = item?;
+            let t: ApiToken = dec(&v)?;
+            if t.user_id == user_id && t.id == id {
+                self.tokens.remove(k)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Keeps an invitation under the digest of its code.
+    pub fn put_invite(&self, digest: &str, invite: &Invite) -> Result<(), StoreError> {
+        self.invites.insert(digest.as_bytes(), enc(invite)?)?;
+        Ok(())
+    }
+
+    /// Uses up the invitation with this digest: it is removed whether or not it is still valid,
+    /// and returned only once however many requests race for it.
+    pub fn take_invite(&self, digest: &str) -> Result<Option<Invite>, StoreError> {
+        self.invites.remove(digest.as_bytes())?.map(|b| dec(&b)).transpose()
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +183,9 @@ mod tests {
             role,
             disabled: false,
             created_at: chrono::Utc::now(),
+            quota_bytes: None,
+            quota_videos: None,
+            session_epoch: 0,
         }
     }
 
@@ -115,5 +204,23 @@ mod tests {
         assert_eq!(s.create_user(&user("second", Role::Admin)).unwrap(), 0, "only the first admin adopts");
         assert_eq!(s.user_by_name("ALICE").unwrap().unwrap().id, up.id);
         assert_eq!(s.users().unwrap().len(), 3);
+        assert!(!s.create_first_user(&user("late", Role::Admin)).unwrap(), "setup only while nobody exists");
+        assert_eq!(s.usage().unwrap()[&admin.id], Usage { bytes: 1, videos: 1 });
+    }
+
+    #[test]
+    fn invites_are_single_use_and_tokens_are_revoked_by_their_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let inv = Invite { created_by: "a".into(), expires_at: chrono::Utc::now() };
+        s.put_invite("d", &inv).unwrap();
+        assert!(s.take_invite("d").unwrap().is_some());
+        assert!(s.take_invite("d").unwrap().is_none());
+        let (_, t) = crate::auth::accounts::new_token("u1", "ci", vec![], None);
+        s.put_token("x", &t).unwrap();
+        assert_eq!(s.tokens_of("u1").unwrap().len(), 1);
+        assert!(!s.delete_token("u2", &t.id).unwrap(), "another user's token");
+        assert!(s.delete_token("u1", &t.id).unwrap());
+        assert!(s.token("x").unwrap().is_none());
     }
 }

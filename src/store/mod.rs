@@ -7,6 +7,7 @@ mod sled;
 
 use std::sync::Arc;
 
+pub use self::accounts::Usage;
 pub use self::sled::Store;
 
 /// Why a store call failed.

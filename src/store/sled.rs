@@ -24,6 +24,10 @@ pub struct Store {
     pub(super) usernames: sled::Tree,
     pub(super) sessions: sled::Tree,
     pub(super) tokens: sled::Tree,
+    /// Sign-up invitations by the SHA-256 of their code.
+    pub(super) invites: sled::Tree,
+    /// Held while a user is created, so that "the first admin" and "no user yet" are decided once.
+    pub(super) accounts_lock: std::sync::Mutex<()>,
 }
 
 pub(super) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -53,6 +57,8 @@ impl Store {
             usernames: db.open_tree("usernames")?,
             sessions: db.open_tree("sessions")?,
             tokens: db.open_tree("tokens")?,
+            invites: db.open_tree("invites")?,
+            accounts_lock: std::sync::Mutex::new(()),
             db,
         })
     }

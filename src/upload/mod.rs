@@ -8,6 +8,7 @@
 mod body;
 mod growing;
 pub mod multipart;
+pub mod quota;
 mod sniff;
 mod staging;
 
@@ -69,6 +70,8 @@ pub struct UploadMeta {
     pub owner: Option<String>,
     /// As the client asked; the setting's default otherwise.
     pub visibility: Option<Visibility>,
+    /// Bytes the owner's quota leaves for this upload (none: no quota).
+    pub quota_left: Option<u64>,
 }
 
 impl UploadMeta {
@@ -135,6 +138,9 @@ impl Intake {
         self.bytes += data.len() as u64;
         if self.bytes > limit {
             return Err(AppError::TooLarge { limit });
+        }
+        if let Some(left) = self.meta.quota_left.filter(|left| self.bytes > *left) {
+            return Err(AppError::OverQuota { left });
         }
         if self.container.is_none() {
             let room = container::ID_BYTES.saturating_sub(self.head.len());

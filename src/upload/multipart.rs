@@ -13,7 +13,7 @@ use super::body::{self, BodyError, BodyLimits, SharedBody};
 use super::{Intake, UploadMeta};
 use crate::app::App;
 use crate::error::AppError;
-use crate::model::{VideoRecord, Visibility, MAX_TITLE};
+use crate::model::{User, VideoRecord, Visibility, MAX_TITLE};
 
 /// Longest multipart preamble, part header block or epilogue.
 pub const MAX_FRAMING_BYTES: usize = 8 * 1024;
@@ -73,7 +73,7 @@ const DRAIN_IDLE: Duration = Duration::from_secs(5);
 /// a malformed or stalled body is not read any further.
 pub async fn receive_request<S, B, E>(
     app: Arc<App>,
-    owner: Result<String, AppError>,
+    owner: Result<User, AppError>,
     content_type: Option<&str>,
     declared_len: Option<u64>,
     body: S,
@@ -84,16 +84,16 @@ where
     B: bytes::Buf,
     E: std::fmt::Display,
 {
-    let boundary = boundary(content_type)?;
     let body = SharedBody::new(body);
     let limits = BodyLimits { idle: app.config.body_idle_timeout, framing: MAX_FRAMING_BYTES };
-    let admitted = match owner {
-        Ok(owner) => super::admit(&app, declared_len).await.map(|permit| (owner, permit)),
+    // Who first (401/403), then what (415), then whether there is room (429/413/507).
+    let admitted = match owner.and_then(|owner| boundary(content_type).map(|b| (owner, b))) {
+        Ok((owner, boundary)) => admit(&app, &owner, declared_len).await.map(|permits| (owner, boundary, permits)),
         Err(e) => Err(e),
     };
     let result = match admitted {
-        Ok((owner, _arriving)) => {
-            let meta = UploadMeta { client_ref, owner: Some(owner), ..Default::default() };
+        Ok((owner, boundary, (_arriving, quota))) => {
+            let meta = UploadMeta { client_ref, owner: Some(owner.id), quota_left: quota.left, ..Default::default() };
             receive(app, body::bounded(body.clone(), &boundary, limits), boundary, meta).await
         }
         Err(e) => Err(e),
@@ -105,6 +105,19 @@ where
         }
     }
     result
+}
+
+/// The server's limits ([`super::admit`]), then the owner's ([`super::quota`]).
+async fn admit(
+    app: &Arc<App>,
+    owner: &User,
+    declared_len: Option<u64>,
+) -> Result<(tokio::sync::OwnedSemaphorePermit, super::quota::Reservation), AppError> {
+    let arriving = super::admit(app, declared_len).await?;
+    let id = owner.id.clone();
+    let used = app.store.run(move |s| s.usage().map(|mut u| u.remove(&id).unwrap_or_default())).await?;
+    let quota = app.quotas.reserve(owner, used, declared_len, &app.config)?;
+    Ok((arriving, quota))
 }
 
 async fn read_parts(

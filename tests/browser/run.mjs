@@ -19,8 +19,15 @@ const ART = path.join(root, 'test-artifacts');
 mkdirSync(ART, { recursive: true });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const { CASCADE_USER: USER, CASCADE_PASSWORD: PASSWORD, CASCADE_TOKEN: TOKEN } = process.env;
-if (!USER || !PASSWORD || !TOKEN) { console.error('CASCADE_USER, CASCADE_PASSWORD and CASCADE_TOKEN are required'); process.exit(2); }
+const { CASCADE_USER: USER, CASCADE_PASSWORD: PASSWORD, CASCADE_TOKEN: TOKEN, CASCADE_ADMIN: ADMIN, CASCADE_ADMIN_PASSWORD: ADMIN_PASSWORD } = process.env;
+if (!USER || !PASSWORD || !TOKEN || !ADMIN || !ADMIN_PASSWORD) {
+  console.error('CASCADE_USER, CASCADE_PASSWORD, CASCADE_TOKEN, CASCADE_ADMIN and CASCADE_ADMIN_PASSWORD are required');
+  process.exit(2);
+}
+// A login from node (no cookie jar): the status only.
+const loginStatus = async (username, password) => (await fetch(`${BASE}/api/session`, {
+  method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username, password }),
+})).status;
 // The script's own calls use the uploader's API token; the pages use the session of the login.
 async function api(p, opts = {}) {
   const r = await fetch(BASE + p, { ...opts, headers: { ...(opts.headers || {}), Authorization: `Bearer ${TOKEN}` } });
@@ -64,7 +71,7 @@ context.on('request', (req) => {
 
 const results = [];
 let skipped = 0;
-async function scenario(name, ms, fn) {
+async function scenario(name, ms, fn, ctx = context) {
   // BROWSER_ONLY=regex runs only the matching scenarios, for debugging by hand; skipped
   // ones are reported as skipped and never counted as passed. run.sh never sets it.
   if (process.env.BROWSER_ONLY && !new RegExp(process.env.BROWSER_ONLY).test(name)) {
@@ -72,7 +79,7 @@ async function scenario(name, ms, fn) {
     skipped++;
     return;
   }
-  const page = await context.newPage();
+  const page = await ctx.newPage();
   const consoleErrors = [];
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
   // Whatever the pages' Content-Security-Policy blocks (an inline script or style, a worker, a
@@ -338,21 +345,80 @@ await scenario('library lists videos with thumbnails; storyboard preview on hove
   await page.screenshot({ path: path.join(ART, 'watch-preview.png') });
 });
 
+await scenario('account page: an API token made, used and revoked; the password changed', 120000, async (page) => {
+  await page.goto(`${BASE}/account`);
+  await page.locator('#me-name').filter({ hasText: USER }).waitFor({ timeout: 20000 });
+  await page.fill('#token-name', 'from the page');
+  await page.click('#token-button');
+  const secret = (await page.locator('#new-token-value').textContent({ timeout: 20000 })).trim();
+  const me = async () => (await fetch(`${BASE}/api/me`, { headers: { Authorization: `Bearer ${secret}` } })).status;
+  if (await me() !== 200) throw new Error('the new token does not work');
+  await page.locator('#tokens tr', { hasText: 'from the page' }).locator('button.revoke').click();
+  await waitFor('the token revoked', async () => await me() === 401, 20000);
+  await page.fill('#current-password', PASSWORD);
+  await page.fill('#new-password', `${PASSWORD} changed`);
+  await page.click('#password-button');
+  await page.locator('#password-done').waitFor({ state: 'visible', timeout: 20000 });
+  if (await loginStatus(USER, PASSWORD) !== 401) throw new Error('the old password still works');
+  if (await loginStatus(USER, `${PASSWORD} changed`) !== 204) throw new Error('the new password does not work');
+  // This session goes on (the page got a new cookie).
+  await page.goto(`${BASE}/account`);
+  await page.locator('#me-name').filter({ hasText: USER }).waitFor({ timeout: 20000 });
+});
+
+const adminContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+await scenario('admin page: create a user, disable them; an invitation link signs someone up', 120000, async (page) => {
+  await page.goto(`${BASE}/login?next=/admin`);
+  await page.fill('#username', ADMIN);
+  await page.fill('#password', ADMIN_PASSWORD);
+  await page.click('#login-button');
+  await page.waitForURL(`${BASE}/admin`, { timeout: 20000 });
+  await page.locator(`#users tr[data-user="${USER}"]`).waitFor({ timeout: 20000 });
+  await page.fill('#new-username', 'made-by-admin');
+  await page.click('#create-user');
+  // The elements exist (hidden) before the answer: wait for what the answer fills in.
+  await page.locator('#created-password').filter({ hasText: /\S/ }).waitFor({ timeout: 20000 });
+  const made = (await page.locator('#created-password').textContent()).trim();
+  if (await loginStatus('made-by-admin', made) !== 204) throw new Error('the generated password does not work');
+  const row = page.locator('#users tr[data-user="made-by-admin"]');
+  await row.locator('input.disabled').check();
+  await row.locator('button.save').click();
+  await waitFor('made-by-admin disabled', async () => await loginStatus('made-by-admin', made) === 401, 20000);
+  await page.click('#create-invite');
+  await page.locator('#invite-link[href*="invite="]').waitFor({ timeout: 20000 });
+  const link = await page.locator('#invite-link').getAttribute('href');
+  const guest = await browser.newContext();
+  try {
+    const g = await guest.newPage();
+    await g.goto(new URL(link, BASE).href);
+    await g.fill('#username', 'invited-guest');
+    await g.fill('#password', 'invited guest password');
+    await g.click('#signup-button');
+    await g.waitForURL(`${BASE}/upload`, { timeout: 20000 });
+    await g.locator('#account .who').filter({ hasText: 'invited-guest' }).waitFor({ timeout: 20000 });
+  } finally {
+    await guest.close();
+  }
+}, adminContext);
+await adminContext.close();
+
 await scenario('a private video leaves the library; after logout its watch page says it is not available', 180000, async (page) => {
   const v = await uploadViaApi('short.mp4', 'soon private');
   await page.goto(`${BASE}/`);
   await page.locator('text=soon private').first().waitFor({ timeout: 30000 });
-  // The owner's session makes it private, from the site itself (the CSRF rule lets it through).
-  const status = await page.evaluate(async (id) => (await fetch(`/api/videos/${id}`, {
-    method: 'PATCH', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ visibility: 'private' }),
-  })).status, v.id);
-  if (status !== 200) throw new Error(`PATCH: HTTP ${status}`);
+  // The owner makes it private on its watch page.
   await page.goto(`${BASE}/watch/${v.id}`);
   await page.locator('#title').filter({ hasText: 'soon private' }).waitFor({ timeout: 20000 });
+  await page.selectOption('#edit-visibility', 'private');
+  await page.fill('#edit-title', 'now private');
+  await page.click('#edit-save');
+  await page.locator('#edit-done').filter({ hasText: 'Saved' }).waitFor({ timeout: 20000 });
+  const after = await api(`/api/videos/${v.id}`);
+  if (after.visibility !== 'private' || after.title !== 'now private') throw new Error(`not saved: ${after.visibility} ${after.title}`);
   await page.click('#logout');
   await page.waitForURL(`${BASE}/`);
   await page.locator('#login').waitFor({ timeout: 20000 });
-  if (await page.locator('text=soon private').count()) throw new Error('the library still shows the private video');
+  if (await page.locator('text=now private').count()) throw new Error('the library still shows the private video');
   await page.goto(`${BASE}/watch/${v.id}`);
   await page.locator('#error').filter({ hasText: 'not available' }).waitFor({ timeout: 20000 });
 });

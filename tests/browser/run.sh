@@ -24,13 +24,16 @@ gen short.mp4 12
 gen long.mp4 60
 timeout 120 ffmpeg -nostdin -v error -y -i "$work/clips/long.mp4" -c copy "$work/clips/long.mkv"
 
-# An uploader for the pages (logged in through /login) and an API token for the script's own calls.
+# An admin (the admin page), an uploader for the pages (logged in through /login) and an API
+# token for the script's own calls.
+admin=root admin_password="browser admin password"
+"$bin" user add "$admin" --admin --password-stdin --data-dir "$work/data" <<<"$admin_password"
 user=browser password="browser password 1"
 "$bin" user add "$user" --password-stdin --data-dir "$work/data" <<<"$password"
 token=$("$bin" token create "$user" --data-dir "$work/data")
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-CASCADE_BIND="127.0.0.1:$port" CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 \
+CASCADE_BIND="127.0.0.1:$port" CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 CASCADE_SIGNUP=invite \
   "$bin" serve >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
@@ -42,6 +45,7 @@ curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/server.log"
 mkdir -p test-artifacts
 status=0
 CASCADE_URL="http://127.0.0.1:$port" CASCADE_CLIPS="$work/clips" CASCADE_USER="$user" CASCADE_PASSWORD="$password" CASCADE_TOKEN="$token" \
+  CASCADE_ADMIN="$admin" CASCADE_ADMIN_PASSWORD="$admin_password" \
   timeout 1200 node tests/browser/run.mjs || status=$?
 if ((status)); then
   echo "--- server log (tail) ---"

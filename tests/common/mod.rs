@@ -92,6 +92,19 @@ impl Server {
         // after that: the shorter the time between choosing and binding, the less another test's
         // server can take the same free port.
         let token = user_with_token(data_dir, ADMIN, ADMIN_PASSWORD, true, "upload,manage");
+        Server::spawn(data_dir, env, token).await
+    }
+
+    /// Starts a server on a fresh data dir where no user exists (first-run setup); its client
+    /// sends no credential.
+    pub async fn start_without_users(env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Server::spawn(tmp.path(), env, String::new()).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    async fn spawn(data_dir: &Path, env: &[(&str, &str)], token: String) -> Server {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cascade"));
         cmd.arg("serve")
@@ -109,7 +122,12 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start cascade");
-        let server = Server { child, port, data_dir: data_dir.to_path_buf(), _tmp: None, client: client_with_token(&token), token };
+        let client = if token.is_empty() {
+            reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+        } else {
+            client_with_token(&token)
+        };
+        let server = Server { child, port, data_dir: data_dir.to_path_buf(), _tmp: None, client, token };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = server.client.get(server.url("/healthz")).send().await {
@@ -377,7 +395,7 @@ pub async fn raw_upload(to: &Endpoint, declared: Option<u64>, file_bytes: usize)
     let auth = to.auth();
     let head = match declared {
         Some(n) => format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {n}\r\n\r\n"),
-        None => format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        None => format!("POST /api/videos HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n"),
     };
     s.write_all(head.as_bytes()).await.unwrap();
     if declared.is_none() {
@@ -419,7 +437,7 @@ pub async fn throttled_upload(
     let auth = to.auth();
     let name = path.file_name().unwrap().to_string_lossy();
     let client_ref: String = title.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let head = format!("POST /api/videos?ref={client_ref} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let head = format!("POST /api/videos?ref={client_ref} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     let send = |bytes: Vec<u8>| [format!("{:x}\r\n", bytes.len()).into_bytes(), bytes, b"\r\n".to_vec()].concat();
     let preamble = format!(

@@ -282,6 +282,53 @@ mod tests {
         }
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the URL tail, an accepted path is a plain relative path that stays inside
+        /// the media dir: only normal components, none hidden, none `..`.
+        #[test]
+        fn any_tail_resolves_inside_or_not_at_all(tail in "(%2[eE]|%2[fF]|%5[cC]|%00|[./\\a-z0-9_-]){0,40}") {
+            if let Some(p) = safe_relative(&tail) {
+                let root = Path::new("/media/v");
+                prop_assert!(root.join(&p).starts_with(root));
+                prop_assert!(p.components().all(|c| matches!(c, Component::Normal(n) if !n.to_string_lossy().starts_with('.'))), "{p:?}");
+                prop_assert!(!p.to_string_lossy().contains(".."), "{p:?}");
+            }
+        }
+
+        /// Paths of ordinary names are accepted as they are, also percent-encoded.
+        #[test]
+        fn ordinary_paths_resolve_to_themselves(parts in proptest::collection::vec("[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,12}", 1..5)) {
+            let joined = parts.join("/");
+            prop_assert_eq!(safe_relative(&joined), Some(PathBuf::from(&joined)));
+            let encoded: String = joined.bytes().map(|b| if b == b'/' { "/".to_string() } else { format!("%{b:02X}") }).collect();
+            prop_assert_eq!(safe_relative(&encoded), Some(PathBuf::from(&joined)));
+        }
+
+        /// Any header: a part within the file, the whole file, or 416; never a panic.
+        #[test]
+        fn any_range_header_is_within_the_file(h in "(bytes|items)?=?[-0-9, ]{0,24}", len in 0u64..1_000_000) {
+            if let RangeAsk::Part(start, end) = range_ask(Some(&h), len) {
+                prop_assert!(start <= end && end < len, "{h} of {len}: {start}-{end}");
+            }
+        }
+
+        /// `bytes=a-b` and `bytes=-n` mean what RFC 9110 says.
+        #[test]
+        fn single_ranges_are_clamped_to_the_file(a in 0u64..2_000, extra in 0u64..2_000, n in 0u64..3_000, len in 0u64..2_000) {
+            let b = a + extra;
+            let want = if a < len { RangeAsk::Part(a, b.min(len - 1)) } else { RangeAsk::Unsatisfiable };
+            prop_assert_eq!(range_ask(Some(&format!("bytes={a}-{b}")), len), want);
+            let suffix = range_ask(Some(&format!("bytes=-{n}")), len);
+            match (n, len) {
+                (0, _) => prop_assert_eq!(suffix, RangeAsk::Unsatisfiable),
+                (_, 0) => prop_assert!(matches!(suffix, RangeAsk::Whole | RangeAsk::Unsatisfiable)),
+                _ => prop_assert_eq!(suffix, RangeAsk::Part(len - n.min(len), len - 1)),
+            }
+        }
+    }
+
     #[test]
     fn ranges() {
         use RangeAsk::*;
