@@ -346,13 +346,21 @@ def bench_upload(work):
     log("== upload")
     big = os.path.join(work, "big.bin")
     small = os.path.join(work, "small.bin")
-    subprocess.run(["dd", "if=/dev/urandom", f"of={small}", "bs=1M", f"count={max(UPLOAD_MB // 10, 16)}", "status=none"], check=True)
-    # The big file repeats the small one (real blocks, not a sparse file cp could skip).
-    chunk = open(small, "rb").read()
+    # Random bytes behind an MP4 header (ftyp, then an mdat to the end): the server accepts only
+    # media containers, by content. The big file repeats the small one's bytes (real blocks, not a
+    # sparse file cp could skip).
+    def mp4_head(size):
+        return b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + min(size - 24, 0xFFFFFFFF).to_bytes(4, "big") + b"mdat"
+    small_size = max(UPLOAD_MB // 10, 16) << 20
+    chunk = mp4_head(small_size) + os.urandom(small_size - 32)
+    with open(small, "wb") as f:
+        f.write(chunk)
     with open(big, "wb") as f:
-        written = 0
+        f.write(mp4_head(UPLOAD_MB << 20))
+        written = 32
+        body = chunk[32:]
         while written < UPLOAD_MB << 20:
-            part = chunk[: (UPLOAD_MB << 20) - written]
+            part = body[: (UPLOAD_MB << 20) - written]
             f.write(part)
             written += len(part)
     size_mb = os.path.getsize(big) / 1e6

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, then unit + integration tests (real GStreamer and
 # FFmpeg pipelines on clips generated at test time) and the browser tests (real Chromium playing
-# through dash.js and hls.js against a real Cascade server).
+# through dash.js and hls.js against a real Cascade server), and third-party tus clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --with-browser
@@ -15,6 +15,9 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo build --locked --all-targets
 cargo test --locked -- --test-threads="${CASCADE_TEST_THREADS:-2}"
+
+echo "== third-party tus clients (tuspy, tus-js-client under Node)"
+./tests/tus/run.sh
 
 echo "== browser tests"
 ./tests/browser/run.sh

@@ -45,6 +45,8 @@ pub struct App {
     pub logins: crate::auth::limits::LoginLimiter,
     /// Uploads arriving now, per user (for their quotas and their cap).
     pub quotas: crate::upload::quota::Quotas,
+    /// Resumable uploads being appended to.
+    pub tus: crate::upload::tus::Live,
     /// The one-time code of the `/setup` page, while no user exists.
     pub setup_code: Mutex<Option<String>>,
 }
@@ -103,6 +105,7 @@ impl App {
             subscribers: crate::http::limits::Subscribers::new(config.max_subscribers, config.max_subscribers_per_ip),
             logins: Default::default(),
             quotas: Default::default(),
+            tus: Default::default(),
             setup_code: Mutex::new(setup_code),
             config,
         })

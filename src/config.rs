@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// admins have no default quota)
     #[arg(long, env = "CASCADE_QUOTA_BYTES", value_name = "BYTES")]
     pub quota_bytes: Option<u64>,
+    /// Hours a resumable upload lives without receiving a chunk; then it and its partial file
+    /// are removed (a fraction is allowed)
+    #[arg(long, env = "CASCADE_UPLOAD_EXPIRY_H", value_name = "HOURS", default_value_t = 24.0, value_parser = session_hours)]
+    pub upload_expiry_h: f64,
     /// Videos a user may keep unless an admin set their own quota (none: no limit)
     #[arg(long, env = "CASCADE_QUOTA_VIDEOS", value_name = "N")]
     pub quota_videos: Option<u64>,
@@ -284,6 +288,8 @@ pub struct Config {
     /// `CASCADE_QUOTA_BYTES` / `CASCADE_QUOTA_VIDEOS`: default quotas of users who are not admins.
     pub quota_bytes: Option<u64>,
     pub quota_videos: Option<u64>,
+    /// `CASCADE_UPLOAD_EXPIRY_H`: life of a resumable upload without a chunk.
+    pub upload_expiry: Duration,
 }
 
 impl From<ServeArgs> for Config {
@@ -320,6 +326,7 @@ impl From<ServeArgs> for Config {
             max_uploads_per_user: a.max_uploads_per_user as usize,
             quota_bytes: a.quota_bytes,
             quota_videos: a.quota_videos,
+            upload_expiry: Duration::from_secs_f64(a.upload_expiry_h * 3600.0),
         }
     }
 }

@@ -30,6 +30,14 @@ pub enum AppError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    Locked(String),
+    #[error("the chunk does not match its Upload-Checksum; it was discarded")]
+    ChecksumMismatch,
+    #[error("this server speaks tus 1.0.0: send `Tus-Resumable: 1.0.0`")]
+    TusVersion,
+    #[error("{0}")]
     QuotaFull(String),
     #[error("this upload is larger than what is left of your quota ({left} bytes)")]
     OverQuota { left: u64 },
@@ -65,6 +73,10 @@ impl AppError {
             AppError::InsufficientStorage { .. } => "insufficient_storage",
             AppError::Forbidden(_) => "forbidden",
             AppError::Conflict(_) => "conflict",
+            AppError::Gone(_) => "gone",
+            AppError::Locked(_) => "locked",
+            AppError::ChecksumMismatch => "checksum_mismatch",
+            AppError::TusVersion => "unsupported_tus_version",
             AppError::QuotaFull(_) => "quota_exceeded",
             AppError::OverQuota { .. } => "over_quota",
             AppError::Unauthorized(_) => "unauthorized",
@@ -84,6 +96,11 @@ impl AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::TooLarge { .. } | AppError::OverQuota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Gone(_) => StatusCode::GONE,
+            AppError::Locked(_) => StatusCode::LOCKED,
+            // tus's checksum extension: 460 Checksum Mismatch.
+            AppError::ChecksumMismatch => StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+            AppError::TusVersion => StatusCode::PRECONDITION_FAILED,
             AppError::QueueFull(_) | AppError::TooManyUploads(_) | AppError::TooManySubscribers(_) | AppError::TooManyAttempts => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -321,6 +321,9 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
             "no user exists yet: open /setup with this one-time code to create the first admin, or run `cascade user add NAME --admin` (it works while the server runs)"
         );
     }
+    // Before the workers: a resumable upload's transcode interrupted by the stop waits for its last byte again.
+    let sweep_every = (config.upload_expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let sweeper = upload::tus::recover_and_sweep(app.clone(), sweep_every).await?;
     let workers = jobs::spawn_workers(app.clone());
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
     info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), workers = config.workers, backend = ?config.backend, "Cascade listening");
@@ -353,6 +356,7 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     // Open connections (SSE streams) get a moment to close; then the server stops regardless.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
     admin_socket.abort();
+    sweeper.abort();
     let _ = std::fs::remove_file(auth::admin::socket_path(&config.data_dir));
     app.store.flush().await?;
     info!("shut down cleanly");

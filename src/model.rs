@@ -12,6 +12,8 @@ pub const MAX_TITLE: usize = 200;
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// A resumable upload whose last byte has not arrived (`upload_bytes` says how far it is).
+    Uploading,
     Queued,
     Processing,
     Ready,
@@ -266,6 +268,25 @@ pub struct Session {
     /// The user's `session_epoch` when the session was made.
     #[serde(default)]
     pub epoch: u64,
+}
+
+/// A resumable (tus) upload that has not received its last byte; its video record exists with
+/// status `uploading`. Stored by video id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TusUpload {
+    pub id: String,
+    pub owner: String,
+    /// `Upload-Length`.
+    pub length: u64,
+    /// Bytes durably on disk (fsynced before this was stored): what `HEAD` answers.
+    pub offset: u64,
+    /// `Upload-Metadata` as the client sent it, answered back on `HEAD`.
+    pub metadata: Option<String>,
+    pub filename: Option<String>,
+    pub title: Option<String>,
+    pub visibility: Option<Visibility>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A single-use sign-up invitation made by an admin; stored under the SHA-256 of its code.

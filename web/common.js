@@ -57,6 +57,8 @@ const Cascade = {
     return d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
   },
   statusText(v) {
+    // A resumable (tus) upload still receiving its bytes: `upload_bytes` says how far it is.
+    if (v.status === 'uploading') return Number.isFinite(v.upload_bytes) ? `Uploading (${Cascade.bytes(v.upload_bytes)} received)` : 'Uploading';
     if (v.status === 'queued') return v.queue_position ? `Queued (#${v.queue_position})` : 'Queued';
     if (v.status === 'processing') return `Processing ${Math.round(v.progress * 100)} %${v.playable ? ' · playable' : ''}`;
     if (v.status === 'failed') return `Failed: ${v.error ? v.error.message : 'unknown error'}`;

@@ -9,6 +9,7 @@ pub mod mime;
 pub mod pages;
 pub mod server;
 pub mod session;
+pub mod tus;
 pub mod views;
 
 use std::convert::Infallible;
@@ -179,11 +180,12 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
             "max_upload_bytes": a.config.max_upload_bytes,
             "segment_seconds": a.ladder.segment_seconds,
             "signup": a.config.signup,
+            "default_visibility": a.config.default_visibility,
             "setup": a.setup_code.lock().is_ok_and(|c| c.is_some()),
         }))
     });
     let videos = upload.or(list).or(events).or(get).or(edit).or(delete);
-    let api = healthz.or(time).or(config).or(login).or(logout).or(me).or(accounts).or(videos).or(play);
+    let api = healthz.or(time).or(config).or(login).or(logout).or(me).or(accounts).or(tus::routes(&app)).or(videos).or(play);
     let policy = headers::SecurityHeaders::new(&app.config);
     api.or(pages::routes(app))
         .recover(recover)
@@ -264,11 +266,25 @@ fn account_routes(app: &Arc<App>) -> impl Filter<Extract = (impl Reply,), Error 
     setup.or(signup).or(password).or(tokens).or(new_token).or(revoke).or(users).or(new_user).or(change_user).or(invite)
 }
 
+/// An error as the JSON answer every route gives.
+pub(crate) fn error_reply(e: &AppError) -> warp::reply::Response {
+    let body = warp::reply::json(&ErrorBody { code: e.code(), message: e.to_string() });
+    let mut response = warp::reply::with_status(body, e.status()).into_response();
+    if let AppError::RangeNotSatisfiable(len) = e {
+        // RFC 9110 §15.5.17: a 416 tells the client the current length.
+        if let Ok(v) = warp::http::HeaderValue::from_str(&format!("bytes */{len}")) {
+            response.headers_mut().insert(warp::http::header::CONTENT_RANGE, v);
+        }
+    }
+    response
+}
+
 /// Maps every rejection to a JSON error with the right status.
 async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
-    let (status, code, message) = if let Some(e) = r.find::<AppError>() {
-        (e.status(), e.code(), e.to_string())
-    } else if r.is_not_found() {
+    if let Some(e) = r.find::<AppError>() {
+        return Ok(error_reply(e));
+    }
+    let (status, code, message) = if r.is_not_found() {
         (StatusCode::NOT_FOUND, "not_found", "no such page or resource".to_string())
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed".to_string())
@@ -284,12 +300,5 @@ async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
         (StatusCode::BAD_REQUEST, "bad_request", format!("{r:?}"))
     };
     let body = warp::reply::json(&ErrorBody { code, message });
-    let mut response = warp::reply::with_status(body, status).into_response();
-    if let Some(AppError::RangeNotSatisfiable(len)) = r.find::<AppError>() {
-        // RFC 9110 §15.5.17: a 416 tells the client the current length.
-        if let Ok(v) = warp::http::HeaderValue::from_str(&format!("bytes */{len}")) {
-            response.headers_mut().insert(warp::http::header::CONTENT_RANGE, v);
-        }
-    }
-    Ok(response)
+    Ok(warp::reply::with_status(body, status).into_response())
 }

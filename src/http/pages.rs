@@ -21,6 +21,9 @@ const WATCH_PAGE: &str = "watch.html";
 const PLAYERS: [(&str, &str); 2] =
     [("dash.all.min.js", "dashjs/dist/modern/umd/dash.all.min.js"), ("hls.min.js", "hls.js/dist/hls.min.js")];
 
+/// Other libraries the pages load, served the same way: the resumable-upload client.
+const LIBRARIES: [(&str, &str); 1] = [("tus.min.js", "tus-js-client/dist/tus.min.js")];
+
 /// A web dir whose watch page would load player libraries that are not installed.
 #[derive(Debug, thiserror::Error)]
 #[error("{} has a player page but not the player libraries it loads ({}); install them with ./scripts/setup.sh", .web_dir.display(), .missing.join(", "))]
@@ -114,7 +117,11 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
     });
     let a = app.clone();
     let vendor = warp::path!("vendor" / String).and(super::get_or_head()).and_then(move |name: String| {
-        let path = PLAYERS.iter().find(|(n, _)| *n == name).map(|(_, file)| a.config.web_dir.join("node_modules").join(file));
+        let path = PLAYERS
+            .iter()
+            .chain(LIBRARIES.iter())
+            .find(|(n, _)| *n == name)
+            .map(|(_, file)| a.config.web_dir.join("node_modules").join(file));
         async move {
             match path {
                 Some(p) => file_reply(p, "public, max-age=86400").await,

@@ -95,8 +95,13 @@ impl Store {
         for v in self.videos_tree().iter().values() {
             let rec: VideoRecord = dec(&v?)?;
             if let Some(owner) = rec.owner {
+                // A resumable upload in progress counts with all it said it will bring.
+                let bytes = match rec.status {
+                    crate::model::Status::Uploading => self.tus(&rec.id)?.map_or(rec.upload_bytes, |t| t.length.max(rec.upload_bytes)),
+                    _ => rec.upload_bytes,
+                };
                 let u = out.entry(owner).or_default();
-                u.bytes += rec.upload_bytes;
+                u.bytes += bytes;
                 u.videos += 1;
             }
         }

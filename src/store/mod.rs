@@ -4,6 +4,7 @@
 
 mod accounts;
 mod sled;
+mod tus;
 
 use std::sync::Arc;
 

@@ -26,6 +26,8 @@ pub struct Store {
     pub(super) tokens: sled::Tree,
     /// Sign-up invitations by the SHA-256 of their code.
     pub(super) invites: sled::Tree,
+    /// Resumable uploads in progress, by video id (`tus.rs`).
+    pub(super) tus: sled::Tree,
     /// Held while a user is created, so that "the first admin" and "no user yet" are decided once.
     pub(super) accounts_lock: std::sync::Mutex<()>,
 }
@@ -38,7 +40,7 @@ pub(super) fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, StoreErro
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+pub(super) fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => e.into(),
@@ -58,6 +60,7 @@ impl Store {
             sessions: db.open_tree("sessions")?,
             tokens: db.open_tree("tokens")?,
             invites: db.open_tree("invites")?,
+            tus: db.open_tree("tus")?,
             accounts_lock: std::sync::Mutex::new(()),
             db,
         })
@@ -66,6 +69,14 @@ impl Store {
     /// The videos tree, for the other parts of the store.
     pub(super) fn videos_tree(&self) -> &sled::Tree {
         &self.videos
+    }
+
+    pub(super) fn keys_tree(&self) -> &sled::Tree {
+        &self.keys
+    }
+
+    pub(super) fn jobs_tree(&self) -> &sled::Tree {
+        &self.jobs
     }
 
     /// Inserts a new video with its queued job and key, atomically.
@@ -140,11 +151,12 @@ impl Store {
 
     /// Removes a video, its job and its key, atomically. Returns whether it existed.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        (&self.videos, &self.jobs, &self.keys)
-            .transaction(|(videos, jobs, keys)| {
+        (&self.videos, &self.jobs, &self.keys, &self.tus)
+            .transaction(|(videos, jobs, keys, tus)| {
                 let existed = videos.remove(id.as_bytes())?.is_some();
                 jobs.remove(id.as_bytes())?;
                 keys.remove(id.as_bytes())?;
+                tus.remove(id.as_bytes())?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(existed)
             })
             .map_err(tx_err)

@@ -156,6 +156,11 @@ impl SharedBody {
         self.0.lock().await.next().await
     }
 
+    /// The body's chunks, read through this shared handle (what is not read stays for `drain`).
+    pub fn stream(&self) -> impl Stream<Item = Result<Bytes, String>> + Send + Unpin + 'static {
+        Box::pin(futures_util::stream::unfold(self.clone(), |body| async move { body.next().await.map(|item| (item, body)) }))
+    }
+
     /// Reads and drops what is left, up to `max` bytes, while bytes keep coming within `idle`.
     /// Returns whether the body ended.
     pub async fn drain(&self, max: u64, idle: Duration) -> bool {

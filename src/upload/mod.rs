@@ -11,6 +11,7 @@ pub mod multipart;
 pub mod quota;
 mod sniff;
 mod staging;
+pub mod tus;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -112,13 +113,20 @@ pub struct Intake {
     head: Vec<u8>,
     container: Option<Container>,
     bytes: u64,
+    /// Bytes pushed are not handed to a streamed transcode until `sync` (they may be taken back:
+    /// a resumable chunk is checked against its checksum first).
+    hold: bool,
     pub meta: UploadMeta,
 }
 
 impl Intake {
     /// Starts receiving a new video's file.
     pub async fn create(app: Arc<App>, meta: UploadMeta) -> Result<Intake, AppError> {
-        let id = uuid::Uuid::new_v4().to_string();
+        Intake::create_with_id(app, uuid::Uuid::new_v4().to_string(), meta).await
+    }
+
+    /// Starts receiving the file of the video `id` (whose record may exist already: a resumable upload).
+    pub async fn create_with_id(app: Arc<App>, id: String, meta: UploadMeta) -> Result<Intake, AppError> {
         tokio::fs::create_dir_all(app.upload_dir(&id)).await?;
         let file = match UploadFile::create(&app.partial_source_path(&id)).await {
             Ok(f) => f,
@@ -129,7 +137,75 @@ impl Intake {
         };
         let streaming = if app.config.stream_ingest { Streaming::Sniffing(Vec::new()) } else { Streaming::No };
         let growing = Arc::new(Growing::new(app.config.body_idle_timeout));
-        Ok(Intake { app, id, file: Some(file), growing, streaming, head: Vec::new(), container: None, bytes: 0, meta })
+        Ok(Intake { app, id, file: Some(file), growing, streaming, head: Vec::new(), container: None, bytes: 0, hold: false, meta })
+    }
+
+    /// Goes on receiving a file of which the first `offset` bytes are durably on disk (a resumed
+    /// upload, also after a restart). It is transcoded once complete, not while it arrives.
+    pub async fn resume(app: Arc<App>, id: String, meta: UploadMeta, offset: u64) -> Result<Intake, AppError> {
+        if offset == 0 {
+            return Intake::create_with_id(app, id, meta).await;
+        }
+        let path = app.partial_source_path(&id);
+        let file = UploadFile::reopen(&path, offset).await?;
+        let head_len = (container::ID_BYTES as u64).min(offset) as usize;
+        let head = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            use std::io::Read;
+            let mut head = vec![0; head_len];
+            std::fs::File::open(&path)?.read_exact(&mut head)?;
+            Ok(head)
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+        let growing = Arc::new(Growing::new(app.config.body_idle_timeout));
+        let mut intake = Intake {
+            app,
+            id,
+            file: Some(file),
+            growing,
+            streaming: Streaming::No,
+            head,
+            container: None,
+            bytes: offset,
+            hold: false,
+            meta,
+        };
+        intake.identify(false)?;
+        Ok(intake)
+    }
+
+    /// Bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether a transcode reads the file while it arrives.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.streaming, Streaming::Running)
+    }
+
+    /// Holds back what is pushed from a streamed transcode until the next `sync`.
+    pub fn hold(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
+    /// Makes every byte received so far durable (`fdatasync`) and hands it to a streamed
+    /// transcode; returns how many there are.
+    pub async fn sync(&mut self) -> Result<u64, AppError> {
+        let file = self.file.as_mut().ok_or_else(|| AppError::Internal("upload already finished".into()))?;
+        file.sync().await?;
+        if self.is_streaming() {
+            self.growing.written_up_to(self.bytes);
+        }
+        Ok(self.bytes)
+    }
+
+    /// Takes back every byte from `offset` on (held back from a streamed transcode, never synced).
+    pub async fn rewind(&mut self, offset: u64) -> Result<(), AppError> {
+        let file = self.file.as_mut().ok_or_else(|| AppError::Internal("upload already finished".into()))?;
+        file.rewind(offset).await?;
+        self.bytes = offset;
+        Ok(())
     }
 
     /// Appends the next bytes of the file.
@@ -150,11 +226,12 @@ impl Intake {
         let file = self.file.as_mut().ok_or_else(|| AppError::Internal("upload already finished".into()))?;
         file.push(data).await?;
         match &mut self.streaming {
-            Streaming::Running => {
+            Streaming::Running if !self.hold => {
                 // The pipeline reads the file behind us: every byte it hears of must be in it.
                 file.write_through().await?;
                 self.growing.written_up_to(self.bytes);
             }
+            Streaming::Running => {}
             Streaming::Sniffing(prefix) => {
                 let room = SNIFF_LIMIT.saturating_sub(prefix.len());
                 prefix.extend_from_slice(&data[..data.len().min(room)]);
@@ -194,7 +271,9 @@ impl Intake {
         if let Some(file) = self.file.as_mut() {
             file.write_through().await?;
         }
-        self.growing.written_up_to(self.bytes);
+        if !self.hold {
+            self.growing.written_up_to(self.bytes);
+        }
         let rec = VideoRecord { streamed: true, ..self.meta.record(&self.id, self.bytes, self.app.config.default_visibility) };
         crate::jobs::start_streamed(&self.app, rec, KeyMaterial::generate(), self.growing.clone(), slot).await?;
         self.streaming = Streaming::Running;

@@ -63,9 +63,9 @@ where
 }
 
 /// A refused upload reads at most this much of the rest of its body before answering.
-const DRAIN_MAX: u64 = 8 << 20;
+pub(super) const DRAIN_MAX: u64 = 8 << 20;
 /// ...and waits this long at most for each piece of it.
-const DRAIN_IDLE: Duration = Duration::from_secs(5);
+pub(super) const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 /// Receives a `multipart/form-data` request: checks its content type, admits it, and receives
 /// the form. A refusal (not a media file, too large, too many uploads…) reads the rest of a small

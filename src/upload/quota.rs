@@ -61,8 +61,30 @@ impl Quotas {
         self.0.lock().map_or(0, |m| m.get(user_id).map_or(0, |a| a.uploads))
     }
 
-    /// Admits one more upload of `user`, who keeps `used` now and declares `declared` bytes.
+    /// Counts one more upload of `user` arriving now against the cap of uploads at once only (a
+    /// chunk of a resumable upload: its quota was checked when it was created).
+    pub fn arriving_only(&self, user: &User, config: &Config) -> Result<Reservation, AppError> {
+        let mut m = self.0.lock().map_err(|_| AppError::Internal("quota lock poisoned".into()))?;
+        let e = m.entry(user.id.clone()).or_default();
+        if e.uploads >= config.max_uploads_per_user {
+            return Err(AppError::TooManyUploads(config.max_uploads_per_user));
+        }
+        e.uploads += 1;
+        Ok(Reservation { quotas: self.clone(), user: user.id.clone(), bytes: 0, left: None })
+    }
+
+    /// Admits one more upload of `user`, who keeps `used` now and declares `declared` bytes of a
+    /// multipart body (the file and a little framing).
     pub fn reserve(&self, user: &User, used: Usage, declared: Option<u64>, config: &Config) -> Result<Reservation, AppError> {
+        self.reserve_with(user, used, declared, FRAMING, config)
+    }
+
+    /// The same for a file of exactly `length` bytes (a resumable upload).
+    pub fn reserve_exact(&self, user: &User, used: Usage, length: u64, config: &Config) -> Result<Reservation, AppError> {
+        self.reserve_with(user, used, Some(length), 0, config)
+    }
+
+    fn reserve_with(&self, user: &User, used: Usage, declared: Option<u64>, slack: u64, config: &Config) -> Result<Reservation, AppError> {
         let (quota_bytes, quota_videos) = limits(user, config);
         let mut m = self.0.lock().map_err(|_| AppError::Internal("quota lock poisoned".into()))?;
         let a = m.get(&user.id).copied().unwrap_or_default();
@@ -80,7 +102,7 @@ impl Quotas {
             return Err(AppError::QuotaFull("your storage quota is used up; delete some videos to upload more".into()));
         }
         if let (Some(left), Some(n)) = (left, declared) {
-            if n > left + FRAMING {
+            if n > left + slack {
                 return Err(AppError::OverQuota { left });
             }
         }

@@ -97,6 +97,19 @@ impl Sink {
         Ok(Sink { file, direct: direct.into() })
     }
 
+    /// Opens `dest` to go on writing at `offset`, through the page cache (an offset need not be
+    /// aligned for O_DIRECT); whatever the file holds beyond `offset` (bytes never acknowledged)
+    /// is cut off.
+    fn reopen(dest: &Path, offset: u64) -> std::io::Result<Sink> {
+        let file = std::fs::OpenOptions::new().write(true).open(dest)?;
+        let len = file.metadata()?.len();
+        if len < offset {
+            return Err(std::io::Error::other(format!("{} holds {len} bytes, fewer than the {offset} acknowledged", dest.display())));
+        }
+        file.set_len(offset)?;
+        Ok(Sink { file, direct: false.into() })
+    }
+
     fn is_direct(&self) -> bool {
         self.direct.load(Ordering::Acquire)
     }
@@ -179,6 +192,39 @@ impl UploadFile {
             offset: 0,
             pending: Default::default(),
         })
+    }
+
+    /// Opens an upload file to append to at `offset` (a resumed upload).
+    pub async fn reopen(dest: &Path, offset: u64) -> Result<Self, AppError> {
+        let dest = dest.to_path_buf();
+        let sink =
+            tokio::task::spawn_blocking(move || Sink::reopen(&dest, offset)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+        Ok(UploadFile {
+            big: None,
+            size: SMALL_BATCH,
+            sink: Arc::new(sink),
+            fill: AlignedBuf::new(SMALL_BATCH),
+            spare: Vec::new(),
+            offset,
+            pending: Default::default(),
+        })
+    }
+
+    /// Writes everything staged and waits until it is durably on disk, keeping the file open.
+    pub async fn sync(&mut self) -> Result<(), AppError> {
+        self.write_through().await?;
+        let sink = self.sink.clone();
+        tokio::task::spawn_blocking(move || sink.file.sync_data()).await.map_err(|e| AppError::Internal(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Forgets every byte from `offset` on (a chunk whose checksum did not match).
+    pub async fn rewind(&mut self, offset: u64) -> Result<(), AppError> {
+        self.write_through().await?;
+        let sink = self.sink.clone();
+        tokio::task::spawn_blocking(move || sink.file.set_len(offset)).await.map_err(|e| AppError::Internal(e.to_string()))??;
+        self.offset = offset;
+        Ok(())
     }
 
     /// Waits for the oldest write in flight and keeps its buffer.

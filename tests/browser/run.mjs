@@ -327,6 +327,37 @@ await scenario('streamed upload: processing and watch link while the upload is s
   await page.waitForFunction(() => Number(document.getElementById('upload-progress').value) >= 100, null, { timeout: 240000 });
 });
 
+await scenario('resumable upload: a reload halfway, the same file again resumes where it was; the video plays', 360000, async (page) => {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 1e6 });
+  const title = 'Resumed after a reload';
+  await page.goto(`${BASE}/upload`);
+  await page.setInputFiles('#file', path.join(CLIPS, 'long.mp4'));
+  await page.fill('#title', title);
+  await page.click('#submit');
+  await page.waitForFunction(() => Number(document.getElementById('upload-progress').value) >= 30, null, { timeout: 120000 });
+  await page.reload();
+  // The cut chunk's bytes that arrived are kept: the record says how many.
+  const cut = await waitFor('the cut upload on the server', async () => {
+    const { videos } = await api('/api/videos?limit=200');
+    const v = videos.find((x) => x.title === title);
+    return v && v.status === 'uploading' && v.upload_bytes > 0 && v;
+  }, 60000);
+  await page.setInputFiles('#file', path.join(CLIPS, 'long.mp4'));
+  await page.fill('#title', title);
+  await page.click('#submit');
+  await page.locator('#upload-state').filter({ hasText: 'Resuming' }).waitFor({ timeout: 30000 });
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await page.waitForSelector('#watch-link:not([hidden])', { timeout: 240000 });
+  await ready(cut.id);
+  const same = (await api('/api/videos?limit=200')).videos.filter((x) => x.title === title);
+  if (same.length !== 1) throw new Error(`${same.length} videos titled "${title}": the second try did not resume the first`);
+  console.log(`#   cut at ${cut.upload_bytes} bytes, resumed into the same video`);
+  await page.goto(`${BASE}/watch/${cut.id}`);
+  await playsPast(page, 2, 90000);
+});
+
 await scenario('library lists videos with thumbnails; storyboard preview on hover', 120000, async (page) => {
   await page.goto(`${BASE}/`);
   await page.waitForSelector('text=Browser upload', { timeout: 20000 });
