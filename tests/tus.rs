@@ -37,14 +37,15 @@ impl Answer {
 }
 
 async fn call(client: &reqwest::Client, method: Method, url: &str, headers: &[(&str, String)], body: Option<Vec<u8>>) -> Answer {
-    let mut req = client.request(method, url);
+    let mut req = client.request(method.clone(), url);
     for (k, v) in headers {
         req = req.header(*k, v);
     }
     if let Some(b) = body {
         req = req.body(b);
     }
-    let r = req.send().await.unwrap();
+    let what = format!("{method} {url} {:?}", headers.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+    let r = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
     let (status, headers) = (r.status().as_u16(), r.headers().clone());
     let body = r.json().await.unwrap_or(Value::Null);
     Answer { status, headers, body }

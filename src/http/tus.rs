@@ -124,12 +124,22 @@ async fn create(
     origin: RequestOrigin,
     body: Body,
 ) -> Result<warp::reply::Response, AppError> {
-    let owner = uploader(&app, &h, creds, Some(&origin)).await?;
-    if header(&h, "upload-defer-length").is_some() {
-        return Err(AppError::BadRequest("Upload-Defer-Length is not supported: send Upload-Length".into()));
-    }
-    let length = number(&h, "upload-length")?.ok_or_else(|| AppError::BadRequest("Upload-Length is missing".into()))?;
-    let up = tus::create(&app, &owner, Creation { length, metadata: header(&h, "upload-metadata").map(str::to_string) }).await?;
+    let checked = async {
+        let owner = uploader(&app, &h, creds, Some(&origin)).await?;
+        if header(&h, "upload-defer-length").is_some() {
+            return Err(AppError::BadRequest("Upload-Defer-Length is not supported: send Upload-Length".into()));
+        }
+        let length = number(&h, "upload-length")?.ok_or_else(|| AppError::BadRequest("Upload-Length is missing".into()))?;
+        let up = tus::create(&app, &owner, Creation { length, metadata: header(&h, "upload-metadata").map(str::to_string) }).await?;
+        Ok((owner, length, up))
+    };
+    let (owner, length, up) = match checked.await {
+        Ok(v) => v,
+        Err(e) => {
+            tus::drain(body, number(&h, "content-length").ok().flatten()).await;
+            return Err(e);
+        }
+    };
     let mut headers = state_headers(&up);
     headers.push(("location", location(&app, &up.id)));
     // creation-with-upload: the first chunk in the same request.
@@ -171,11 +181,20 @@ async fn patch(
     origin: RequestOrigin,
     body: Body,
 ) -> Result<warp::reply::Response, AppError> {
-    let owner = uploader(&app, &h, creds, Some(&origin)).await?;
-    if !is_chunk(&h) {
-        return Err(AppError::UnsupportedMediaType(format!("a chunk is sent as Content-Type: {CHUNK_TYPE}")));
-    }
-    let chunk = chunk(&h, number(&h, "upload-offset")?)?;
+    let checked = async {
+        let owner = uploader(&app, &h, creds, Some(&origin)).await?;
+        if !is_chunk(&h) {
+            return Err(AppError::UnsupportedMediaType(format!("a chunk is sent as Content-Type: {CHUNK_TYPE}")));
+        }
+        Ok((owner, chunk(&h, number(&h, "upload-offset")?)?))
+    };
+    let (owner, chunk) = match checked.await {
+        Ok(v) => v,
+        Err(e) => {
+            tus::drain(body, number(&h, "content-length").ok().flatten()).await;
+            return Err(e);
+        }
+    };
     let (up, _done) = tus::append(&app, &owner, &id, chunk, body).await?;
     Ok(reply(StatusCode::NO_CONTENT, &[("upload-offset", up.offset.to_string()), ("upload-expires", tus::http_date(up.expires_at))]))
 }

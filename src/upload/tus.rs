@@ -270,6 +270,19 @@ where
     result
 }
 
+/// Reads and drops a small body that is refused before it is looked at (a wrong version, content
+/// type or credential), so that the client gets the answer rather than a connection closed under it.
+pub async fn drain<S, B, E>(body: S, content_length: Option<u64>)
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: Buf,
+    E: std::fmt::Display,
+{
+    if content_length.is_none_or(|n| n <= DRAIN_MAX) {
+        SharedBody::new(body).drain(DRAIN_MAX, DRAIN_IDLE).await;
+    }
+}
+
 async fn append_chunk<S, B, E>(
     app: &Arc<App>,
     owner: &User,
