@@ -249,6 +249,47 @@ class Server:
             raise RuntimeError(out.stderr)
         return json.loads(out.stdout)
 
+    def tus_create(self, size):
+        req = urllib.request.Request(self.url("/api/uploads"), method="POST", headers={
+            "Authorization": f"Bearer {self.token}", "Tus-Resumable": "1.0.0", "Upload-Length": str(size)})
+        return self.url(urllib.request.urlopen(req, timeout=30).headers["Location"].replace(self.url(""), ""))
+
+    def tus_offset(self, url):
+        req = urllib.request.Request(url, method="HEAD", headers={"Authorization": f"Bearer {self.token}", "Tus-Resumable": "1.0.0"})
+        try:
+            return int(urllib.request.urlopen(req, timeout=30).headers["Upload-Offset"])
+        except urllib.error.HTTPError:
+            return None
+
+    def tus_patch(self, url, path, offset, sent=None, conn_box=None):
+        """One PATCH of the file from `offset` to its end (http.client, 1 MiB blocks); `sent`
+        counts the bytes handed to the socket, `conn_box` receives the connection (to cut it)."""
+        import http.client
+        size = os.path.getsize(path)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600, blocksize=1 << 20)
+        if conn_box is not None:
+            conn_box.append(conn)
+
+        class Counting:
+            def __init__(self, f):
+                self.f = f
+
+            def read(self, n=-1):
+                b = self.f.read(n)
+                if sent is not None:
+                    sent[0] += len(b)
+                return b
+        with open(path, "rb") as f:
+            f.seek(offset)
+            conn.request("PATCH", url.replace(self.url(""), ""), body=Counting(f), headers={
+                "Authorization": f"Bearer {self.token}", "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream", "Content-Length": str(size - offset)})
+            r = conn.getresponse()
+            r.read()
+        conn.close()
+        if r.status != 204:
+            raise RuntimeError(f"PATCH: {r.status}")
+
     def peak_rss_mib(self):
         with open(f"/proc/{self.p.pid}/status") as f:
             for line in f:
@@ -364,10 +405,10 @@ def bench_upload(work):
             f.write(part)
             written += len(part)
     size_mb = os.path.getsize(big) / 1e6
-    up, cp, session_up = [], [], []
+    up, cp, session_up, tus_up = [], [], [], []
     rss = {}
     for run in range(RUNS):
-        for label, path in [("small", small), ("big", big), ("session", big)]:
+        for label, path in [("small", small), ("big", big), ("session", big), ("tus", big)]:
             if label == "small" and run > 0:
                 continue
             server = Server(work)
@@ -375,8 +416,12 @@ def bench_upload(work):
                 os.sync()  # start from no dirty pages, as cp does below: both end with their own sync
                 t0 = time.monotonic()
                 # "session": what a browser does, a login (Argon2id) and the upload with its cookie;
-                # the others send an API token.
-                server.upload(path, server.login() if label == "session" else None)
+                # "tus": a resumable upload (creation, one PATCH of the whole file); the others send
+                # an API token with a multipart form.
+                if label == "tus":
+                    server.tus_patch(server.tus_create(os.path.getsize(path)), path, 0)
+                else:
+                    server.upload(path, server.login() if label == "session" else None)
                 dt = time.monotonic() - t0
                 if label != "session":
                     rss[label] = max(rss.get(label, 0), server.peak_rss_mib())
@@ -386,6 +431,8 @@ def bench_upload(work):
                 up.append(size_mb / dt)
             elif label == "session":
                 session_up.append(size_mb / dt)
+            elif label == "tus":
+                tus_up.append(size_mb / dt)
         dst = os.path.join(work, "copy.bin")
         os.sync()
         t0 = time.monotonic()
@@ -393,9 +440,16 @@ def bench_upload(work):
         os.sync()
         cp.append(size_mb / (time.monotonic() - t0))
         os.remove(dst)
-        log(f"  run {run}: upload {up[-1]:.0f} MB/s (login + session upload {session_up[-1]:.0f} MB/s), cp {cp[-1]:.0f} MB/s")
+        log(f"  run {run}: upload {up[-1]:.0f} MB/s (login + session upload {session_up[-1]:.0f} MB/s, tus {tus_up[-1]:.0f} MB/s), cp {cp[-1]:.0f} MB/s")
     row("upload", f"upload throughput ({UPLOAD_MB} MiB)", statistics.median(up), statistics.median(cp), "MB/s", "cp", "higher",
         target=("ratio_min", 0.8))
+    row("upload", f"resumable (tus) upload throughput ({UPLOAD_MB} MiB, one PATCH)", statistics.median(tus_up), statistics.median(cp),
+        "MB/s", "cp", "higher", target=("ratio_min", 0.8))
+    row("upload", f"resumable (tus) vs multipart upload throughput ({UPLOAD_MB} MiB)", statistics.median(tus_up), statistics.median(up),
+        "MB/s", "multipart upload", "higher")
+    row("upload", f"server peak RSS, {UPLOAD_MB} MiB tus vs multipart upload", rss["tus"], rss["big"], "MiB", "multipart upload",
+        "equal", target=("diff_max", 8))
+    bench_tus_cut(work, big, statistics.median(tus_up) and (os.path.getsize(big) / 1e6) / statistics.median(tus_up))
     # Accounts cost a login and one store lookup per request: nothing a large upload could show.
     row("accounts", f"login + upload with the session cookie vs upload with an API token ({UPLOAD_MB} MiB)",
         statistics.median(session_up), statistics.median(up), "MB/s", "same upload, API token", "higher",
@@ -405,6 +459,54 @@ def bench_upload(work):
         # write batches (1 MiB), not a share of the file (±10 % of a 20 MiB process was too tight).
         rss["big"], rss["small"], "MiB", "same server, small upload", "equal", target=("diff_max", 8))
     os.remove(big)
+
+
+def bench_tus_cut(work, big, whole_s):
+    """A resumable upload whose connection is cut at 50 %, then resumed: bytes sent twice (what
+    was in flight beyond the durable offset) and seconds lost against an uncut upload."""
+    import threading
+    size = os.path.getsize(big)
+    twice, lost = [], []
+    for run in range(RUNS):
+        server = Server(work)
+        try:
+            url = server.tus_create(size)
+            sent, box = [0], []
+            t0 = time.monotonic()
+            t = threading.Thread(target=lambda: _ignore(server.tus_patch, url, big, 0, sent, box))
+            t.start()
+            while sent[0] < size // 2 and t.is_alive():
+                time.sleep(0.005)
+            box[0].sock.shutdown(socket.SHUT_RDWR)  # the network drops
+            t.join()
+            at_cut = sent[0]
+            # The server keeps what arrived once it sees the connection gone.
+            offset = None
+            for _ in range(600):
+                offset = server.tus_offset(url)
+                if offset and offset >= at_cut - (8 << 20) and server.tus_offset(url) == offset:
+                    break
+                time.sleep(0.05)
+            server.tus_patch(url, big, offset)
+            total = time.monotonic() - t0
+            twice.append((at_cut - offset) / 2**20)
+            lost.append(total - whole_s)
+            log(f"  tus cut at {at_cut * 100 // size} %: kept {offset}, {twice[-1]:.1f} MiB sent twice, {lost[-1]:.2f} s lost")
+        finally:
+            server.stop()
+    row("upload", "resumable upload cut at 50 %: MiB sent twice (vs one 64 MiB chunk of the upload page)", statistics.median(twice), 64,
+        "MiB", "one chunk", "lower", target=("ratio_max", 1.0))
+    row("upload", "resumable upload cut at 50 %: cut + resume time vs an uncut tus upload", whole_s + statistics.median(lost), whole_s,
+        "s", "uncut upload", "lower")
+
+
+def _ignore(f, *a):
+    try:
+        f(*a)
+    except OSError:
+        pass
+    except RuntimeError:
+        pass
 
 
 def wrk(url, headers=()):
