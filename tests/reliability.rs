@@ -252,7 +252,9 @@ async fn corpus_of_odd_and_bad_inputs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_simultaneous_uploads_with_bounded_workers() {
-    let server = Server::start(&[("CASCADE_WORKERS", "2")]).await;
+    // Ten at once from one user: above the default per-user cap of uploads at once (4), which
+    // tests/accounts.rs tries; this test is about the workers.
+    let server = Server::start(&[("CASCADE_WORKERS", "2"), ("CASCADE_MAX_UPLOADS_PER_USER", "10")]).await;
     let src = clip("concurrent.mp4", "testsrc2=size=320x240:rate=25", Some("sine"), 5.0, &[]).await;
     let uploads = (0..10).map(|i| {
         let (server, src) = (&server, src.clone());
