@@ -263,3 +263,73 @@ async fn a_resumable_upload_counts_against_the_quota_from_its_creation() {
     let me: Value = c.get(server.url("/api/me")).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["storage"]["bytes"].as_u64(), Some(600), "{me}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_chunk_is_made_durable_as_it_arrives_and_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path(), &[]).await;
+    // 160 MiB: an MP4 header, then bytes of a simple generator (cheap, not compressible).
+    let size = 160usize << 20;
+    let mut data = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    data.extend_from_slice(&((size - 24) as u32).to_be_bytes());
+    data.extend_from_slice(b"mdat");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    while data.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(size);
+    let (up, id) = create(&server, &server.client, size, "").await;
+    let path = up.trim_start_matches(&server.url("")).to_string();
+    // One PATCH of everything, sent in 1 MiB pieces; the server is killed once it has made some
+    // of it durable (every 64 MiB), long before the chunk ends.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let sending = {
+        let (c, url) = (server.client.clone(), up.clone());
+        tokio::spawn(async move {
+            let _ = c
+                .patch(&url)
+                .header(TUS.0, TUS.1)
+                .header("Content-Type", CHUNK)
+                .header("Upload-Offset", "0")
+                .header("Content-Length", size.to_string())
+                .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+                .send()
+                .await;
+        })
+    };
+    let feeder = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            for piece in data.chunks(1 << 20) {
+                if tx.send(Ok(piece.to_vec())).await.is_err() {
+                    break;
+                }
+                // Pacing, not synchronisation: the chunk must still be arriving at the kill.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let c = server.client.clone();
+    let durable = wait_until(Duration::from_secs(120), async || offset(&c, &up).await.1.is_some_and(|o| o >= 64 << 20)).await;
+    assert!(durable, "nothing of a long chunk became durable while it arrived\n{}", server.log());
+    server.kill9().await;
+    feeder.abort();
+    sending.abort();
+    let part = dir.path().join("uploads").join(&id).join("source.part");
+    let on_disk = std::fs::metadata(&part).unwrap().len();
+    drop(server);
+
+    let server = Server::start_in(dir.path(), &[]).await;
+    let url = server.url(&path);
+    let (status, Some(kept)) = offset(&server.client, &url).await else { panic!("no offset after the restart") };
+    assert_eq!(status, 200);
+    assert!(kept >= 64 << 20 && kept <= on_disk, "HEAD says {kept}, the disk holds {on_disk}");
+    let kept = kept as usize;
+    let a = patch(&server.client, &url, kept, &data[kept..], &[]).await;
+    assert_eq!((a.status, a.header("upload-offset")), (204, size.to_string().as_str()), "{}", a.body);
+    let source = std::fs::read(dir.path().join("uploads").join(&id).join("source")).unwrap();
+    assert!(source == data, "the file after a kill -9 and a resume is not the one sent");
+}

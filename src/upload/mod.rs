@@ -200,6 +200,18 @@ impl Intake {
         Ok(self.bytes)
     }
 
+    /// Makes durable what is written so far without writing the staging buffer out (so a fast
+    /// upload keeps writing with `O_DIRECT`); returns how many bytes are durable (up to one
+    /// staging buffer fewer than received). A transcode reading the file has been given every
+    /// byte already, so this is only for an upload that is not streamed.
+    pub async fn sync_written(&mut self) -> Result<u64, AppError> {
+        if self.is_streaming() {
+            return self.sync().await;
+        }
+        let file = self.file.as_mut().ok_or_else(|| AppError::Internal("upload already finished".into()))?;
+        file.sync_written().await
+    }
+
     /// Takes back every byte from `offset` on (held back from a streamed transcode, never synced).
     pub async fn rewind(&mut self, offset: u64) -> Result<(), AppError> {
         let file = self.file.as_mut().ok_or_else(|| AppError::Internal("upload already finished".into()))?;

@@ -218,6 +218,17 @@ impl UploadFile {
         Ok(())
     }
 
+    /// Makes the whole buffers written so far durable (`fdatasync`) without ending `O_DIRECT`:
+    /// what the filling buffer holds is not written yet. Returns how many bytes are durable.
+    pub async fn sync_written(&mut self) -> Result<u64, AppError> {
+        while !self.pending.is_empty() {
+            self.finish_one().await?;
+        }
+        let sink = self.sink.clone();
+        tokio::task::spawn_blocking(move || sink.file.sync_data()).await.map_err(|e| AppError::Internal(e.to_string()))??;
+        Ok(self.offset)
+    }
+
     /// Forgets every byte from `offset` on (a chunk whose checksum did not match).
     pub async fn rewind(&mut self, offset: u64) -> Result<(), AppError> {
         self.write_through().await?;

@@ -390,6 +390,11 @@ fn keep(held: &mut Option<Intake>, intake: Intake) {
 /// Makes what arrived durable and stores the new offset; false if the upload is gone.
 async fn durable(app: &App, intake: &mut Intake, up: &mut TusUpload) -> Result<bool, AppError> {
     up.offset = intake.sync().await?;
+    store_offset(app, up).await
+}
+
+/// Stores a durable offset (and a later expiry); false if the upload is gone.
+async fn store_offset(app: &App, up: &mut TusUpload) -> Result<bool, AppError> {
     up.expires_at = Utc::now() + expiry(app);
     let u = up.clone();
     let alive = app.store.run(move |s| s.advance_tus(&u)).await?;
@@ -435,7 +440,9 @@ where
         }
         if hasher.is_none() && since_sync >= SYNC_EVERY {
             since_sync = 0;
-            if !durable(app, intake, up).await? {
+            // The whole buffers written so far; the one filling is made durable at the end.
+            up.offset = intake.sync_written().await?;
+            if !store_offset(app, up).await? {
                 return Err(not_found(&up.id));
             }
         }
