@@ -292,8 +292,9 @@ mod tests {
             if let Some(p) = safe_relative(&tail) {
                 let root = Path::new("/media/v");
                 prop_assert!(root.join(&p).starts_with(root));
+                // Every component a plain name, none hidden: so none is `.` or `..` ("A.." is a
+                // plain name; proptest found it when this also refused any "..").
                 prop_assert!(p.components().all(|c| matches!(c, Component::Normal(n) if !n.to_string_lossy().starts_with('.'))), "{p:?}");
-                prop_assert!(!p.to_string_lossy().contains(".."), "{p:?}");
             }
         }
 
