@@ -237,6 +237,37 @@ async fn uploads_end_by_termination_expiry_or_refusal_and_leave_nothing() {
     let v = server.wait_final(a.header("cascade-video-id"), Duration::from_secs(120)).await;
     assert_eq!(v["status"], "ready", "{v}");
 
+    // Expired while a chunk is still arriving (the sweeper leaves an upload alone while a chunk
+    // arrives): HEAD and another PATCH answer 410.
+    let (up, _) = create(&server, c, data.len(), "").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let arriving = {
+        let (c, up) = (c.clone(), up.clone());
+        tokio::spawn(async move {
+            let r = c
+                .patch(&up)
+                .header(TUS.0, TUS.1)
+                .header("Content-Type", CHUNK)
+                .header("Upload-Offset", "0")
+                .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+                .send()
+                .await;
+            r.map(|r| r.status().as_u16()).unwrap_or(0)
+        })
+    };
+    tx.send(Ok(data[..100].to_vec())).await.unwrap();
+    let expired = wait_until(Duration::from_secs(60), async || offset(c, &up).await.0 == 410).await;
+    assert!(
+        expired,
+        "an expired upload answers 410
+{}",
+        server.log()
+    );
+    let a = patch(c, &up, 0, &data[..10], &[]).await;
+    assert_eq!((a.status, a.body["code"].as_str()), (410, Some("gone")), "{}", a.body);
+    drop(tx);
+    arriving.await.unwrap();
+
     // Left alone: it expires (410 while it waits for the sweeper), then it is removed with its file.
     let (up, id) = create(&server, c, data.len(), "").await;
     assert_eq!(patch(c, &up, 0, &data[..100], &[]).await.status, 204);
@@ -332,4 +363,31 @@ async fn a_long_chunk_is_made_durable_as_it_arrives_and_survives_kill_9() {
     assert_eq!((a.status, a.header("upload-offset")), (204, size.to_string().as_str()), "{}", a.body);
     let source = std::fs::read(dir.path().join("uploads").join(&id).join("source")).unwrap();
     assert!(source == data, "the file after a kill -9 and a resume is not the one sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_resumable_upload_gives_its_transcode_slot_back() {
+    let server = Server::start(&[("CASCADE_WORKERS", "1"), ("CASCADE_BODY_IDLE_TIMEOUT", "3")]).await;
+    let c = &server.client;
+    let slow = clip("paused.mkv", "testsrc2=size=320x240:rate=25", Some("sine"), 4.0, &[]).await;
+    let other = clip("meanwhile-tus.mp4", "testsrc2=size=320x240:rate=25", None, 2.0, &[]).await;
+    let data = std::fs::read(&slow).unwrap();
+    let (up, id) = create(&server, c, data.len(), "").await;
+    // The first bytes of a streamable file: its transcode starts with the only slot...
+    let first = data.len() / 3;
+    assert_eq!(patch(c, &up, 0, &data[..first], &[]).await.status, 204);
+    let streaming = wait_until(Duration::from_secs(60), async || server.get_video(&id).await["streamed"] == true).await;
+    assert!(streaming, "the first chunk did not start a streamed transcode\n{}", server.log());
+    // ...and the client pauses: another upload is transcoded meanwhile, with that slot.
+    let meanwhile = server.upload_ok(&other, "meanwhile").await;
+    let v = server.wait_final(&meanwhile, Duration::from_secs(180)).await;
+    assert_eq!(v["status"], "ready", "{v}");
+    let paused = server.get_video(&id).await;
+    assert!(paused["status"] == "queued" || paused["status"] == "processing", "{paused}");
+    // The rest arrives: the paused video is transcoded from its file.
+    let a = patch(c, &up, first, &data[first..], &[]).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let v = server.wait_final(&id, Duration::from_secs(180)).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    assert!(server.log().contains("streamed transcode stopped"), "the slot was given back by the streamed job");
 }

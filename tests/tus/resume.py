@@ -1,5 +1,5 @@
 """Resumable uploads with tuspy, the tus project's Python client, against a real Cascade server:
-a 512 MiB upload whose client is killed halfway and resumed, then one whose *server* is killed
+a 512 MiB upload whose client is killed halfway (once the server holds half) and resumed, then one whose *server* is killed
 (SIGKILL) halfway, restarted and resumed. Each time the server's file must be byte-identical to
 the one sent, and the bytes the server received in all may exceed the file by one chunk at most
 (what was in flight when the cut came).
@@ -146,7 +146,7 @@ def cut_and_resume(bin_, work, path, digest, kill_server):
         child = start_client(server, token, path, storage)
         url = wait("the client to create its upload", lambda: stored_url(storage), 60)
         vid = url.rstrip("/").rsplit("/", 1)[1]
-        wait("a quarter of the file on the server", lambda: (head_offset(url, token) or 0) >= SIZE // 4, 120)
+        wait("half of the file on the server", lambda: (head_offset(url, token) or 0) >= SIZE // 2, 120)
         if kill_server:
             server.kill9()
         child.send_signal(signal.SIGKILL)
