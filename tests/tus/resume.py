@@ -100,8 +100,11 @@ def stored_url(storage):
 
 def uploader(url, token, path, storage):
     c = tus_client.TusClient(url, headers={"Authorization": f"Bearer {token}"})
+    # Retries as every tus client makes them (tus-js-client by default): after an error, ask the
+    # server its offset again and go on from there. A resume can race the server still ending
+    # the cut chunk (409: the offset moved, or 423: that chunk still holds the upload).
     return c.uploader(path, chunk_size=CHUNK, metadata={"filename": "big.mp4", "title": "tuspy"},
-                      store_url=True, url_storage=filestorage.FileStorage(storage))
+                      store_url=True, url_storage=filestorage.FileStorage(storage), retries=5, retry_delay=1)
 
 
 def received_by_server(logfile, vid):
@@ -166,8 +169,8 @@ def cut_and_resume(bin_, work, path, digest, kill_server):
         assert SIZE <= received <= SIZE + CHUNK, f"the server received {received} bytes for a {SIZE}-byte file"
         log(f"ok - tuspy, {name} at {start * 100 // SIZE} %: resumed, byte-identical, {received - SIZE} bytes sent twice")
         return True
-    except AssertionError as e:
-        log(f"not ok - tuspy, {name}: {e}")
+    except Exception as e:  # an assertion, or the client giving up: the next scenario still runs
+        log(f"not ok - tuspy, {name}: {type(e).__name__}: {e}")
         return False
     finally:
         if child and child.poll() is None:
