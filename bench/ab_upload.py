@@ -1,10 +1,12 @@
 """A/B of two builds of Cascade: the same 2 GiB upload (MP4 header + random bytes) through each,
 alternating, RUNS times (default 3). The first build is taken to be one without accounts (no
-credential is sent), the second one with them (an admin and an API token are made first).
+credential is sent) unless OLD_AUTH=1, the second one with them (an admin and an API token are
+made first).
 
     python3 bench/ab_upload.py OLD_BINARY NEW_BINARY
 
-Used for #17: a build of 749607e (before accounts and the hardened upload path) against HEAD.
+Used for #17: a build of 749607e (before accounts and the hardened upload path) against HEAD,
+and 372c7cf (the first bounded body) against HEAD (OLD_AUTH=1).
 Results: bench/results/2026-12-01-upload-ab.md."""
 import os, subprocess, sys, tempfile, time, urllib.request, socket, shutil, statistics
 OLD, NEW = sys.argv[1], sys.argv[2]
@@ -46,7 +48,7 @@ def run(binary, auth):
     return size / 1e6 / dt
 old, new = [], []
 for r in range(int(os.environ.get("RUNS", "3"))):
-    old.append(run(OLD, False)); new.append(run(NEW, True))
-    print(f"run {r}: before #17 {old[-1]:.0f} MB/s, now (with a token) {new[-1]:.0f} MB/s", flush=True)
-print(f"median: before {statistics.median(old):.0f} MB/s, now {statistics.median(new):.0f} MB/s, ratio x{statistics.median(new)/statistics.median(old):.2f}")
+    old.append(run(OLD, os.environ.get("OLD_AUTH") == "1")); new.append(run(NEW, True))
+    print(f"run {r}: old {old[-1]:.0f} MB/s, new (with a token) {new[-1]:.0f} MB/s", flush=True)
+print(f"median: old {statistics.median(old):.0f} MB/s, new {statistics.median(new):.0f} MB/s, ratio x{statistics.median(new)/statistics.median(old):.2f}")
 shutil.rmtree(work, ignore_errors=True)

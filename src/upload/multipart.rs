@@ -1,15 +1,14 @@
 //! `multipart/form-data` uploads (the upload page, the no-JavaScript form, scripts with curl):
-//! the body goes through [`body::bounded`] (framing and idle limits) into multer; the `file` part
+//! the body is parsed by multer through [`Form`] (framing and idle limits); the `file` part
 //! is streamed into an [`Intake`]; `title` is kept in memory (bounded); other parts are drained
 //! and ignored.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::Stream;
 
-use super::body::{self, BodyError, BodyLimits, SharedBody};
+use super::body::{BodyError, BodyLimits, Form, SharedBody};
 use super::{Intake, UploadMeta};
 use crate::app::App;
 use crate::error::AppError;
@@ -39,11 +38,7 @@ fn body_error(e: multer::Error) -> AppError {
 }
 
 /// Receives a whole form; returns the new video's record once its file is durably on disk.
-async fn receive<S>(app: Arc<App>, stream: S, boundary: String, mut meta: UploadMeta) -> Result<VideoRecord, AppError>
-where
-    S: Stream<Item = Result<Bytes, BodyError>> + Send + 'static,
-{
-    let mut form = multer::Multipart::new(stream, boundary);
+async fn receive(app: Arc<App>, mut form: Form, mut meta: UploadMeta) -> Result<VideoRecord, AppError> {
     let mut intake: Option<Intake> = None;
     let result = read_parts(&app, &mut form, &mut meta, &mut intake).await;
     match (result, intake) {
@@ -94,7 +89,7 @@ where
     let result = match admitted {
         Ok((owner, boundary, (_arriving, quota))) => {
             let meta = UploadMeta { client_ref, owner: Some(owner.id), quota_left: quota.left, ..Default::default() };
-            receive(app, body::bounded(body.clone(), &boundary, limits), boundary, meta).await
+            receive(app, Form::new(body.clone(), boundary, limits), meta).await
         }
         Err(e) => Err(e),
     };
@@ -120,38 +115,33 @@ async fn admit(
     Ok((arriving, quota))
 }
 
-async fn read_parts(
-    app: &Arc<App>,
-    form: &mut multer::Multipart<'static>,
-    meta: &mut UploadMeta,
-    intake: &mut Option<Intake>,
-) -> Result<(), AppError> {
+async fn read_parts(app: &Arc<App>, form: &mut Form, meta: &mut UploadMeta, intake: &mut Option<Intake>) -> Result<(), AppError> {
     while let Some(mut field) = form.next_field().await.map_err(body_error)? {
         match field.name() {
             Some("file") if intake.is_none() => {
                 meta.original_name = field.file_name().map(|s| s.chars().take(MAX_TITLE).collect());
                 let started = intake.insert(Intake::create(app.clone(), meta.clone()).await?);
-                while let Some(chunk) = field.chunk().await.map_err(body_error)? {
+                while let Some(chunk) = form.chunk(&mut field).await.map_err(body_error)? {
                     started.push(&chunk).await?;
                 }
             }
-            Some("title") => meta.set_title(&read_small(field, 4 * MAX_TITLE).await?),
+            Some("title") => meta.set_title(&read_small(form, field, 4 * MAX_TITLE).await?),
             Some("visibility") => {
-                let v = read_small(field, 32).await?;
+                let v = read_small(form, field, 32).await?;
                 let parsed = <Visibility as clap::ValueEnum>::from_str(v.trim(), true);
                 meta.visibility =
                     Some(parsed.map_err(|_| AppError::BadRequest(format!("visibility must be public, unlisted or private, not {v:?}")))?);
             }
-            _ => while field.chunk().await.map_err(body_error)?.is_some() {},
+            _ => while form.chunk(&mut field).await.map_err(body_error)?.is_some() {},
         }
     }
     Ok(())
 }
 
 /// A text part, of which at most `limit` bytes are kept (the rest is read and dropped).
-async fn read_small(mut field: multer::Field<'static>, limit: usize) -> Result<String, AppError> {
+async fn read_small(form: &Form, mut field: multer::Field<'static>, limit: usize) -> Result<String, AppError> {
     let mut text = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(body_error)? {
+    while let Some(chunk) = form.chunk(&mut field).await.map_err(body_error)? {
         let room = limit.saturating_sub(text.len());
         text.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
