@@ -158,6 +158,13 @@ pub struct ServeArgs {
     /// Who may frame the pages (CSP frame-ancestors source list)
     #[arg(long, env = "CASCADE_FRAME_ANCESTORS", value_name = "SOURCES", default_value = "'self'", value_parser = frame_ancestors)]
     pub frame_ancestors: String,
+    /// Who may frame the embed player `/embed/{id}` (CSP frame-ancestors source list)
+    #[arg(long, env = "CASCADE_EMBED_ORIGINS", value_name = "SOURCES", default_value = "*", value_parser = frame_ancestors)]
+    pub embed_origins: String,
+    /// Origins whose pages may read playback URLs (manifests, segments, keys, images) and
+    /// `/api/time` with CORS: `*`, or origins such as https://blog.example separated by spaces
+    #[arg(long, env = "CASCADE_CORS_ORIGINS", value_name = "ORIGINS", default_value = "*", value_parser = cors_origins)]
+    pub cors_origins: CorsOrigins,
     #[command(flatten)]
     pub job: JobSettings,
 }
@@ -205,6 +212,47 @@ fn frame_ancestors(s: &str) -> Result<String, String> {
         return Err("must be a CSP source list such as 'self' or 'self' https://example.com".into());
     }
     Ok(s.to_string())
+}
+
+/// Who may read playback URLs from another origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin (the playback token in the URL is the credential).
+    Any,
+    /// Only these (`scheme://host[:port]`, as browsers send them in `Origin`).
+    Only(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if it is allowed.
+    pub fn allow(&self, origin: Option<&str>) -> Option<String> {
+        match (self, origin) {
+            (CorsOrigins::Any, _) => Some("*".into()),
+            (CorsOrigins::Only(list), Some(o)) => list.iter().find(|x| x.as_str() == o).cloned(),
+            (CorsOrigins::Only(_), None) => None,
+        }
+    }
+}
+
+/// `*`, or origins (`http(s)://host[:port]`, no path) separated by spaces or commas.
+fn cors_origins(s: &str) -> Result<CorsOrigins, String> {
+    let s = s.trim();
+    if s == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut list = Vec::new();
+    for o in s.split([' ', ',']).filter(|o| !o.is_empty()) {
+        let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)));
+        if !ok {
+            return Err(format!("{o:?} is not an origin such as https://blog.example or http://localhost:3000 (or use *)"));
+        }
+        list.push(o.to_ascii_lowercase());
+    }
+    if list.is_empty() {
+        return Err("must be * or a list of origins".into());
+    }
+    Ok(CorsOrigins::Only(list))
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -277,6 +325,10 @@ pub struct Config {
     pub max_subscribers_per_ip: usize,
     /// `CASCADE_FRAME_ANCESTORS`: the CSP frame-ancestors source list of the pages.
     pub frame_ancestors: String,
+    /// `CASCADE_EMBED_ORIGINS`: the CSP frame-ancestors source list of the embed player.
+    pub embed_origins: String,
+    /// `CASCADE_CORS_ORIGINS`: who may read playback URLs from another origin.
+    pub cors_origins: CorsOrigins,
     /// `CASCADE_DEFAULT_VISIBILITY`: visibility of an upload that does not say.
     pub default_visibility: crate::model::Visibility,
     /// `CASCADE_SESSION_TTL_HOURS`: lifetime of a login session.
@@ -320,6 +372,8 @@ impl From<ServeArgs> for Config {
             max_subscribers: a.max_subscribers as usize,
             max_subscribers_per_ip: a.max_subscribers_per_ip as usize,
             frame_ancestors: a.frame_ancestors,
+            embed_origins: a.embed_origins,
+            cors_origins: a.cors_origins,
             default_visibility: a.default_visibility,
             session_ttl: Duration::from_secs_f64(a.session_ttl_hours * 3600.0),
             signup: a.signup,
@@ -495,8 +549,14 @@ mod tests {
         assert!(c.stream_ingest && !c.keep_work && c.secret.is_none());
         assert_eq!((c.header_timeout.as_secs(), c.body_idle_timeout.as_secs()), (30, 60));
         assert_eq!((c.public_url.as_deref(), c.frame_ancestors.as_str()), (None, "'self'"));
+        assert_eq!((c.embed_origins.as_str(), &c.cors_origins), ("*", &CorsOrigins::Any));
         let c = Config::from_sources(&env(&[("CASCADE_PUBLIC_URL", "https://video.example.com/")]), &[]).unwrap();
         assert_eq!(c.public_url.as_deref(), Some("https://video.example.com"));
+        let c = Config::from_sources(&env(&[("CASCADE_CORS_ORIGINS", "https://Blog.example, http://127.0.0.1:3000")]), &[]).unwrap();
+        assert_eq!(c.cors_origins.allow(Some("https://blog.example")).as_deref(), Some("https://blog.example"));
+        assert_eq!(c.cors_origins.allow(Some("http://127.0.0.1:3000")).as_deref(), Some("http://127.0.0.1:3000"));
+        assert_eq!(c.cors_origins.allow(Some("http://127.0.0.1:3001")), None);
+        assert_eq!(c.cors_origins.allow(None), None);
         let c = Config::from_sources(
             &env(&[("CASCADE_BIND", "127.0.0.1:9000"), ("CASCADE_WORKERS", "2"), ("CASCADE_BACKEND", "gstreamer"), ("PATH", "/bin")]),
             &args(&["--workers", "3", "--backend=ffmpeg", "--segment-cache-mb", "0"]),
@@ -549,6 +609,10 @@ mod tests {
             ("CASCADE_HEADER_TIMEOUT", "0"),
             ("CASCADE_BODY_IDLE_TIMEOUT", "0"),
             ("CASCADE_FRAME_ANCESTORS", "'self'; script-src *"),
+            ("CASCADE_EMBED_ORIGINS", "* ; script-src *"),
+            ("CASCADE_CORS_ORIGINS", "blog.example"),
+            ("CASCADE_CORS_ORIGINS", "https://blog.example/path"),
+            ("CASCADE_CORS_ORIGINS", " "),
             ("CASCADE_MAX_UPLOADS", "0"),
         ] {
             match Config::from_sources(&env(&[(var, value)]), &[]) {

@@ -31,6 +31,9 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     Gone(String),
+    /// A request for something this service does not do (e.g. oEmbed as XML).
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("{0}")]
     Locked(String),
     #[error("the chunk does not match its Upload-Checksum; it was discarded")]
@@ -74,6 +77,7 @@ impl AppError {
             AppError::Forbidden(_) => "forbidden",
             AppError::Conflict(_) => "conflict",
             AppError::Gone(_) => "gone",
+            AppError::NotImplemented(_) => "not_implemented",
             AppError::Locked(_) => "locked",
             AppError::ChecksumMismatch => "checksum_mismatch",
             AppError::TusVersion => "unsupported_tus_version",
@@ -97,6 +101,7 @@ impl AppError {
             AppError::TooLarge { .. } | AppError::OverQuota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Gone(_) => StatusCode::GONE,
+            AppError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             AppError::Locked(_) => StatusCode::LOCKED,
             // tus's checksum extension: 460 Checksum Mismatch.
             AppError::ChecksumMismatch => StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),

@@ -1,6 +1,7 @@
 // Watch page: dash.js when the browser has MSE, hls.js as fallback, native HLS on Safari;
 // ?player=dash|hls forces one. Plays the growing stream from its start while the video is still
-// encoding and carries on into new segments without a reload.
+// encoding and carries on into new segments without a reload. The embed player (/embed/{id},
+// <body class="embed">) is the same page without the site around it.
 'use strict';
 (async () => {
   const $ = (id) => document.getElementById(id);
@@ -18,6 +19,7 @@
     current: () => state.current,
     record: () => state.record,
   };
+  const embedded = document.body.classList.contains('embed');
   const fail = (msg) => { $('error').textContent = msg; $('error').hidden = false; };
 
   let v;
@@ -42,8 +44,23 @@
   };
   showRecord(v);
 
+  // Share / Embed: the link, and an iframe of the embed player (not for private videos, which
+  // an embed on another site cannot play).
+  if (!embedded && v.visibility !== 'private') {
+    const src = `${location.origin}/embed/${encodeURIComponent(id)}`;
+    const esc = (t) => t.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+    $('share-link').value = `${location.origin}/watch/${encodeURIComponent(id)}`;
+    $('share-embed').value = `<iframe src="${src}" width="640" height="360" title="${esc(v.title)}" frameborder="0" allow="autoplay; fullscreen; picture-in-picture" allowfullscreen></iframe>`;
+    $('share-copy').addEventListener('click', async () => {
+      $('share-embed').select();
+      try { await navigator.clipboard.writeText($('share-embed').value); } catch (_) { document.execCommand('copy'); }
+      $('share-done').hidden = false;
+    });
+    $('share').hidden = false;
+  }
+
   // The owner and admins may change the title and visibility.
-  Cascade.me.then((me) => {
+  if (!embedded) Cascade.me.then((me) => {
     if (!me || !(me.id === v.owner || me.role === 'admin')) return;
     const form = $('edit-form');
     $('edit-title').value = v.title;

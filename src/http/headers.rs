@@ -26,7 +26,7 @@ pub fn content_security_policy(frame_ancestors: &str, public_origin: Option<&str
 }
 
 /// `scheme://host[:port]` of a URL.
-fn origin(url: &str) -> Option<&str> {
+pub(crate) fn origin(url: &str) -> Option<&str> {
     let after_scheme = url.find("://")? + 3;
     let end = url[after_scheme..].find('/').map_or(url.len(), |i| after_scheme + i);
     Some(&url[..end])
@@ -52,10 +52,15 @@ impl SecurityHeaders {
         SecurityHeaders { headers }
     }
 
-    /// The response with the headers added (a handler's own value wins).
+    /// The response with the headers added (a handler's own value wins; a handler's own content
+    /// security policy also says who may frame it, so `X-Frame-Options` is left out then).
     pub fn apply(&self, reply: impl Reply) -> warp::reply::Response {
         let mut r = reply.into_response();
+        let own_policy = r.headers().contains_key("content-security-policy");
         for (name, value) in &self.headers {
+            if own_policy && name == "x-frame-options" {
+                continue;
+            }
             if !r.headers().contains_key(name) {
                 r.headers_mut().insert(name.clone(), value.clone());
             }

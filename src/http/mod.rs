@@ -2,6 +2,8 @@
 
 pub mod account;
 pub mod api;
+pub mod cors;
+pub mod embed;
 pub mod headers;
 pub mod limits;
 pub mod media;
@@ -64,9 +66,11 @@ fn reject(e: AppError) -> Rejection {
 /// Every route of the service.
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let healthz = warp::path!("healthz").and(get_or_head()).map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
-    let time = warp::path!("api" / "time").and(get_or_head()).map(|| {
+    let origin = || warp::header::optional::<String>("origin");
+    let cors = app.config.cors_origins.clone();
+    let time = warp::path!("api" / "time").and(get_or_head()).and(origin()).map(move |origin: Option<String>| {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        warp::reply::with_header(now, "cache-control", "no-store")
+        cors::apply(&cors, origin.as_deref(), warp::reply::with_header(now, "cache-control", "no-store"))
     });
 
     #[derive(serde::Deserialize)]
@@ -164,15 +168,37 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         },
     );
     let accounts = account_routes(&app);
+    // Playback URLs answer errors here rather than through `recover`, so that a page on another
+    // origin can read them too.
     let play = warp::path("play")
         .and(warp::path::param::<String>())
         .and(warp::path::tail())
         .and(warp::get().map(|| false).or(warp::head().map(|| true)).unify())
         .and(with_app(app.clone()))
         .and(warp::header::optional::<String>("range"))
-        .and_then(|token: String, tail: warp::path::Tail, head, app, range| async move {
-            media::serve(app, token, tail.as_str().to_string(), range, head).await.map_err(reject)
+        .and(origin())
+        .then(|token: String, tail: warp::path::Tail, head, app: Arc<App>, range, origin: Option<String>| async move {
+            let cors = app.config.cors_origins.clone();
+            let reply = media::serve(app, token, tail.as_str().to_string(), range, head).await.unwrap_or_else(|e| error_reply(&e));
+            cors::apply(&cors, origin.as_deref(), reply)
         });
+    let cors = app.config.cors_origins.clone();
+    // Any other method is "not found" here, never "method not allowed" (which would outrank the
+    // not-found answers of every other route).
+    let preflight = warp::path("play")
+        .or(warp::path!("api" / "time"))
+        .unify()
+        .and(warp::method())
+        .and_then(|m: warp::http::Method| async move {
+            if m == warp::http::Method::OPTIONS {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(origin())
+        .map(move |origin: Option<String>| cors::preflight(&cors, origin.as_deref()));
 
     let a = app.clone();
     let config = warp::path!("api" / "config").and(get_or_head()).map(move || {
@@ -185,7 +211,18 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         }))
     });
     let videos = upload.or(list).or(events).or(get).or(edit).or(delete);
-    let api = healthz.or(time).or(config).or(login).or(logout).or(me).or(accounts).or(tus::routes(&app)).or(videos).or(play);
+    let api = healthz
+        .or(time)
+        .or(config)
+        .or(login)
+        .or(logout)
+        .or(me)
+        .or(accounts)
+        .or(tus::routes(&app))
+        .or(videos)
+        .or(play)
+        .or(preflight)
+        .or(embed::routes(&app));
     let policy = headers::SecurityHeaders::new(&app.config);
     api.or(pages::routes(app))
         .recover(recover)

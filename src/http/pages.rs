@@ -55,7 +55,7 @@ fn mime_for(name: &str) -> &'static str {
     super::mime::lookup(name).map_or("application/octet-stream", |(mime, _)| mime)
 }
 
-async fn file_reply(path: PathBuf, cache: &'static str) -> Result<warp::reply::Response, Rejection> {
+pub(super) async fn file_reply(path: PathBuf, cache: &'static str) -> Result<warp::reply::Response, Rejection> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
@@ -102,8 +102,16 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rej
         }
     });
     let a = app.clone();
-    let watch =
-        warp::path!("watch" / String).and(super::get_or_head()).and_then(move |_id: String| file_reply(page(&a, WATCH_PAGE), "no-cache"));
+    let watch = warp::path!("watch" / String).and(super::get_or_head()).and_then(move |id: String| {
+        let (path, public_url) = (page(&a, WATCH_PAGE), a.config.public_url.clone());
+        async move {
+            // With the service's address known, the page names its oEmbed URL.
+            let Some(base) = public_url else { return file_reply(path, "no-cache").await };
+            let text = tokio::fs::read_to_string(&path).await.map_err(|_| warp::reject::not_found())?;
+            let page = super::embed::with_discovery(&text, Some(&base), &id).unwrap_or(text);
+            Ok(warp::reply::with_header(warp::reply::html(page), "cache-control", "no-cache").into_response())
+        }
+    });
     let a = app.clone();
     let assets = warp::path!("assets" / String).and(super::get_or_head()).and_then(move |name: String| {
         let ok = !name.starts_with('.') && !name.contains('/') && !name.contains('\\') && !name.contains("..");

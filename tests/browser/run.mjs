@@ -3,6 +3,7 @@
 //   CASCADE_URL=http://127.0.0.1:8000 CASCADE_CLIPS=/dir/with/short.mp4+long.mp4 node tests/browser/run.mjs
 // Prints `ok - name` / `not ok - name: reason` per scenario and `N passed, M failed`; exits 1 on failure.
 import { createRequire } from 'node:module';
+import http from 'node:http';
 import { readFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,10 +21,42 @@ mkdirSync(ART, { recursive: true });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const { CASCADE_USER: USER, CASCADE_PASSWORD: PASSWORD, CASCADE_TOKEN: TOKEN, CASCADE_ADMIN: ADMIN, CASCADE_ADMIN_PASSWORD: ADMIN_PASSWORD } = process.env;
-if (!USER || !PASSWORD || !TOKEN || !ADMIN || !ADMIN_PASSWORD) {
-  console.error('CASCADE_USER, CASCADE_PASSWORD, CASCADE_TOKEN, CASCADE_ADMIN and CASCADE_ADMIN_PASSWORD are required');
+const FOREIGN_PORTS = (process.env.CASCADE_FOREIGN_PORTS || '').split(',').filter(Boolean);
+if (!USER || !PASSWORD || !TOKEN || !ADMIN || !ADMIN_PASSWORD || FOREIGN_PORTS.length !== 2) {
+  console.error('CASCADE_USER, CASCADE_PASSWORD, CASCADE_TOKEN, CASCADE_ADMIN, CASCADE_ADMIN_PASSWORD and CASCADE_FOREIGN_PORTS (two ports) are required');
   process.exit(2);
 }
+// Two other sites on other ports (other origins): CASCADE_CORS_ORIGINS and CASCADE_EMBED_ORIGINS
+// name the first one only. Their page plays `src` with its own hls.js or dash.js (loaded from
+// Cascade, as a site would from anywhere), fetches it, or frames it, as `kind` says.
+const FOREIGN_PAGE = `<!doctype html><meta charset="utf-8"><title>another site</title>
+<video id="v" muted playsinline width="320"></video>
+<script src="${BASE}/vendor/hls.min.js"></script><script src="${BASE}/vendor/dash.all.min.js"></script>
+<script>
+window.result = { errors: [] };
+const q = new URLSearchParams(location.search), v = document.getElementById('v'), src = q.get('src');
+if (q.get('kind') === 'hls') {
+  const h = new Hls();
+  h.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) window.result.errors.push('hls ' + d.details); });
+  h.loadSource(src); h.attachMedia(v); v.play().catch(() => {});
+} else if (q.get('kind') === 'dash') {
+  const p = dashjs.MediaPlayer().create();
+  p.on(dashjs.MediaPlayer.events.ERROR, (e) => window.result.errors.push('dash ' + JSON.stringify(e.error || e).slice(0, 200)));
+  p.initialize(v, src, true);
+} else if (q.get('kind') === 'fetch') {
+  fetch(src).then((r) => { window.result.status = r.status; }, (e) => { window.result.refused = String(e); });
+} else if (q.get('kind') === 'embed') {
+  const f = document.createElement('iframe');
+  f.src = src; f.width = 640; f.height = 360; f.allow = 'autoplay';
+  document.body.append(f);
+}
+</script>`;
+const foreignSites = FOREIGN_PORTS.map((port) => {
+  const server = http.createServer((req, res) => { res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }); res.end(FOREIGN_PAGE); });
+  server.listen(Number(port), '127.0.0.1');
+  return server;
+});
+const [ALLOWED, OTHER] = FOREIGN_PORTS.map((p) => `http://127.0.0.1:${p}`);
 // A login from node (no cookie jar): the status only.
 const loginStatus = async (username, password) => (await fetch(`${BASE}/api/session`, {
   method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username, password }),
@@ -189,6 +222,9 @@ for (const kind of ['dash', 'hls']) {
     const label = await page.textContent('#current-rendition');
     if (!label.startsWith(lowest)) throw new Error(`current rendition label ${label}`);
     if (s.w <= 0) throw new Error('no video frames');
+    // The Share / Embed box gives the embed player's iframe.
+    const snippet = await page.inputValue('#share-embed');
+    if (!snippet.startsWith(`<iframe src="${BASE}/embed/${shortId}"`)) throw new Error(`embed code ${snippet}`);
     await page.screenshot({ path: path.join(ART, `watch-${kind}.png`) });
   });
 }
@@ -453,6 +489,51 @@ await scenario('a private video leaves the library; after logout its watch page 
   await page.goto(`${BASE}/watch/${v.id}`);
   await page.locator('#error').filter({ hasText: 'not available' }).waitFor({ timeout: 20000 });
 });
+
+// Another site, without a login: a public video and a private one (with a playback URL minted for
+// its owner) play in that site's own players; the embed player plays in its frame; a site that is
+// not allowed is refused by the browser (no read of the stream, no frame).
+const guest = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+await scenario('another site plays public and private videos and embeds the player; a site not allowed is refused', 300000, async (page) => {
+  const pub = await uploadViaApi('short.mp4', 'cross-origin public');
+  const prv = await uploadViaApi('short.mp4', 'cross-origin private');
+  await api(`/api/videos/${prv.id}`, { method: 'PATCH', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ visibility: 'private' }) });
+  const [p, q] = [await ready(pub.id), await ready(prv.id)];
+  const currentTime = (pg) => pg.evaluate(() => {
+    if (window.result.errors.length) throw new Error(window.result.errors.join(' | '));
+    return document.getElementById('v').currentTime;
+  });
+  for (const [kind, url] of [['hls', p.playback.hls], ['dash', p.playback.dash], ['hls', q.playback.hls], ['dash', q.playback.dash]]) {
+    await page.goto(`${ALLOWED}/?kind=${kind}&src=${encodeURIComponent(BASE + url)}`);
+    await waitFor(`${kind} playing past 1 s on ${ALLOWED}`, async () => (await currentTime(page)) > 1, 60000);
+  }
+  await page.goto(`${ALLOWED}/?kind=embed&src=${encodeURIComponent(`${BASE}/embed/${pub.id}`)}`);
+  await waitFor('the embed player playing past 1 s', async () => {
+    const frame = page.frames().find((f) => f.url().includes('/embed/'));
+    return frame && frame.evaluate(() => { const v = document.getElementById('video'); return !!v && v.currentTime > 1; }).catch(() => false);
+  }, 60000);
+  if (await page.locator('header.top').count()) throw new Error('site chrome in the embed');
+
+  const other = await guest.newPage();
+  const blocked = [];
+  other.on('console', (m) => blocked.push(m.text()));
+  try {
+    await other.goto(`${OTHER}/?kind=fetch&src=${encodeURIComponent(BASE + p.playback.hls)}`);
+    const r = await waitFor('the fetch to settle', () => other.evaluate(() => (window.result.refused || window.result.status) && window.result), 20000);
+    if (!r.refused) throw new Error(`${OTHER} read the manifest (HTTP ${r.status})`);
+    await other.goto(`${OTHER}/?kind=hls&src=${encodeURIComponent(BASE + p.playback.hls)}`);
+    await waitFor('hls.js to give up on the refused manifest', () => other.evaluate(() => window.result.errors.length > 0), 60000);
+    await other.goto(`${OTHER}/?kind=embed&src=${encodeURIComponent(`${BASE}/embed/${pub.id}`)}`);
+    await waitFor('the frame to be refused', () => blocked.some((t) => /frame-ancestors/.test(t)), 20000);
+    const framed = other.frames().find((f) => f !== other.mainFrame());
+    const player = framed && await framed.evaluate(() => !!document.getElementById('video')).catch(() => false);
+    if (player) throw new Error('the embed player loaded in a frame of a site that is not allowed');
+  } finally {
+    await other.close();
+  }
+}, guest);
+await guest.close();
+for (const s of foreignSites) s.close();
 
 await scenario('no request leaves 127.0.0.1', 5000, async () => {
   if (foreign.length) throw new Error(`requests to other hosts: ${foreign.slice(0, 5).join(', ')}`);

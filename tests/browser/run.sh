@@ -32,8 +32,13 @@ user=browser password="browser password 1"
 "$bin" user add "$user" --password-stdin --data-dir "$work/data" <<<"$password"
 token=$("$bin" token create "$user" --data-dir "$work/data")
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+# Two other origins for the cross-origin scenario (pages that run.mjs serves itself): one that
+# may play and frame Cascade's videos, one that may not.
+allowed_port=$(free_port) other_port=$(free_port)
 CASCADE_BIND="127.0.0.1:$port" CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 CASCADE_SIGNUP=invite \
+  CASCADE_CORS_ORIGINS="http://127.0.0.1:$allowed_port" CASCADE_EMBED_ORIGINS="'self' http://127.0.0.1:$allowed_port" \
   "$bin" serve >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
@@ -45,7 +50,7 @@ curl -fs "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/server.log"
 mkdir -p test-artifacts
 status=0
 CASCADE_URL="http://127.0.0.1:$port" CASCADE_CLIPS="$work/clips" CASCADE_USER="$user" CASCADE_PASSWORD="$password" CASCADE_TOKEN="$token" \
-  CASCADE_ADMIN="$admin" CASCADE_ADMIN_PASSWORD="$admin_password" \
+  CASCADE_ADMIN="$admin" CASCADE_ADMIN_PASSWORD="$admin_password" CASCADE_FOREIGN_PORTS="$allowed_port,$other_port" \
   timeout 1200 node tests/browser/run.mjs || status=$?
 if ((status)); then
   echo "--- server log (tail) ---"
