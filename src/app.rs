@@ -49,6 +49,10 @@ pub struct App {
     pub tus: crate::upload::tus::Live,
     /// The one-time code of the `/setup` page, while no user exists.
     pub setup_code: Mutex<Option<String>>,
+    /// What the service counts, for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// The webhook sender's wake-up and its endpoints in flight.
+    pub outbox: crate::webhooks::Outbox,
 }
 
 /// Seconds since the Unix epoch.
@@ -107,6 +111,8 @@ impl App {
             quotas: Default::default(),
             tus: Default::default(),
             setup_code: Mutex::new(setup_code),
+            metrics: Default::default(),
+            outbox: Default::default(),
             config,
         })
     }

@@ -165,6 +165,17 @@ pub struct ServeArgs {
     /// `/api/time` with CORS: `*`, or origins such as https://blog.example separated by spaces
     #[arg(long, env = "CASCADE_CORS_ORIGINS", value_name = "ORIGINS", default_value = "*", value_parser = cors_origins)]
     pub cors_origins: CorsOrigins,
+    /// Count requests for /metrics (off only to measure what counting costs)
+    #[arg(long, env = "CASCADE_METRICS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub metrics: bool,
+    /// Also serve /metrics here, without a credential (for a scraper on a private network)
+    #[arg(long, env = "CASCADE_METRICS_BIND", value_name = "ADDR")]
+    pub metrics_bind: Option<SocketAddr>,
+    /// Let webhooks reach loopback, private and link-local addresses (refused by default)
+    #[arg(long, env = "CASCADE_WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub webhook_allow_private: bool,
     #[command(flatten)]
     pub job: JobSettings,
 }
@@ -329,6 +340,12 @@ pub struct Config {
     pub embed_origins: String,
     /// `CASCADE_CORS_ORIGINS`: who may read playback URLs from another origin.
     pub cors_origins: CorsOrigins,
+    /// `CASCADE_METRICS`: count requests for `/metrics`.
+    pub metrics: bool,
+    /// `CASCADE_METRICS_BIND`: a second address serving only `/metrics`, without a credential.
+    pub metrics_bind: Option<SocketAddr>,
+    /// `CASCADE_WEBHOOK_ALLOW_PRIVATE`: webhooks may reach private addresses.
+    pub webhook_allow_private: bool,
     /// `CASCADE_DEFAULT_VISIBILITY`: visibility of an upload that does not say.
     pub default_visibility: crate::model::Visibility,
     /// `CASCADE_SESSION_TTL_HOURS`: lifetime of a login session.
@@ -374,6 +391,9 @@ impl From<ServeArgs> for Config {
             frame_ancestors: a.frame_ancestors,
             embed_origins: a.embed_origins,
             cors_origins: a.cors_origins,
+            metrics: a.metrics,
+            metrics_bind: a.metrics_bind,
+            webhook_allow_private: a.webhook_allow_private,
             default_visibility: a.default_visibility,
             session_ttl: Duration::from_secs_f64(a.session_ttl_hours * 3600.0),
             signup: a.signup,
@@ -613,6 +633,8 @@ mod tests {
             ("CASCADE_CORS_ORIGINS", "blog.example"),
             ("CASCADE_CORS_ORIGINS", "https://blog.example/path"),
             ("CASCADE_CORS_ORIGINS", " "),
+            ("CASCADE_METRICS_BIND", "localhost"),
+            ("CASCADE_METRICS", "sometimes"),
             ("CASCADE_MAX_UPLOADS", "0"),
         ] {
             match Config::from_sources(&env(&[(var, value)]), &[]) {

@@ -7,12 +7,14 @@ mod error;
 mod http;
 mod jobs;
 mod ladder;
+mod metrics;
 mod model;
 mod packaging;
 mod probe;
 mod store;
 mod transcode;
 mod upload;
+mod webhooks;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -325,6 +327,7 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     let sweep_every = (config.upload_expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let sweeper = upload::tus::recover_and_sweep(app.clone(), sweep_every).await?;
     let workers = jobs::spawn_workers(app.clone());
+    let deliveries = tokio::spawn(webhooks::run(app.clone()));
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
     info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), workers = config.workers, backend = ?config.backend, "Cascade listening");
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -334,6 +337,21 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
             stop2.notified().await
         });
     let server = tokio::spawn(server);
+    // `/metrics` without a credential, for a scraper on a private network.
+    let metrics_server =
+        match config.metrics_bind {
+            Some(addr) => {
+                let l =
+                    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (CASCADE_METRICS_BIND)"))?;
+                info!(addr = %l.local_addr()?, "metrics listening (no credential asked: keep this address private)");
+                let stop3 = stop.clone();
+                let svc = warp::service(http::metrics::open_routes(app.clone()));
+                Some(tokio::spawn(http::server::run(l, svc, config.header_timeout, Duration::from_secs(2), async move {
+                    stop3.notified().await
+                })))
+            }
+            None => None,
+        };
 
     shutdown_signal().await;
     app.shutting_down.store(true, Ordering::SeqCst);
@@ -357,6 +375,11 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
     admin_socket.abort();
     sweeper.abort();
+    // Attempts in flight are cut off: they stay pending in the outbox and are sent after the restart.
+    deliveries.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     let _ = std::fs::remove_file(auth::admin::socket_path(&config.data_dir));
     app.store.flush().await?;
     info!("shut down cleanly");

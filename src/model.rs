@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TITLE: usize = 200;
 
 /// Lifecycle of a video.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// A resumable upload whose last byte has not arrived (`upload_bytes` says how far it is).
@@ -315,4 +315,47 @@ pub struct ApiToken {
     pub scopes: Vec<Scope>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An endpoint a user registered for events (`/api/webhooks`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Webhook {
+    pub id: String,
+    pub owner: String,
+    pub url: String,
+    /// The events it receives (`video.ready`, …).
+    pub events: Vec<String>,
+    /// The HMAC key of its signatures: shown once, when it is created.
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Not delivered yet; tried again at `next_at`.
+    Pending,
+    Delivered,
+    /// Given up (refused for 24 h, or the endpoint became unacceptable).
+    Failed,
+}
+
+/// One event for one endpoint, kept until delivered or given up (the durable outbox), and shown
+/// in the endpoint's delivery log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Delivery {
+    /// `{webhook id}/{sequence}`: the store key, also sent as `Cascade-Delivery`.
+    pub id: String,
+    pub webhook_id: String,
+    pub event: String,
+    /// The JSON body, exactly as signed and sent on every attempt.
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_at: DateTime<Utc>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
 }

@@ -44,6 +44,16 @@ impl Caller {
         }
     }
 
+    /// The caller when it may manage what it owns, such as webhooks (a session, or a token with
+    /// the `manage` scope).
+    pub fn manager(&self) -> Result<&User, AppError> {
+        match self.user() {
+            None => Err(AppError::Unauthorized("log in or send an API token".into())),
+            Some(_) if !self.has_scope(Scope::Manage) => Err(AppError::Forbidden("this API token lacks the `manage` scope".into())),
+            Some(u) => Ok(u),
+        }
+    }
+
     /// The caller when it is an admin (a session, or a token with the `manage` scope).
     pub fn admin(&self) -> Result<&User, AppError> {
         match self.user() {

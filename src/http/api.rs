@@ -194,11 +194,12 @@ pub async fn edit(
 
 /// `DELETE /api/videos/{id}`: cancels a running job and removes record, key, source and output.
 pub async fn delete(app: Arc<App>, caller: Caller, origin: RequestOrigin, id: String) -> Result<warp::reply::Response, AppError> {
-    managed(&app, &caller, &origin, &id).await?;
+    let rec = managed(&app, &caller, &origin, &id).await?;
     let id2 = id.clone();
     if !app.store.run(move |s| s.delete(&id2)).await? {
         return Err(AppError::NotFound(format!("no video {id}")));
     }
+    crate::webhooks::emit(&app, "video.deleted", &rec).await;
     // From now on no media of it is served, whatever the removal of its files below does.
     app.deleted.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.insert(id.clone());
     app.segments.forget(&id);

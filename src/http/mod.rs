@@ -7,12 +7,14 @@ pub mod embed;
 pub mod headers;
 pub mod limits;
 pub mod media;
+pub mod metrics;
 pub mod mime;
 pub mod pages;
 pub mod server;
 pub mod session;
 pub mod tus;
 pub mod views;
+pub mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -222,11 +224,20 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(videos)
         .or(play)
         .or(preflight)
-        .or(embed::routes(&app));
+        .or(embed::routes(&app))
+        .or(metrics::route(&app))
+        .or(webhooks::routes(&app));
     let policy = headers::SecurityHeaders::new(&app.config);
+    let counted = app.config.metrics.then(|| app.clone());
     api.or(pages::routes(app))
         .recover(recover)
         .map(move |reply| policy.apply(reply))
+        .with(warp::log::custom(move |info| {
+            if let Some(app) = &counted {
+                let route = metrics::route_label(info.path());
+                app.metrics.request(route, metrics::method_label(info.method()), info.status().as_u16(), info.elapsed());
+            }
+        }))
         .with(warp::trace(|info| tracing::info_span!("request", method = %info.method(), path = %headers::redact(info.path()))))
 }
 
@@ -317,7 +328,7 @@ pub(crate) fn error_reply(e: &AppError) -> warp::reply::Response {
 }
 
 /// Maps every rejection to a JSON error with the right status.
-async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+pub(crate) async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
     if let Some(e) = r.find::<AppError>() {
         return Ok(error_reply(e));
     }

@@ -53,6 +53,8 @@ async fn worker_loop(app: Arc<App>, n: usize) {
         }
         match app.store.run(|s| s.claim_next()).await {
             Ok(Some((job, rec))) => {
+                let waited = (chrono::Utc::now() - job.enqueued_at).to_std().unwrap_or_default();
+                app.metrics.queue_wait.observe(waited.as_secs_f64());
                 app.notify(&rec);
                 if let Err(e) = run_job(&app, &job, rec, None).await {
                     error!(video_id = %job.video_id, error = %e, "job bookkeeping failed");
@@ -90,6 +92,7 @@ pub async fn start_streamed(
     let job = app.store.run(move |s| s.create_with(&r2, &key, JobState::Running)).await?;
     app.store.flush().await?;
     app.notify(&rec);
+    crate::webhooks::emit(app, "video.created", &rec).await;
     info!(video_id = %rec.id, "streamable upload: transcoding while it arrives");
     let app = app.clone();
     tokio::spawn(async move {
@@ -140,8 +143,28 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, streamed
         Ok(media) => media,
         Err(stop) => return stop_job(app, id, stop, spec.growing, &mut slot).await,
     };
+    let started = std::time::Instant::now();
     let outcome = transcode(app, id, spec.clone(), media).await?;
+    count_outcome(app, &outcome, &spec, &rec, started.elapsed());
     record_outcome(app, id, &rec, &spec, outcome, &mut slot).await
+}
+
+/// Transcodes by back end and outcome, and the speed of finished ones (x real time).
+fn count_outcome(app: &App, outcome: &Outcome, spec: &JobSpec, rec: &VideoRecord, took: Duration) {
+    let what = match &outcome.result {
+        Ok(out) => {
+            if took > Duration::ZERO && out.duration_s > 0.0 {
+                app.metrics.encode_speed.observe(out.duration_s / took.as_secs_f64());
+            }
+            "ready"
+        }
+        Err(TranscodeError::Cancelled) => "cancelled",
+        Err(_) if spec.growing.is_some() => "retried",
+        Err(e) if e.is_transient() && rec.attempts < app.config.max_attempts => "retried",
+        Err(_) => "failed",
+    };
+    let labels = crate::metrics::TranscodeLabels { backend: outcome.backend, outcome: what };
+    app.metrics.transcodes.get_or_create(&labels).inc();
 }
 
 /// Checks the attempt count, empties the output, finds the source and the key. The inner `Err`
@@ -232,6 +255,7 @@ async fn transcode(app: &Arc<App>, id: &str, spec: JobSpec, media: MediaInfo) ->
 async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sync::mpsc::UnboundedReceiver<JobProgress>) {
     while let Some(p) = rx.recv().await {
         let id2 = id.clone();
+        let playable = matches!(p, JobProgress::Playable { .. });
         let res = app
             .store
             .run(move |s| {
@@ -251,6 +275,9 @@ async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sync::mpsc::U
             .await;
         if let Ok(Some(r)) = res {
             app.notify(&r);
+            if playable {
+                crate::webhooks::emit(&app, "video.playable", &r).await;
+            }
         }
     }
 }
@@ -327,6 +354,7 @@ async fn record_ready(app: &App, id: &str, backend: &str, fallback_reason: Optio
     info!("job ready");
     if let Some(r) = rec {
         app.notify(&r);
+        crate::webhooks::emit(app, "video.ready", &r).await;
     }
     Ok(())
 }
@@ -414,6 +442,7 @@ async fn fail(app: &App, id: &str, failure: JobFailure) -> Result<(), AppError> 
     remove_dir_off_executor(app.media_dir(id)).await;
     if let Some(r) = rec {
         app.notify(&r);
+        crate::webhooks::emit(app, "video.failed", &r).await;
     }
     Ok(())
 }

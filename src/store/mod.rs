@@ -5,6 +5,7 @@
 mod accounts;
 mod sled;
 mod tus;
+mod webhooks;
 
 use std::sync::Arc;
 

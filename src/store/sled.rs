@@ -14,7 +14,7 @@ use crate::model::{JobRecord, JobState, KeyMaterial, Status, VideoRecord};
 
 /// The synchronous store.
 pub struct Store {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     videos: sled::Tree,
     jobs: sled::Tree,
     keys: sled::Tree,
@@ -28,6 +28,11 @@ pub struct Store {
     pub(super) invites: sled::Tree,
     /// Resumable uploads in progress, by video id (`tus.rs`).
     pub(super) tus: sled::Tree,
+    /// Webhook endpoints by id, their deliveries by `{webhook id}/{sequence}`, and the pending
+    /// deliveries by `{due time}/{delivery key}` (`webhooks.rs`).
+    pub(super) webhooks: sled::Tree,
+    pub(super) deliveries: sled::Tree,
+    pub(super) due: sled::Tree,
     /// Held while a user is created, so that "the first admin" and "no user yet" are decided once.
     pub(super) accounts_lock: std::sync::Mutex<()>,
 }
@@ -61,6 +66,9 @@ impl Store {
             tokens: db.open_tree("tokens")?,
             invites: db.open_tree("invites")?,
             tus: db.open_tree("tus")?,
+            webhooks: db.open_tree("webhooks")?,
+            deliveries: db.open_tree("webhook_deliveries")?,
+            due: db.open_tree("webhook_due")?,
             accounts_lock: std::sync::Mutex::new(()),
             db,
         })
@@ -103,6 +111,19 @@ impl Store {
     /// A video by id.
     pub fn get(&self, id: &str) -> Result<Option<VideoRecord>, StoreError> {
         self.videos.get(id.as_bytes())?.map(|b| dec(&b)).transpose()
+    }
+
+    /// How many videos there are in each status (each record's status only is decoded).
+    pub fn count_by_status(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        #[derive(Deserialize)]
+        struct StatusOnly {
+            status: Status,
+        }
+        let mut counts = HashMap::new();
+        for r in self.videos.iter().values() {
+            *counts.entry(dec::<StatusOnly>(&r?)?.status).or_insert(0) += 1;
+        }
+        Ok(counts)
     }
 
     /// Every video, newest first.

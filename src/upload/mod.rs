@@ -237,6 +237,7 @@ impl Intake {
         }
         let file = self.file.as_mut().ok_or_else(|| AppError::Internal("upload already finished".into()))?;
         file.push(data).await?;
+        self.app.metrics.upload_bytes.inc_by(data.len() as u64);
         match &mut self.streaming {
             Streaming::Running if !self.hold => {
                 // The pipeline reads the file behind us: every byte it hears of must be in it.
@@ -315,6 +316,7 @@ impl Intake {
         self.growing.finish();
         let app = &self.app;
         let id = self.id.clone();
+        let mut new_record = false;
         let rec = if matches!(self.streaming, Streaming::Running) {
             let (bytes, title, visibility) = (self.bytes, self.meta.title.clone(), self.meta.visibility);
             let id2 = id.clone();
@@ -335,13 +337,24 @@ impl Intake {
         } else {
             let rec = self.meta.record(&id, self.bytes, app.config.default_visibility);
             let r2 = rec.clone();
-            app.store.run(move |s| s.create(&r2, &KeyMaterial::generate())).await?;
+            // A resumable upload's record exists since its creation (and its event was sent then).
+            let existed = app
+                .store
+                .run(move |s| {
+                    let existed = s.get(&r2.id)?.is_some();
+                    s.create(&r2, &KeyMaterial::generate()).map(|_| existed)
+                })
+                .await?;
+            new_record = !existed;
             rec
         };
         // The upload is acknowledged only once the store has it on disk.
         app.store.flush().await?;
         info!(video_id = %id, bytes = self.bytes, streamed = rec.streamed, "upload complete");
         app.notify(&rec);
+        if new_record {
+            crate::webhooks::emit(app, "video.created", &rec).await;
+        }
         app.wake.notify_waiters();
         Ok(rec)
     }

@@ -232,6 +232,7 @@ pub async fn create(app: &Arc<App>, owner: &User, c: Creation) -> Result<TusUplo
     app.store.run(move |s| s.create_tus(&u2, &r2, &KeyMaterial::generate())).await?;
     app.store.flush().await?;
     app.notify(&rec);
+    crate::webhooks::emit(app, "video.created", &rec).await;
     info!(video_id = %id, length = c.length, "resumable upload created");
     Ok(up)
 }
@@ -453,8 +454,13 @@ where
 /// Removes an upload: its record, partial file and any streamed transcode's output.
 async fn terminate_now(app: &App, id: &str) -> Result<(), AppError> {
     let i = id.to_string();
+    let rec = app.store.run(move |s| s.get(&i)).await?;
+    let i = id.to_string();
     app.store.run(move |s| s.delete(&i)).await?;
     app.store.flush().await?;
+    if let Some(rec) = rec {
+        crate::webhooks::emit(app, "video.deleted", &rec).await;
+    }
     crate::jobs::cancel(app, id);
     if let Ok(mut d) = app.deleted.lock() {
         d.insert(id.to_string());

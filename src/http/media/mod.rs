@@ -129,6 +129,9 @@ pub async fn serve(
     head_only: bool,
 ) -> Result<warp::reply::Response, AppError> {
     let video_id = app.signer.verify(&token, now_unix())?;
+    if app.config.metrics {
+        app.metrics.viewer(&token);
+    }
     let rel = safe_relative(&tail).ok_or_else(not_found)?;
     if rel == Path::new("hls").join("key") {
         return key_response(&app, video_id).await;
@@ -150,7 +153,10 @@ pub async fn serve(
     // Segments (and init segments) of finished videos are answered from memory when they can be.
     let cacheable = matches!(mime, "video/mp2t" | "video/iso.segment" | "video/mp4");
     if cacheable {
-        if let Some(data) = app.segments.get(&video_id, &rel) {
+        let cached = app.segments.get(&video_id, &rel);
+        let counter = if cached.is_some() { &app.metrics.cache_hits } else { &app.metrics.cache_misses };
+        counter.inc();
+        if let Some(data) = cached {
             let len = data.len() as u64;
             let range = range_to_serve(range.as_deref(), len)?;
             let body = match range {

@@ -1,0 +1,120 @@
+//! Webhook endpoints and their outbox in the embedded store. A delivery is written before anyone
+//! is told of it, and stays pending (with its due time indexed in `due`) until delivered or given
+//! up, so a restart loses none.
+
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
+
+use super::sled::{dec, enc, tx_err};
+use super::{Store, StoreError};
+use crate::model::{Delivery, DeliveryState, Webhook};
+
+fn due_key(d: &Delivery) -> Vec<u8> {
+    format!("{:020}/{}", d.next_at.timestamp_millis().max(0), d.id).into_bytes()
+}
+
+impl Store {
+    pub fn add_webhook(&self, w: &Webhook) -> Result<(), StoreError> {
+        self.webhooks.insert(w.id.as_bytes(), enc(w)?)?;
+        Ok(())
+    }
+
+    pub fn webhook(&self, id: &str) -> Result<Option<Webhook>, StoreError> {
+        self.webhooks.get(id.as_bytes())?.map(|b| dec(&b)).transpose()
+    }
+
+    /// Every endpoint (`owner`: one user's only), oldest first.
+    pub fn webhooks(&self, owner: Option<&str>) -> Result<Vec<Webhook>, StoreError> {
+        let mut out: Vec<Webhook> = self.webhooks.iter().values().map(|v| dec(&v?)).collect::<Result<_, _>>()?;
+        out.retain(|w| owner.is_none_or(|o| w.owner == o));
+        out.sort_by_key(|w| w.created_at);
+        Ok(out)
+    }
+
+    /// Removes an endpoint with its deliveries. False if it did not exist.
+    pub fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        if self.webhooks.remove(id.as_bytes())?.is_none() {
+            return Ok(false);
+        }
+        for item in self.deliveries.scan_prefix(format!("{id}/").as_bytes()) {
+            let (k, v) = item?;
+            let d: Delivery = dec(&v)?;
+            if d.state == DeliveryState::Pending {
+                self.due.remove(due_key(&d))?;
+            }
+            self.deliveries.remove(k)?;
+        }
+        Ok(true)
+    }
+
+    /// A sequence number for a new delivery's id.
+    pub fn next_delivery_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Writes new deliveries into the outbox, each pending and due at its `next_at`.
+    pub fn enqueue_deliveries(&self, list: &[Delivery]) -> Result<(), StoreError> {
+        let encoded = list.iter().map(|d| Ok((d.id.clone(), enc(d)?, due_key(d)))).collect::<Result<Vec<_>, StoreError>>()?;
+        (&self.deliveries, &self.due)
+            .transaction(|(deliveries, due)| {
+                for (id, body, key) in &encoded {
+                    deliveries.insert(id.as_bytes(), body.clone())?;
+                    due.insert(key.clone(), id.as_bytes())?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_err)
+    }
+
+    /// Pending deliveries due at or before `now_ms`, earliest first, at most `limit`.
+    pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.due.iter() {
+            let (k, id) = item?;
+            let at: i64 = std::str::from_utf8(&k[..20.min(k.len())]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+            if at > now_ms || out.len() >= limit {
+                break;
+            }
+            match self.deliveries.get(&id)? {
+                Some(v) => out.push(dec(&v)?),
+                // Its endpoint was removed meanwhile.
+                None => {
+                    self.due.remove(k)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the earliest pending delivery is due (ms since the epoch).
+    pub fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.due.first()?.and_then(|(k, _)| std::str::from_utf8(&k[..20.min(k.len())]).ok()?.parse().ok()))
+    }
+
+    /// Stores a delivery after an attempt (`before`: as it was, to move its due entry). False if
+    /// its endpoint is gone.
+    pub fn update_delivery(&self, before: &Delivery, after: &Delivery) -> Result<bool, StoreError> {
+        let body = enc(after)?;
+        let (old_key, new_key) = (due_key(before), due_key(after));
+        let pending = after.state == DeliveryState::Pending;
+        (&self.deliveries, &self.due)
+            .transaction(|(deliveries, due)| {
+                if deliveries.get(after.id.as_bytes())?.is_none() {
+                    due.remove(old_key.clone())?;
+                    return Ok(false);
+                }
+                deliveries.insert(after.id.as_bytes(), body.clone())?;
+                due.remove(old_key.clone())?;
+                if pending {
+                    due.insert(new_key.clone(), after.id.as_bytes())?;
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(true)
+            })
+            .map_err(tx_err)
+    }
+
+    /// An endpoint's deliveries, newest first, at most `limit`.
+    pub fn deliveries(&self, webhook_id: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.deliveries.scan_prefix(format!("{webhook_id}/").as_bytes()).rev().take(limit).map(|r| dec(&r?.1)).collect()
+    }
+}
