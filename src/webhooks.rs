@@ -23,6 +23,8 @@ pub const EVENTS: [&str; 7] =
     ["video.created", "video.playable", "video.ready", "video.failed", "video.deleted", "live.started", "live.ended"];
 /// Endpoints one user may register.
 pub const MAX_PER_USER: usize = 20;
+/// Deliveries kept in an endpoint's log (finished ones beyond this are removed, oldest first).
+pub const KEEP_DELIVERIES: usize = 1000;
 /// Longest endpoint URL.
 pub const MAX_URL: usize = 2048;
 /// One attempt's limit (connect, send, status line).
@@ -161,6 +163,9 @@ pub async fn emit(app: &App, event: &'static str, rec: &VideoRecord) {
             if !list.is_empty() {
                 s.enqueue_deliveries(&list)?;
                 s.flush()?;
+                for d in &list {
+                    s.prune_deliveries(&d.webhook_id, KEEP_DELIVERIES)?;
+                }
             }
             Ok::<_, AppError>(list.len())
         })

@@ -54,12 +54,17 @@ impl Store {
 
     /// Writes new deliveries into the outbox, each pending and due at its `next_at`.
     pub fn enqueue_deliveries(&self, list: &[Delivery]) -> Result<(), StoreError> {
-        let encoded = list.iter().map(|d| Ok((d.id.clone(), enc(d)?, due_key(d)))).collect::<Result<Vec<_>, StoreError>>()?;
+        let encoded = list
+            .iter()
+            .map(|d| Ok((d.id.clone(), enc(d)?, (d.state == DeliveryState::Pending).then(|| due_key(d)))))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         (&self.deliveries, &self.due)
             .transaction(|(deliveries, due)| {
                 for (id, body, key) in &encoded {
                     deliveries.insert(id.as_bytes(), body.clone())?;
-                    due.insert(key.clone(), id.as_bytes())?;
+                    if let Some(key) = key {
+                        due.insert(key.clone(), id.as_bytes())?;
+                    }
                 }
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
@@ -113,8 +118,72 @@ impl Store {
             .map_err(tx_err)
     }
 
+    /// Keeps an endpoint's log bounded: removes its oldest finished deliveries beyond `keep`
+    /// (pending ones always stay).
+    pub fn prune_deliveries(&self, webhook_id: &str, keep: usize) -> Result<(), StoreError> {
+        let prefix = format!("{webhook_id}/");
+        let total = self.deliveries.scan_prefix(prefix.as_bytes()).count();
+        let mut excess = total.saturating_sub(keep);
+        for item in self.deliveries.scan_prefix(prefix.as_bytes()) {
+            if excess == 0 {
+                break;
+            }
+            let (k, v) = item?;
+            if dec::<Delivery>(&v)?.state != DeliveryState::Pending {
+                self.deliveries.remove(k)?;
+                excess -= 1;
+            }
+        }
+        Ok(())
+    }
+
     /// An endpoint's deliveries, newest first, at most `limit`.
     pub fn deliveries(&self, webhook_id: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         self.deliveries.scan_prefix(format!("{webhook_id}/").as_bytes()).rev().take(limit).map(|r| dec(&r?.1)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn delivery(s: &Store, hook: &str, state: DeliveryState) -> Delivery {
+        let now = Utc::now();
+        Delivery {
+            id: format!("{hook}/{:020}", s.next_delivery_seq().unwrap()),
+            webhook_id: hook.into(),
+            event: "video.ready".into(),
+            body: "{}".into(),
+            created_at: now,
+            state,
+            attempts: 0,
+            next_at: now,
+            last_status: None,
+            last_error: None,
+            delivered_at: None,
+        }
+    }
+
+    #[test]
+    fn the_outbox_keeps_pending_deliveries_and_a_bounded_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let pending = delivery(&s, "h1", DeliveryState::Pending);
+        let done: Vec<Delivery> = (0..5).map(|_| delivery(&s, "h1", DeliveryState::Delivered)).collect();
+        s.enqueue_deliveries(std::slice::from_ref(&pending)).unwrap();
+        s.enqueue_deliveries(&done).unwrap();
+        // Only what is pending is due.
+        let due: Vec<String> = s.due_deliveries(Utc::now().timestamp_millis() + 1, 100).unwrap().into_iter().map(|d| d.id).collect();
+        assert_eq!(due, std::slice::from_ref(&pending.id));
+        s.prune_deliveries("h1", 3).unwrap();
+        let log = s.deliveries("h1", 100).unwrap();
+        assert_eq!(log.len(), 3);
+        assert!(log.iter().any(|d| d.id == pending.id), "the pending one stays");
+        assert_eq!(log[0].id, done[4].id, "newest first");
+        // An attempt moves it out of the due index once delivered.
+        let after = Delivery { state: DeliveryState::Delivered, attempts: 1, ..pending.clone() };
+        assert!(s.update_delivery(&pending, &after).unwrap());
+        assert!(s.due_deliveries(i64::MAX, 100).unwrap().iter().all(|d| d.id != pending.id));
     }
 }
