@@ -53,6 +53,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// The webhook sender's wake-up and its endpoints in flight.
     pub outbox: crate::webhooks::Outbox,
+    /// Callers identified recently (`http::session::identify`).
+    pub callers: crate::http::session::CallerCache,
 }
 
 /// Seconds since the Unix epoch.
@@ -113,6 +115,7 @@ impl App {
             setup_code: Mutex::new(setup_code),
             metrics: Default::default(),
             outbox: Default::default(),
+            callers: quick_cache::sync::Cache::new(10_000),
             config,
         })
     }

@@ -438,6 +438,8 @@ async fn users_manage_their_tokens_and_password_from_a_session() {
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
     let r = plain_client().delete(server.url(&path)).header(COOKIE, &cookie).header(ORIGIN, "https://evil.example").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 403, "cross-site revocation");
+    // Used just before (so the server knows the caller), refused just after.
+    assert_eq!(with_token(&server, &secret, reqwest::Method::GET, "/api/me", None).await.0, 200);
     assert_eq!(send(&server, reqwest::Method::DELETE, &path, Some(&cookie), None).await.0, 204);
     assert_eq!(with_token(&server, &secret, reqwest::Method::GET, "/api/me", None).await.0, 401, "revoked");
 
@@ -448,6 +450,9 @@ async fn users_manage_their_tokens_and_password_from_a_session() {
     let (status, body, _) =
         send(&server, reqwest::Method::PUT, "/api/me/password", Some(&cookie), Some(json!({"current_password": password}))).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "malformed: {body}");
+    for old in [&cookie, &other_cookie] {
+        assert_eq!(send(&server, reqwest::Method::GET, "/api/me", Some(old), None).await.0, 200);
+    }
     let (status, _, headers) = send(&server, reqwest::Method::PUT, "/api/me/password", Some(&cookie), Some(change(password))).await;
     assert_eq!(status, 204);
     let fresh = session_of(&headers);
@@ -528,6 +533,8 @@ async fn admins_manage_users_and_quotas_hold() {
     assert_eq!(status, 201, "{text}");
 
     // Disabled: tokens and sessions stop working at once; enabled again, they work.
+    assert_eq!(with_token(&server, &dave, reqwest::Method::GET, "/api/me", None).await.0, 200);
+    assert_eq!(send(&server, reqwest::Method::GET, "/api/me", Some(&dave_cookie), None).await.0, 200);
     assert_eq!(set(json!({"disabled": true})).await.0, 200);
     assert_eq!(with_token(&server, &dave, reqwest::Method::GET, "/api/me", None).await.0, 401);
     assert_eq!(send(&server, reqwest::Method::GET, "/api/me", Some(&dave_cookie), None).await.0, 401);

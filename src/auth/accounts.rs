@@ -225,10 +225,15 @@ pub fn session_cookie(cookie_header: &str) -> Option<&str> {
     cookie_header.split(';').filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == SESSION_COOKIE).map(|(_, v)| v)
 }
 
-/// Identifies a caller from a request's `Authorization` and `Cookie` headers. A bearer token that
-/// is unknown, expired or of a disabled user is an error (401); a stale session cookie is simply
-/// no session. Blocking (store reads): call through `AsyncStore::run`.
-pub fn authenticate(store: &Store, authorization: Option<&str>, cookie: Option<&str>) -> Result<Caller, AppError> {
+/// Identifies a caller from a request's `Authorization` and `Cookie` headers, and says until when
+/// the credential is valid (none: no expiry). A bearer token that is unknown, expired or of a
+/// disabled user is an error (401); a stale session cookie is simply no session. Blocking (store
+/// reads): call through `AsyncStore::run`.
+pub fn authenticate_until(
+    store: &Store,
+    authorization: Option<&str>,
+    cookie: Option<&str>,
+) -> Result<(Caller, Option<chrono::DateTime<Utc>>), AppError> {
     let now = Utc::now();
     if let Some(auth) = authorization {
         let secret = auth
@@ -241,20 +246,20 @@ pub fn authenticate(store: &Store, authorization: Option<&str>, cookie: Option<&
             return Err(invalid());
         }
         let user = store.user(&token.user_id)?.filter(|u| !u.disabled).ok_or_else(invalid)?;
-        return Ok(Caller::User { user, via: Credential::Token(token.scopes) });
+        return Ok((Caller::User { user, via: Credential::Token(token.scopes) }, token.expires_at));
     }
-    let Some(secret) = cookie.and_then(session_cookie) else { return Ok(Caller::Anonymous) };
+    let Some(secret) = cookie.and_then(session_cookie) else { return Ok((Caller::Anonymous, None)) };
     let d = digest(secret);
     match store.session(&d)? {
         Some(s) if s.expires_at > now => match store.user(&s.user_id)?.filter(|u| !u.disabled && u.session_epoch == s.epoch) {
-            Some(user) => Ok(Caller::User { user, via: Credential::Session }),
-            None => Ok(Caller::Anonymous),
+            Some(user) => Ok((Caller::User { user, via: Credential::Session }, Some(s.expires_at))),
+            None => Ok((Caller::Anonymous, None)),
         },
         Some(_) => {
             store.delete_session(&d)?;
-            Ok(Caller::Anonymous)
+            Ok((Caller::Anonymous, None))
         }
-        None => Ok(Caller::Anonymous),
+        None => Ok((Caller::Anonymous, None)),
     }
 }
 
@@ -289,7 +294,7 @@ mod tests {
                 let store = Store::open(dir.path()).unwrap();
                 (dir, store)
             });
-            let r = authenticate(store, Some(&h), None);
+            let r = authenticate_until(store, Some(&h), None);
             prop_assert_eq!(r.err().map(|e| e.status().as_u16()), Some(401));
         }
     }

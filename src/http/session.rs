@@ -33,11 +33,44 @@ pub fn credentials() -> impl Filter<Extract = (Credentials,), Error = Rejection>
 
 /// The caller of a request; a bad bearer token is a 401.
 pub async fn identify(app: &App, c: Credentials) -> Result<Caller, AppError> {
-    if c.authorization.is_none() && c.cookie.as_deref().and_then(accounts::session_cookie).is_none() {
-        return Ok(Caller::Anonymous);
+    let key = match (&c.authorization, c.cookie.as_deref().and_then(accounts::session_cookie)) {
+        (Some(a), _) => format!("a:{}", accounts::digest(a)),
+        (None, Some(s)) => format!("s:{}", accounts::digest(s)),
+        (None, None) => return Ok(Caller::Anonymous),
+    };
+    // A caller identified before is taken from memory while no user, session or token was
+    // written since, its credential has not expired, and for at most a minute (the bound on
+    // what another process's writes could leave stale).
+    let generation = app.store.blocking().accounts_generation();
+    let now = Utc::now();
+    if let Some(hit) = app.callers.get(&key) {
+        if hit.generation == generation && hit.until > now {
+            return Ok(hit.caller);
+        }
     }
-    app.store.run(move |s| accounts::authenticate(s, c.authorization.as_deref(), c.cookie.as_deref())).await
+    let (caller, expires) =
+        app.store.run(move |s| accounts::authenticate_until(s, c.authorization.as_deref(), c.cookie.as_deref())).await?;
+    if matches!(caller, Caller::User { .. }) {
+        let until = expires.map_or(now + CALLER_TTL, |e| e.min(now + CALLER_TTL));
+        app.callers.insert(key, CachedCaller { caller: caller.clone(), generation, until });
+    }
+    Ok(caller)
 }
+
+/// How long an identified caller is kept at most.
+const CALLER_TTL: chrono::Duration = chrono::Duration::seconds(60);
+
+/// A caller identified before, and what it depends on.
+#[derive(Clone)]
+pub struct CachedCaller {
+    caller: Caller,
+    /// The store's count of accounts writes when it was identified.
+    generation: u64,
+    until: chrono::DateTime<Utc>,
+}
+
+/// Callers by the digest of their credential (bounded).
+pub type CallerCache = quick_cache::sync::Cache<String, CachedCaller>;
 
 /// Where a request says it comes from.
 #[derive(Debug, Clone, Default)]

@@ -15,6 +15,17 @@ pub struct Usage {
 }
 
 impl Store {
+    /// Counts a write to users, sessions or tokens (after it is made): callers identified before
+    /// it are identified again (`http::session::identify` caches them by this count).
+    fn accounts_changed(&self) {
+        self.accounts_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many writes to users, sessions or tokens this process has made.
+    pub fn accounts_generation(&self) -> u64 {
+        self.accounts_generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Creates a user; the name is unique without regard to case. The first admin adopts every
     /// video without an owner (videos uploaded before accounts existed); returns how many.
     pub fn create_user(&self, user: &User) -> Result<usize, StoreError> {
@@ -43,6 +54,7 @@ impl Store {
             return Err(StoreError::NameTaken(user.username.clone()));
         }
         self.users.insert(user.id.as_bytes(), enc(user)?)?;
+        self.accounts_changed();
         if first_admin {
             self.adopt_unowned(&user.id)
         } else {
@@ -86,6 +98,7 @@ impl Store {
     /// Replaces a user's record (role, disabled, quotas, password); the name does not change.
     pub fn put_user(&self, user: &User) -> Result<(), StoreError> {
         self.users.insert(user.id.as_bytes(), enc(user)?)?;
+        self.accounts_changed();
         Ok(())
     }
 
@@ -111,6 +124,7 @@ impl Store {
     /// Keeps a session under the digest of its secret.
     pub fn put_session(&self, digest: &str, session: &Session) -> Result<(), StoreError> {
         self.sessions.insert(digest.as_bytes(), enc(session)?)?;
+        self.accounts_changed();
         Ok(())
     }
 
@@ -122,12 +136,14 @@ impl Store {
     /// Ends a session.
     pub fn delete_session(&self, digest: &str) -> Result<(), StoreError> {
         self.sessions.remove(digest.as_bytes())?;
+        self.accounts_changed();
         Ok(())
     }
 
     /// Keeps an API token under the digest of its secret.
     pub fn put_token(&self, digest: &str, token: &ApiToken) -> Result<(), StoreError> {
         self.tokens.insert(digest.as_bytes(), enc(token)?)?;
+        self.accounts_changed();
         Ok(())
     }
 
@@ -156,6 +172,7 @@ impl Store {
             let t: ApiToken = dec(&v)?;
             if t.user_id == user_id && t.id == id {
                 self.tokens.remove(k)?;
+                self.accounts_changed();
                 return Ok(true);
             }
         }
