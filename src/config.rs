@@ -165,7 +165,7 @@ pub struct ServeArgs {
     /// `/api/time` with CORS: `*`, or origins such as https://blog.example separated by spaces
     #[arg(long, env = "CASCADE_CORS_ORIGINS", value_name = "ORIGINS", default_value = "*", value_parser = cors_origins)]
     pub cors_origins: CorsOrigins,
-    /// Count requests for /metrics (off only to measure what counting costs)
+    /// Count requests and track viewers for /metrics (off only to measure what that costs)
     #[arg(long, env = "CASCADE_METRICS", value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub metrics: bool,

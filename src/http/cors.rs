@@ -27,7 +27,14 @@ fn add(origins: &CorsOrigins, origin: Option<&str>, headers: &mut warp::http::He
         // The answer depends on who asks: caches must keep one per origin.
         headers.append(VARY, HeaderValue::from_static("Origin"));
     }
-    let Some(allowed) = origins.allow(origin).and_then(|o| HeaderValue::from_str(&o).ok()) else { return };
+    let allowed = match origins {
+        // Every segment GET passes here: no allocation for the default.
+        CorsOrigins::Any => HeaderValue::from_static("*"),
+        CorsOrigins::Only(_) => match origins.allow(origin).and_then(|o| HeaderValue::from_str(&o).ok()) {
+            Some(v) => v,
+            None => return,
+        },
+    };
     headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
     headers.insert("access-control-expose-headers", HeaderValue::from_static(EXPOSE_HEADERS));
 }

@@ -180,9 +180,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::header::optional::<String>("range"))
         .and(origin())
         .then(|token: String, tail: warp::path::Tail, head, app: Arc<App>, range, origin: Option<String>| async move {
-            let cors = app.config.cors_origins.clone();
-            let reply = media::serve(app, token, tail.as_str().to_string(), range, head).await.unwrap_or_else(|e| error_reply(&e));
-            cors::apply(&cors, origin.as_deref(), reply)
+            let reply = media::serve(app.clone(), token, tail.as_str().to_string(), range, head).await.unwrap_or_else(|e| error_reply(&e));
+            cors::apply(&app.config.cors_origins, origin.as_deref(), reply)
         });
     let cors = app.config.cors_origins.clone();
     // Any other method is "not found" here, never "method not allowed" (which would outrank the

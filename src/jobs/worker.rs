@@ -145,26 +145,7 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, streamed
     };
     let started = std::time::Instant::now();
     let outcome = transcode(app, id, spec.clone(), media).await?;
-    count_outcome(app, &outcome, &spec, &rec, started.elapsed());
-    record_outcome(app, id, &rec, &spec, outcome, &mut slot).await
-}
-
-/// Transcodes by back end and outcome, and the speed of finished ones (x real time).
-fn count_outcome(app: &App, outcome: &Outcome, spec: &JobSpec, rec: &VideoRecord, took: Duration) {
-    let what = match &outcome.result {
-        Ok(out) => {
-            if took > Duration::ZERO && out.duration_s > 0.0 {
-                app.metrics.encode_speed.observe(out.duration_s / took.as_secs_f64());
-            }
-            "ready"
-        }
-        Err(TranscodeError::Cancelled) => "cancelled",
-        Err(_) if spec.growing.is_some() => "retried",
-        Err(e) if e.is_transient() && rec.attempts < app.config.max_attempts => "retried",
-        Err(_) => "failed",
-    };
-    let labels = crate::metrics::TranscodeLabels { backend: outcome.backend, outcome: what };
-    app.metrics.transcodes.get_or_create(&labels).inc();
+    record_outcome(app, id, &rec, &spec, outcome, started.elapsed(), &mut slot).await
 }
 
 /// Checks the attempt count, empties the output, finds the source and the key. The inner `Err`
@@ -289,33 +270,50 @@ async fn record_outcome(
     rec: &VideoRecord,
     spec: &JobSpec,
     outcome: Outcome,
+    took: Duration,
     slot: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<(), AppError> {
+    let backend = outcome.backend;
+    // Transcodes by back end and how they ended (`/metrics`).
+    let count =
+        |what: &'static str| app.metrics.transcodes.get_or_create(&crate::metrics::TranscodeLabels { backend, outcome: what }).inc();
     let id2 = id.to_string();
     if app.store.run(move |s| s.get(&id2)).await?.is_none() {
         // Deleted while running: make sure nothing the pipeline wrote after the delete remains.
+        count("cancelled");
         info!("job stopped: the video was deleted");
         remove_dir_off_executor(app.media_dir(id)).await;
         remove_dir_off_executor(app.upload_dir(id)).await;
         return Ok(());
     }
-    let backend = outcome.backend;
     let fallback_reason = Some(outcome.earlier_failures.join("; ")).filter(|s| !s.is_empty());
     match outcome.result {
-        Ok(out) => record_ready(app, id, backend, fallback_reason, out).await,
+        Ok(out) => {
+            count("ready");
+            if took > Duration::ZERO && out.duration_s > 0.0 {
+                app.metrics.encode_speed.observe(out.duration_s / took.as_secs_f64());
+            }
+            record_ready(app, id, backend, fallback_reason, out).await
+        }
         Err(TranscodeError::Cancelled) => {
             // Shutdown: the job goes back to the queue and runs again from scratch on restart;
             // the interrupted run does not count as an attempt.
+            count("cancelled");
             info!("job cancelled; re-queueing it");
             requeue(app, id, true).await
         }
-        Err(e) if spec.growing.is_some() => stop_job(app, id, Stop::FallBackToFile(e.to_string()), spec.growing.clone(), slot).await,
+        Err(e) if spec.growing.is_some() => {
+            count("retried");
+            stop_job(app, id, Stop::FallBackToFile(e.to_string()), spec.growing.clone(), slot).await
+        }
         Err(e) if e.is_transient() && rec.attempts < app.config.max_attempts => {
             // Not the input's fault (killed, stalled): run it again, a bounded number of times.
+            count("retried");
             warn!(error = %e, attempt = rec.attempts, "transient failure; re-queueing the job");
             requeue(app, id, false).await
         }
         Err(e) => {
+            count("failed");
             let (id2, b) = (id.to_string(), backend.to_string());
             app.store
                 .run(move |s| {

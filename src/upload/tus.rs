@@ -454,9 +454,7 @@ where
 /// Removes an upload: its record, partial file and any streamed transcode's output.
 async fn terminate_now(app: &App, id: &str) -> Result<(), AppError> {
     let i = id.to_string();
-    let rec = app.store.run(move |s| s.get(&i)).await?;
-    let i = id.to_string();
-    app.store.run(move |s| s.delete(&i)).await?;
+    let rec = app.store.run(move |s| s.get(&i).and_then(|rec| s.delete(&i).map(|_| rec))).await?;
     app.store.flush().await?;
     if let Some(rec) = rec {
         crate::webhooks::emit(app, "video.deleted", &rec).await;
