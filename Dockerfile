@@ -22,7 +22,7 @@ RUN touch src/main.rs && cargo build --release --locked
 FROM node:20-bookworm-slim AS web
 WORKDIR /web
 COPY web/package.json web/package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 COPY web/ ./
 
 # --- runtime ---

@@ -43,6 +43,6 @@ fi
 # Player libraries, exactly as locked (served by Cascade itself: no CDN).
 if [[ ! -f web/node_modules/.package-lock.json ]] || ! cmp -s web/package-lock.json web/node_modules/.cascade-lock; then
   echo "setup: installing web dependencies from web/package-lock.json"
-  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  (cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
   cp web/package-lock.json web/node_modules/.cascade-lock
 fi

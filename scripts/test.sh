@@ -19,6 +19,9 @@ cargo test --locked -- --test-threads="${CASCADE_TEST_THREADS:-2}"
 echo "== third-party tus clients (tuspy, tus-js-client under Node)"
 ./tests/tus/run.sh
 
+echo "== the API description against a real server (schemathesis)"
+./tests/api/run.sh
+
 echo "== browser tests"
 ./tests/browser/run.sh
 

@@ -181,7 +181,7 @@ pub struct ServeArgs {
 }
 
 /// Who may create an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Signup {
     /// Only admins create users.

@@ -11,6 +11,8 @@ pub enum AppError {
     BadRequest(String),
     #[error("the upload is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
     #[error("too many videos are waiting to be processed ({0} queued); try again later")]
     QueueFull(usize),
     #[error("{0} uploads are arriving already; try again later")]
@@ -31,9 +33,6 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     Gone(String),
-    /// A request for something this service does not do (e.g. oEmbed as XML).
-    #[error("{0}")]
-    NotImplemented(String),
     #[error("{0}")]
     Locked(String),
     #[error("the chunk does not match its Upload-Checksum; it was discarded")]
@@ -66,7 +65,7 @@ impl AppError {
         match self {
             AppError::NotFound(_) => "not_found",
             AppError::BadRequest(_) => "bad_request",
-            AppError::TooLarge { .. } => "payload_too_large",
+            AppError::TooLarge { .. } | AppError::BodyTooLarge { .. } => "payload_too_large",
             AppError::QueueFull(_) => "queue_full",
             AppError::TooManyUploads(_) => "too_many_uploads",
             AppError::TooManySubscribers(_) => "too_many_subscribers",
@@ -77,7 +76,6 @@ impl AppError {
             AppError::Forbidden(_) => "forbidden",
             AppError::Conflict(_) => "conflict",
             AppError::Gone(_) => "gone",
-            AppError::NotImplemented(_) => "not_implemented",
             AppError::Locked(_) => "locked",
             AppError::ChecksumMismatch => "checksum_mismatch",
             AppError::TusVersion => "unsupported_tus_version",
@@ -98,10 +96,9 @@ impl AppError {
         match self {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::TooLarge { .. } | AppError::OverQuota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::TooLarge { .. } | AppError::BodyTooLarge { .. } | AppError::OverQuota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Gone(_) => StatusCode::GONE,
-            AppError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             AppError::Locked(_) => StatusCode::LOCKED,
             // tus's checksum extension: 460 Checksum Mismatch.
             AppError::ChecksumMismatch => StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),

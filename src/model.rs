@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TITLE: usize = 200;
 
 /// Lifecycle of a video.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// A resumable upload whose last byte has not arrived (`upload_bytes` says how far it is).
@@ -28,14 +28,14 @@ impl Status {
 }
 
 /// Why a video failed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ErrorInfo {
     pub code: String,
     pub message: String,
 }
 
 /// The source as shown to users.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SourceInfo {
     pub duration_s: f64,
     pub width: u32,
@@ -48,7 +48,7 @@ pub struct SourceInfo {
 }
 
 /// A rendition as reported in the video record once packaged.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RenditionSummary {
     pub name: String,
     pub width: u32,
@@ -61,7 +61,7 @@ pub struct RenditionSummary {
 }
 
 /// One uploaded video. Serialized as it is into the store and, flattened, into the API view.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct VideoRecord {
     pub id: String,
     pub title: String,
@@ -216,7 +216,7 @@ mod tests {
 }
 
 /// Who may watch a video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// Listed; anyone may watch.
@@ -229,7 +229,7 @@ pub enum Visibility {
 }
 
 /// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, on every video and user.
@@ -297,7 +297,7 @@ pub struct Invite {
 }
 
 /// What a personal API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Upload videos.
@@ -331,7 +331,7 @@ pub struct Webhook {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
     /// Not delivered yet; tried again at `next_at`.

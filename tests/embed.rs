@@ -73,9 +73,21 @@ async fn embeds_oembed_and_cross_origin_playback() {
     assert_eq!(o["thumbnail_width"], 320);
     let o: Value = oembed(&server.url(&format!("/embed/{id}")), "&maxwidth=320&format=json").await.unwrap().json().await.unwrap();
     assert_eq!((o["width"].as_u64(), o["height"].as_u64()), (Some(320), Some(180)), "{o}");
+    // The same as XML (oEmbed §2.3.4), every value escaped.
+    let r = oembed(&watch_url, "&format=xml").await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()), (200, "text/xml; charset=utf-8"));
+    let x = r.text().await.unwrap();
+    assert!(
+        x.starts_with(r#"<?xml version="1.0" encoding="utf-8" standalone="yes"?><oembed><version>1.0</version><type>video</type>"#),
+        "{x}"
+    );
+    assert!(x.contains("<title>Embed &lt;me&gt; &amp; &quot;you&quot;</title>"), "{x}");
+    assert!(x.contains("<html>&lt;iframe src=&quot;") && x.contains("<width>640</width><height>360</height>"), "{x}");
+    assert!(x.ends_with("</oembed>") && !x.contains("<iframe"), "{x}");
     for (url, extra, status, code) in [
         (server.url(&format!("/watch/{private}")), "", 401, "unauthorized"),
-        (watch_url.clone(), "&format=xml", 501, "not_implemented"),
+        (watch_url.clone(), "&format=yaml", 400, "bad_request"),
+        (watch_url.clone(), "&maxwidth=-1", 400, "bad_request"),
         (format!("https://elsewhere.example/watch/{id}"), "", 404, "not_found"),
         (server.url("/watch/nosuchvideo"), "", 404, "not_found"),
         (server.url(&format!("/api/videos/{id}")), "", 404, "not_found"),

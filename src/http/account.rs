@@ -12,6 +12,7 @@ use warp::http::StatusCode;
 
 use super::api::json_response;
 use super::session::{no_content, start_session, RequestOrigin, Storage};
+use super::ErrorBody;
 use crate::app::App;
 use crate::auth::accounts::{self, Caller};
 use crate::config::Signup;
@@ -42,7 +43,7 @@ async fn hashed_user(name: String, password: String, role: Role) -> Result<User,
 }
 
 /// `POST /api/setup` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SetupForm {
     pub code: String,
     pub username: String,
@@ -51,6 +52,17 @@ pub struct SetupForm {
 
 /// `POST /api/setup`: creates the first admin, only while no user exists and only with the
 /// one-time code the server printed in its log; logs them in.
+#[utoipa::path(post, path = "/api/setup", tag = "accounts", request_body = SetupForm,
+    responses(
+        (status = 204, description = "The first admin exists and is logged in", headers(("set-cookie" = String, description = "`cascade_session=…; HttpOnly; SameSite=Lax`"))),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an invalid value", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a wrong setup code or a cross-site form", body = ErrorBody),
+        (status = 404, description = "`not_found`: setup is finished", body = ErrorBody),
+        (status = 409, description = "`conflict`: the name is taken", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`", body = ErrorBody),
+    ),
+    security(()))]
 pub async fn setup(
     app: Arc<App>,
     origin: RequestOrigin,
@@ -83,7 +95,7 @@ pub async fn setup(
 }
 
 /// `POST /api/signup` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SignupForm {
     pub username: String,
     pub password: String,
@@ -93,6 +105,16 @@ pub struct SignupForm {
 
 /// `POST /api/signup`: a new uploader, if the server's sign-up mode lets this caller in; logs
 /// them in. An invitation is used up by the first sign-up that presents it.
+#[utoipa::path(post, path = "/api/signup", tag = "accounts", request_body = SignupForm,
+    responses(
+        (status = 204, description = "Signed up and logged in", headers(("set-cookie" = String, description = "`cascade_session=…; HttpOnly; SameSite=Lax`"))),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an invalid value", body = ErrorBody),
+        (status = 403, description = "`forbidden`: sign-up is closed, the invitation is missing, used or expired, or a cross-site form", body = ErrorBody),
+        (status = 409, description = "`conflict`: the name is taken", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many sign-ups from this address", body = ErrorBody),
+    ),
+    security(()))]
 pub async fn signup(
     app: Arc<App>,
     origin: RequestOrigin,
@@ -138,7 +160,7 @@ pub async fn signup(
 }
 
 /// `PUT /api/me/password` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PasswordChange {
     pub current_password: String,
     pub new_password: String,
@@ -146,6 +168,16 @@ pub struct PasswordChange {
 
 /// `PUT /api/me/password`: from a session, with the current password. Every other session of
 /// the user ends; this one gets a new cookie.
+#[utoipa::path(put, path = "/api/me/password", tag = "accounts", request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed; a new session cookie replaces every other session", headers(("set-cookie" = String, description = "`cascade_session=…; HttpOnly; SameSite=Lax`"))),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an invalid value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the current password is wrong, an API token (log in), or a cross-site request", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`", body = ErrorBody),
+    ),
+    security(("session" = [])))]
 pub async fn change_password(
     app: Arc<App>,
     caller: Caller,
@@ -190,7 +222,7 @@ pub async fn change_password(
 }
 
 /// An API token as its owner sees it (the secret is shown once, at creation).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -206,14 +238,35 @@ impl From<ApiToken> for TokenView {
 }
 
 /// `GET /api/tokens`: the caller's API tokens.
+#[utoipa::path(get, path = "/api/tokens", tag = "accounts",
+    responses((status = 200, description = "The tokens", body = TokenList),
+        (status = 403, description = "`forbidden`: an API token (tokens are managed from a logged-in session)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+    ),
+    security(("session" = [])))]
 pub async fn list_tokens(app: Arc<App>, caller: Caller) -> Result<warp::reply::Response, AppError> {
     let id = caller.person()?.id.clone();
     let tokens: Vec<TokenView> = app.store.run(move |s| s.tokens_of(&id)).await?.into_iter().map(Into::into).collect();
-    Ok(json_response(&serde_json::json!({ "tokens": tokens }), StatusCode::OK))
+    Ok(json_response(&TokenList { tokens }, StatusCode::OK))
+}
+
+/// `GET /api/tokens`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenView>,
+}
+
+/// `POST /api/tokens`: the token and, this once, its secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NewTokenView {
+    #[serde(flatten)]
+    pub info: TokenView,
+    /// The secret to send as `Authorization: Bearer …`; shown only here.
+    pub token: String,
 }
 
 /// `POST /api/tokens` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub name: String,
@@ -223,6 +276,15 @@ pub struct NewToken {
 }
 
 /// `POST /api/tokens`: a new token of the caller; `201` with its secret, shown this once.
+#[utoipa::path(post, path = "/api/tokens", tag = "accounts", request_body = NewToken,
+    responses((status = 201, description = "The token, with its secret", body = NewTokenView),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an invalid value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: an API token (log in), or a cross-site request", body = ErrorBody),
+        (status = 409, description = "`conflict`: 100 tokens already", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+    ),
+    security(("session" = [])))]
 pub async fn create_token(
     app: Arc<App>,
     caller: Caller,
@@ -256,15 +318,17 @@ pub async fn create_token(
             Ok(secret)
         })
         .await
-        .and_then(|secret| {
-            let mut v = serde_json::to_value(TokenView::from(token)).map_err(|e| AppError::Internal(e.to_string()))?;
-            v["token"] = serde_json::Value::String(secret);
-            Ok(v)
-        })
-        .map(|v| json_response(&v, StatusCode::CREATED))
+        .map(|secret| json_response(&NewTokenView { info: TokenView::from(token), token: secret }, StatusCode::CREATED))
 }
 
 /// `DELETE /api/tokens/{id}`: revokes one of the caller's tokens.
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "accounts", params(("id" = String, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked"),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: an API token (log in), or a cross-site request", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("session" = [])))]
 pub async fn delete_token(app: Arc<App>, caller: Caller, origin: RequestOrigin, id: String) -> Result<warp::reply::Response, AppError> {
     origin.check(&caller, &app)?;
     let user = caller.person()?.id.clone();
@@ -277,7 +341,7 @@ pub async fn delete_token(app: Arc<App>, caller: Caller, origin: RequestOrigin, 
 }
 
 /// A user as admins see them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub username: String,
@@ -293,6 +357,12 @@ fn user_view(app: &App, u: User, used: crate::store::Usage) -> UserView {
 }
 
 /// `GET /api/admin/users`: every user with what they keep.
+#[utoipa::path(get, path = "/api/admin/users", tag = "admin",
+    responses((status = 200, description = "The users", body = UserList),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorBody),
+    ),
+    security(("token" = []), ("session" = [])))]
 pub async fn list_users(app: Arc<App>, caller: Caller) -> Result<warp::reply::Response, AppError> {
     caller.admin()?;
     let (mut users, mut usage) = app.store.run(|s| Ok::<_, StoreError>((s.users()?, s.usage()?))).await?;
@@ -304,11 +374,34 @@ pub async fn list_users(app: Arc<App>, caller: Caller) -> Result<warp::reply::Re
             user_view(&app, u, used)
         })
         .collect();
-    Ok(json_response(&serde_json::json!({ "users": views }), StatusCode::OK))
+    Ok(json_response(&UserList { users: views }, StatusCode::OK))
+}
+
+/// `GET /api/admin/users`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+}
+
+/// `POST /api/admin/users`: the user and the password made for them, if none was given.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedUser {
+    pub user: UserView,
+    /// The generated password (shown only here); `null` when the request gave one.
+    pub password: Option<String>,
+}
+
+/// `POST /api/admin/invites`: a one-time sign-up code.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InviteView {
+    pub code: String,
+    /// The sign-up page with the code (relative without `CASCADE_PUBLIC_URL`).
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `POST /api/admin/users` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
@@ -320,6 +413,15 @@ pub struct NewUser {
 }
 
 /// `POST /api/admin/users`: `201` with the user, and the password when the server made it up.
+#[utoipa::path(post, path = "/api/admin/users", tag = "admin", request_body = NewUser,
+    responses((status = 201, description = "The user", body = CreatedUser),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an invalid value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin, or a cross-site request with the session cookie", body = ErrorBody),
+        (status = 409, description = "`conflict`: the name is taken", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+    ),
+    security(("token" = []), ("session" = [])))]
 pub async fn create_user(
     app: Arc<App>,
     caller: Caller,
@@ -337,7 +439,7 @@ pub async fn create_user(
     app.store.flush().await?;
     info!(user = %user.username, role = ?user.role, by = %caller.user().map_or("", |u| u.username.as_str()), "user created");
     let view = user_view(&app, user, Default::default());
-    Ok(json_response(&serde_json::json!({ "user": view, "password": generated }), StatusCode::CREATED))
+    Ok(json_response(&CreatedUser { user: view, password: generated }, StatusCode::CREATED))
 }
 
 /// A JSON field that may be absent (keep), `null` (clear) or a value (set).
@@ -346,7 +448,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 }
 
 /// `PATCH /api/admin/users/{id}` body: only the fields given change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     #[serde(default)]
@@ -361,6 +463,16 @@ pub struct UserChange {
 }
 
 /// `PATCH /api/admin/users/{id}`: role, disabled, quotas. The last active admin stays one.
+#[utoipa::path(patch, path = "/api/admin/users/{id}", tag = "admin", params(("id" = String, Path, description = "The user's id")), request_body = UserChange,
+    responses((status = 200, description = "The user", body = UserView),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an invalid value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin, or a cross-site request with the session cookie", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: the last active admin cannot be demoted or disabled", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+    ),
+    security(("token" = []), ("session" = [])))]
 pub async fn update_user(
     app: Arc<App>,
     caller: Caller,
@@ -403,7 +515,7 @@ pub async fn update_user(
 }
 
 /// `POST /api/admin/invites` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewInvite {
     #[serde(default)]
@@ -411,6 +523,15 @@ pub struct NewInvite {
 }
 
 /// `POST /api/admin/invites`: a single-use sign-up link; `201` with its code and URL.
+#[utoipa::path(post, path = "/api/admin/invites", tag = "admin", request_body = NewInvite,
+    responses((status = 201, description = "The invitation", body = InviteView),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an invalid value", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin, or a cross-site request with the session cookie", body = ErrorBody),
+        (status = 409, description = "`conflict`: sign-up is closed", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+    ),
+    security(("token" = []), ("session" = [])))]
 pub async fn create_invite(
     app: Arc<App>,
     caller: Caller,
@@ -434,5 +555,5 @@ pub async fn create_invite(
     app.store.flush().await?;
     info!(by = %admin.username, days, "invitation created");
     let url = format!("{}/signup?invite={code}", app.config.public_url.as_deref().unwrap_or(""));
-    Ok(json_response(&serde_json::json!({ "code": code, "url": url, "expires_at": invite.expires_at }), StatusCode::CREATED))
+    Ok(json_response(&InviteView { code, url, expires_at: invite.expires_at }, StatusCode::CREATED))
 }

@@ -10,6 +10,7 @@ use warp::http::StatusCode;
 
 use super::session::RequestOrigin;
 use super::views::{view, VideoView};
+use super::ErrorBody;
 use crate::app::{remove_dir_off_executor, App};
 use crate::auth::accounts::Caller;
 use crate::error::AppError;
@@ -18,6 +19,19 @@ use crate::model::{VideoRecord, Visibility};
 /// A client's own reference for an upload, if it is a sane one.
 fn client_ref(r: Option<String>) -> Option<String> {
     r.filter(|r| !r.is_empty() && r.len() <= 64 && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}
+
+/// `POST /api/videos` query.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// `1` or `true`: answer `303 See Other` to the watch page (the form without JavaScript).
+    pub redirect: Option<String>,
+    /// A client's own reference for the upload (1–64 letters, digits or `-`), to find its record
+    /// while the body is still being sent (a streamed upload is processing before its response
+    /// arrives).
+    #[serde(rename = "ref")]
+    pub client_ref: Option<String>,
 }
 
 /// What an upload request says besides its body.
@@ -29,6 +43,23 @@ pub struct Upload {
     pub reference: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/videos", tag = "videos", params(UploadQuery),
+    request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data",
+        description = "The video in a `file` part (after `title` and `visibility`, if any). Any container and codec FFmpeg or GStreamer reads."),
+    responses(
+        (status = 201, description = "Received; transcoding runs (or has begun while the body arrived)", body = VideoView),
+        (status = 303, description = "`?redirect=1`: to the watch page"),
+        (status = 400, description = "`bad_request`: a malformed form or field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a token without the `upload` scope, or a cross-site request", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body stopped arriving", body = ErrorBody),
+        (status = 413, description = "`payload_too_large` / `over_quota`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (not multipart/form-data) / `unsupported_input` (not a video)", body = ErrorBody),
+        (status = 429, description = "`queue_full` / `too_many_uploads`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 507, description = "`insufficient_storage` / `quota_exceeded`", body = ErrorBody),
+    ),
+    security(("token" = ["upload"]), ("session" = [])))]
 /// `POST /api/videos`: a logged-in user (session from this site, or a token with `upload`).
 pub async fn upload<S, B>(
     app: Arc<App>,
@@ -79,7 +110,8 @@ pub fn json_response<T: serde::Serialize>(v: &T, status: StatusCode) -> warp::re
 }
 
 /// `GET /api/videos` query.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// A client's own upload reference (see `POST /api/videos?ref=`).
     #[serde(rename = "ref")]
@@ -100,6 +132,13 @@ fn parse_cursor(c: &str) -> Option<(i64, String)> {
     Some((t.parse().ok()?, id.to_string()))
 }
 
+#[utoipa::path(get, path = "/api/videos", tag = "videos", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of videos, newest first", body = VideoList),
+        (status = 400, description = "`bad_request`: an invalid cursor or query", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: a bad token or session", body = ErrorBody),
+    ),
+    security((), ("token" = []), ("session" = [])))]
 /// `GET /api/videos`: public videos and the caller's own (all for admins), newest first, a page at
 /// a time. Playback tokens are minted only for videos the caller may watch (these all are).
 pub async fn list(app: Arc<App>, caller: Caller, q: ListQuery, base: String) -> Result<warp::reply::Response, AppError> {
@@ -117,7 +156,15 @@ pub async fn list(app: Arc<App>, caller: Caller, q: ListQuery, base: String) -> 
     }
     let next_cursor = (recs.len() > limit).then(|| cursor_of(&recs[limit - 1].0));
     let videos: Vec<VideoView> = recs.into_iter().take(limit).map(|(r, pos)| view(&app, r, pos, &base)).collect();
-    Ok(json_response(&serde_json::json!({ "videos": videos, "next_cursor": next_cursor }), StatusCode::OK))
+    Ok(json_response(&VideoList { videos, next_cursor }, StatusCode::OK))
+}
+
+/// A page of `GET /api/videos`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VideoList {
+    pub videos: Vec<VideoView>,
+    /// The `cursor` of the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 /// A video the caller may watch, as a view; `None` when it does not exist or is hidden from them.
@@ -131,6 +178,13 @@ async fn get_view(app: &App, caller: &Caller, id: &str, base: &str) -> Result<Vi
     find_view(app, caller, id, base).await?.ok_or_else(|| AppError::NotFound(format!("no video {id}")))
 }
 
+#[utoipa::path(get, path = "/api/videos/{id}", tag = "videos", params(super::openapi::VideoId),
+    responses(
+        (status = 200, description = "The video, with fresh playback URLs once it is playable", body = VideoView),
+        (status = 401, description = "`unauthorized`: a bad token or session", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such video, or one the caller may not watch", body = ErrorBody),
+    ),
+    security((), ("token" = []), ("session" = [])))]
 /// `GET /api/videos/{id}`.
 pub async fn get(app: Arc<App>, caller: Caller, id: String, base: String) -> Result<warp::reply::Response, AppError> {
     Ok(json_response(&get_view(&app, &caller, &id, &base).await?, StatusCode::OK))
@@ -146,13 +200,23 @@ async fn managed(app: &App, caller: &Caller, origin: &RequestOrigin, id: &str) -
 }
 
 /// `PATCH /api/videos/{id}` body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Edit {
     pub title: Option<String>,
     pub visibility: Option<Visibility>,
 }
 
+#[utoipa::path(patch, path = "/api/videos/{id}", tag = "videos", params(super::openapi::VideoId), request_body = Edit,
+    responses(
+        (status = 200, description = "The changed video", body = VideoView),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an empty title", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the owner or an admin, a token without `manage`, or a cross-site request", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+    ),
+    security(("token" = ["manage"]), ("session" = [])))]
 /// `PATCH /api/videos/{id}`: title and visibility, by the owner or an admin.
 pub async fn edit(
     app: Arc<App>,
@@ -192,6 +256,14 @@ pub async fn edit(
     Ok(json_response(&get_view(&app, &caller, &id, &base).await?, StatusCode::OK))
 }
 
+#[utoipa::path(delete, path = "/api/videos/{id}", tag = "videos", params(super::openapi::VideoId),
+    responses(
+        (status = 204, description = "Deleted, with its files; a running job is cancelled"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not the owner or an admin, a token without `manage`, or a cross-site request", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("token" = ["manage"]), ("session" = [])))]
 /// `DELETE /api/videos/{id}`: cancels a running job and removes record, key, source and output.
 pub async fn delete(app: Arc<App>, caller: Caller, origin: RequestOrigin, id: String) -> Result<warp::reply::Response, AppError> {
     let rec = managed(&app, &caller, &origin, &id).await?;
@@ -213,6 +285,15 @@ pub async fn delete(app: Arc<App>, caller: Caller, origin: RequestOrigin, id: St
     Ok(r)
 }
 
+#[utoipa::path(get, path = "/api/videos/{id}/events", tag = "videos", params(super::openapi::VideoId),
+    responses(
+        (status = 200, description = "Server-sent events named `video`, each a video as `GET /api/videos/{id}` shows it: now, then on every change until it is ready or failed",
+            content_type = "text/event-stream", body = super::openapi::VideoEvent),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 429, description = "`too_many_subscribers`: too many open streams", body = ErrorBody),
+    ),
+    security((), ("token" = []), ("session" = [])))]
 /// `GET /api/videos/{id}/events`: the record now, then on every change, until it is final.
 /// Open streams are capped in all and per client address.
 pub async fn events(

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use warp::http::HeaderValue;
 use warp::{Filter, Rejection, Reply};
 
+use super::ErrorBody;
 use super::{get_or_head, reject, with_app};
 use crate::app::App;
 use crate::auth::accounts::Caller;
@@ -36,25 +37,54 @@ pub fn routes(app: &Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Re
             Ok::<_, Rejection>(r)
         }
     });
-    let oembed = warp::path!("oembed")
-        .and(get_or_head())
-        .and(with_app(app.clone()))
-        .and(warp::query::<OEmbedQuery>())
-        .and_then(|app: Arc<App>, q: OEmbedQuery| async move { oembed(&app, q).await.map(|o| warp::reply::json(&o)).map_err(reject) });
+    let oembed = warp::path!("oembed").and(get_or_head()).and(with_app(app.clone())).and(super::query::<OEmbedQuery>()).and_then(
+        |app: Arc<App>, q: Result<OEmbedQuery, AppError>| async move {
+            let q = q.map_err(reject)?;
+            let format = q.format().map_err(reject)?;
+            let o = oembed(&app, q).await.map_err(reject)?;
+            Ok::<_, Rejection>(match format {
+                Format::Json => warp::reply::json(&o).into_response(),
+                Format::Xml => warp::reply::with_header(o.xml(), "content-type", "text/xml; charset=utf-8").into_response(),
+            })
+        },
+    );
     embed.or(oembed)
 }
 
 /// `GET /oembed` query (oEmbed 1.0, §2.2).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OEmbedQuery {
+    /// A watch or embed page of this service (`…/watch/{id}`).
     pub url: String,
     pub maxwidth: Option<u32>,
     pub maxheight: Option<u32>,
+    /// `json` (the default) or `xml`.
+    #[param(value_type = Option<Format>)]
     pub format: Option<String>,
 }
 
+/// The formats of an oEmbed response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Xml,
+}
+
+impl OEmbedQuery {
+    /// The format asked for; an empty `format=` is the default.
+    fn format(&self) -> Result<Format, AppError> {
+        match self.format.as_deref() {
+            None | Some("") | Some("json") => Ok(Format::Json),
+            Some("xml") => Ok(Format::Xml),
+            Some(other) => Err(AppError::BadRequest(format!("format is json or xml, not {other:?}"))),
+        }
+    }
+}
+
 /// An oEmbed `video` response (§2.3.4).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OEmbed {
     pub version: &'static str,
     #[serde(rename = "type")]
@@ -110,11 +140,17 @@ fn fit(src: Option<(u32, u32)>, maxwidth: Option<u32>, maxheight: Option<u32>) -
 }
 
 /// `GET /oembed?url=…`: public and unlisted videos (an unlisted one is shown to whoever has its
-/// link, which is what an unfurl is); a private one is `401`, as the spec says, and XML `501`.
+/// link, which is what an unfurl is); a private one is `401`, as the spec says.
+#[utoipa::path(get, path = "/oembed", tag = "embeds", params(OEmbedQuery),
+    responses((status = 200, description = "An oEmbed `video` response", content(
+            (OEmbed = "application/json"),
+            (String = "text/xml", example = "<?xml version=\"1.0\" encoding=\"utf-8\" standalone=\"yes\"?><oembed><version>1.0</version><type>video</type>…</oembed>"))),
+        (status = 400, description = "`bad_request`: `url` is missing, or a query value is invalid", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: the video is private", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a watch or embed URL of this service, or no such video", body = ErrorBody),
+    ),
+    security(()))]
 pub async fn oembed(app: &App, q: OEmbedQuery) -> Result<OEmbed, AppError> {
-    if q.format.as_deref().is_some_and(|f| f != "json") {
-        return Err(AppError::NotImplemented("only format=json is served".into()));
-    }
     let (base, id) = parse_url(&q.url, app.config.public_url.as_deref())
         .ok_or_else(|| AppError::NotFound("not the URL of a video on this service (…/watch/{id})".into()))?;
     let id2 = id.to_string();
@@ -151,7 +187,30 @@ pub async fn oembed(app: &App, q: OEmbedQuery) -> Result<OEmbed, AppError> {
     })
 }
 
-/// Text for an HTML attribute or element.
+impl OEmbed {
+    /// The response as oEmbed's XML (§2.3.4): the same fields, each an element.
+    pub fn xml(&self) -> String {
+        let mut x = String::from(r#"<?xml version="1.0" encoding="utf-8" standalone="yes"?><oembed>"#);
+        let mut field = |name: &str, value: &str| x.push_str(&format!("<{name}>{}</{name}>", escape(value)));
+        field("version", self.version);
+        field("type", self.kind);
+        field("title", &self.title);
+        field("provider_name", self.provider_name);
+        field("provider_url", &self.provider_url);
+        field("html", &self.html);
+        field("width", &self.width.to_string());
+        field("height", &self.height.to_string());
+        if let (Some(u), Some(w), Some(h)) = (&self.thumbnail_url, self.thumbnail_width, self.thumbnail_height) {
+            field("thumbnail_url", u);
+            field("thumbnail_width", &w.to_string());
+            field("thumbnail_height", &h.to_string());
+        }
+        x.push_str("</oembed>");
+        x
+    }
+}
+
+/// Text for an HTML attribute or element (XML's escapes too).
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }

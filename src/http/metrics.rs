@@ -37,6 +37,8 @@ pub fn route_label(path: &str) -> &'static str {
         ["assets", _] => "/assets/{file}",
         ["vendor", _] => "/vendor/{file}",
         ["api", "time"] => "/api/time",
+        ["api", "openapi.json"] => "/api/openapi.json",
+        ["api", "docs"] => "/api/docs",
         ["api", "config"] => "/api/config",
         ["api", "session"] => "/api/session",
         ["api", "setup"] => "/api/setup",

@@ -30,6 +30,11 @@ const TABLE: &[(&str, &str, Kind)] = &[
     ("json", "application/json", Kind::Web),
 ];
 
+/// Every MIME type of a kind (the API description lists them).
+pub fn types(kind: Kind) -> impl Iterator<Item = &'static str> {
+    TABLE.iter().filter(move |(_, _, k)| *k == kind).map(|(_, m, _)| *m)
+}
+
 /// MIME type and kind of a file name's extension, if Cascade serves that type.
 pub fn lookup(name: &str) -> Option<(&'static str, Kind)> {
     let ext = name.rsplit_once('.')?.1;

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod mime;
+pub mod openapi;
 pub mod pages;
 pub mod server;
 pub mod session;
@@ -26,10 +27,13 @@ use warp::{Filter, Rejection, Reply};
 use crate::app::App;
 use crate::error::AppError;
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: String,
+/// Every error answer: a stable machine-readable `code` and a message for people.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code; each response of the description names the codes it can carry.
+    #[schema(example = "not_found")]
+    pub code: &'static str,
+    pub message: String,
 }
 
 fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infallible> + Clone {
@@ -48,17 +52,64 @@ pub fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::get().or(warp::head()).unify()
 }
 
+/// A header as text, when present. A value that is not visible ASCII is kept as `"\u{FFFD}"` (which
+/// matches nothing: no origin, credential or range is ever that) instead of rejecting the request,
+/// which warp would report as another route's `405`.
+pub fn header_text(name: &'static str) -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::header::optional::<String>(name).or(warp::any().map(|| Some("\u{FFFD}".to_string()))).unify()
+}
+
 /// The peer address of the connection, when the server put it into the request.
 fn client_ip() -> impl Filter<Extract = (Option<std::net::IpAddr>,), Error = Infallible> + Clone {
     warp::ext::optional::<limits::ClientAddr>().map(|a: Option<limits::ClientAddr>| a.map(|a| a.0.ip()))
 }
 
-/// A small JSON body (≤ 16 KiB), parsed by the handler: malformed JSON is a `400` answered
-/// after the caller's credentials were checked, never a routing error.
+/// Largest JSON body of the API.
+const MAX_JSON: usize = 16 * 1024;
+
+/// A small JSON body (≤ 16 KiB, within 30 s), parsed by the handler: malformed JSON is a `400`,
+/// and a larger body a `413`, answered after the caller's credentials were checked, never a
+/// routing error. A body without `Content-Length` (chunked, or none at all) is read the same way.
 fn json_body<T: serde::de::DeserializeOwned + Send>() -> impl Filter<Extract = (Result<T, AppError>,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(16 * 1024)
-        .and(warp::body::bytes())
-        .map(|b: bytes::Bytes| serde_json::from_slice::<T>(&b).map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}"))))
+    warp::body::stream().then(|body| async move {
+        let bytes = tokio::time::timeout(std::time::Duration::from_secs(30), read_limited(body, MAX_JSON))
+            .await
+            .map_err(|_| AppError::RequestTimeout("the JSON body did not arrive within 30 s".into()))??;
+        serde_json::from_slice::<T>(&bytes).map_err(|e| AppError::BadRequest(format!("invalid JSON body: {e}")))
+    })
+}
+
+/// A whole body of at most `limit` bytes.
+async fn read_limited<S, B>(body: S, limit: usize) -> Result<bytes::Bytes, AppError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut all = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| AppError::BadRequest(format!("the body could not be read: {e}")))?;
+        if all.len() + chunk.remaining() > limit {
+            return Err(AppError::BodyTooLarge { limit: limit as u64 });
+        }
+        while chunk.has_remaining() {
+            let n = chunk.chunk().len();
+            all.extend_from_slice(chunk.chunk());
+            chunk.advance(n);
+        }
+    }
+    Ok(all.freeze())
+}
+
+/// The query string, parsed by the handler: a malformed one is a `400` answered after the
+/// caller's credentials were checked, never a routing error (which warp would report as another
+/// route's `405`).
+fn query<T: serde::de::DeserializeOwned + Send>() -> impl Filter<Extract = (Result<T, AppError>,), Error = Infallible> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .map(|q: String| serde_urlencoded::from_str::<T>(&q).map_err(|e| AppError::BadRequest(format!("invalid query: {e}"))))
 }
 
 fn reject(e: AppError) -> Rejection {
@@ -67,37 +118,32 @@ fn reject(e: AppError) -> Rejection {
 
 /// Every route of the service.
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let healthz = warp::path!("healthz").and(get_or_head()).map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
-    let origin = || warp::header::optional::<String>("origin");
+    let healthz = warp::path!("healthz").and(get_or_head()).map(|| warp::reply::json(&openapi::Health { status: "ok" }));
+    let origin = || header_text("origin");
     let cors = app.config.cors_origins.clone();
     let time = warp::path!("api" / "time").and(get_or_head()).and(origin()).map(move |origin: Option<String>| {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         cors::apply(&cors, origin.as_deref(), warp::reply::with_header(now, "cache-control", "no-store"))
     });
 
-    #[derive(serde::Deserialize)]
-    struct UploadQuery {
-        redirect: Option<String>,
-        /// A client's own reference for the upload, to find its record while the body is still
-        /// being sent (a streamed upload is processing before its response arrives).
-        #[serde(rename = "ref")]
-        client_ref: Option<String>,
-    }
     let upload = warp::path!("api" / "videos")
         .and(warp::post())
         .and(with_app(app.clone()))
         .and(session::credentials())
         .and(session::request_origin())
         .and(warp::header::optional::<u64>("content-length"))
-        .and(warp::query::<UploadQuery>())
+        .and(query::<api::UploadQuery>())
         .and(base(&app))
         // Any content type, so that a wrong one gets a 415 rather than a routing error.
-        .and(warp::header::optional::<String>("content-type"))
+        .and(header_text("content-type"))
         .and(warp::body::stream())
-        .and_then(|app: Arc<App>, creds, origin, len, q: UploadQuery, base, content_type: Option<String>, body| async move {
+        .and_then(|app: Arc<App>, creds, origin, len, q: Result<api::UploadQuery, AppError>, base, content_type: Option<String>, body| async move {
+            let (q, caller) = match q {
+                Ok(q) => (q, session::identify(&app, creds).await),
+                Err(e) => (Default::default(), Err(e)),
+            };
             let redirect = q.redirect.is_some_and(|r| r == "1" || r == "true");
             let upload = api::Upload { content_length: len, content_type, redirect, reference: q.client_ref };
-            let caller = session::identify(&app, creds).await;
             // Even a refused caller's body goes through the upload path, which answers after
             // reading the rest of a small body.
             api::upload(app, caller, origin, upload, base, body).await.map_err(reject)
@@ -106,11 +152,11 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(get_or_head())
         .and(with_app(app.clone()))
         .and(session::credentials())
-        .and(warp::query::<api::ListQuery>())
+        .and(query::<api::ListQuery>())
         .and(base(&app))
-        .and_then(|app: Arc<App>, creds, q, base| async move {
+        .and_then(|app: Arc<App>, creds, q: Result<api::ListQuery, AppError>, base| async move {
             let caller = session::identify(&app, creds).await.map_err(reject)?;
-            api::list(app, caller, q, base).await.map_err(reject)
+            api::list(app, caller, q.map_err(reject)?, base).await.map_err(reject)
         });
     let get = warp::path!("api" / "videos" / String)
         .and(get_or_head())
@@ -161,7 +207,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
     let logout = warp::path!("api" / "session")
         .and(warp::delete())
         .and(with_app(app.clone()))
-        .and(warp::header::optional::<String>("cookie"))
+        .and(header_text("cookie"))
         .and_then(|app, cookie| async move { session::logout(app, cookie).await.map_err(reject) });
     let me = warp::path!("api" / "me").and(get_or_head()).and(with_app(app.clone())).and(session::credentials()).and_then(
         |app: Arc<App>, creds| async move {
@@ -177,7 +223,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::path::tail())
         .and(warp::get().map(|| false).or(warp::head().map(|| true)).unify())
         .and(with_app(app.clone()))
-        .and(warp::header::optional::<String>("range"))
+        .and(header_text("range"))
         .and(origin())
         .then(|token: String, tail: warp::path::Tail, head, app: Arc<App>, range, origin: Option<String>| async move {
             let reply = media::serve(app.clone(), token, tail.as_str().to_string(), range, head).await.unwrap_or_else(|e| error_reply(&e));
@@ -203,13 +249,13 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
 
     let a = app.clone();
     let config = warp::path!("api" / "config").and(get_or_head()).map(move || {
-        warp::reply::json(&serde_json::json!({
-            "max_upload_bytes": a.config.max_upload_bytes,
-            "segment_seconds": a.ladder.segment_seconds,
-            "signup": a.config.signup,
-            "default_visibility": a.config.default_visibility,
-            "setup": a.setup_code.lock().is_ok_and(|c| c.is_some()),
-        }))
+        warp::reply::json(&openapi::ServerConfig {
+            max_upload_bytes: a.config.max_upload_bytes,
+            segment_seconds: a.ladder.segment_seconds,
+            signup: a.config.signup,
+            default_visibility: a.config.default_visibility,
+            setup: a.setup_code.lock().is_ok_and(|c| c.is_some()),
+        })
     });
     let videos = upload.or(list).or(events).or(get).or(edit).or(delete);
     let api = healthz
@@ -225,7 +271,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(preflight)
         .or(embed::routes(&app))
         .or(metrics::route(&app))
-        .or(webhooks::routes(&app));
+        .or(webhooks::routes(&app))
+        .or(openapi::routes(&app));
     let policy = headers::SecurityHeaders::new(&app.config);
     let counted = app.config.metrics.then(|| app.clone());
     api.or(pages::routes(app))
@@ -242,14 +289,15 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
 
 /// Setup, sign-up, password, API tokens and administration (`account.rs`).
 fn account_routes(app: &Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let open = |name: &'static str| warp::path("api").and(warp::path(name)).and(warp::path::end()).and(warp::post());
-    let setup = open("setup")
+    let setup = warp::path!("api" / "setup")
+        .and(warp::post())
         .and(with_app(app.clone()))
         .and(session::request_origin())
         .and(client_ip())
         .and(json_body())
         .and_then(|app, origin, ip, form| async move { account::setup(app, origin, ip, form).await.map_err(reject) });
-    let signup = open("signup")
+    let signup = warp::path!("api" / "signup")
+        .and(warp::post())
         .and(with_app(app.clone()))
         .and(session::request_origin())
         .and(client_ip())

@@ -21,8 +21,13 @@ const WATCH_PAGE: &str = "watch.html";
 const PLAYERS: [(&str, &str); 2] =
     [("dash.all.min.js", "dashjs/dist/modern/umd/dash.all.min.js"), ("hls.min.js", "hls.js/dist/hls.min.js")];
 
-/// Other libraries the pages load, served the same way: the resumable-upload client.
-const LIBRARIES: [(&str, &str); 1] = [("tus.min.js", "tus-js-client/dist/tus.min.js")];
+/// Other libraries the pages load, served the same way: the resumable-upload client, and Swagger
+/// UI for `/api/docs`.
+const LIBRARIES: [(&str, &str); 3] = [
+    ("tus.min.js", "tus-js-client/dist/tus.min.js"),
+    ("swagger-ui-bundle.js", "swagger-ui-dist/swagger-ui-bundle.js"),
+    ("swagger-ui.css", "swagger-ui-dist/swagger-ui.css"),
+];
 
 /// A web dir whose watch page would load player libraries that are not installed.
 #[derive(Debug, thiserror::Error)]

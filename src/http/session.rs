@@ -7,9 +7,10 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use warp::http::{header, HeaderValue, StatusCode};
-use warp::{Filter, Rejection};
+use warp::Filter;
 
 use super::api::json_response;
+use super::ErrorBody;
 use crate::app::App;
 use crate::auth::accounts::{self, Caller, Credential, SESSION_COOKIE};
 use crate::error::AppError;
@@ -25,10 +26,8 @@ pub struct Credentials {
 }
 
 /// The `Authorization` and `Cookie` headers.
-pub fn credentials() -> impl Filter<Extract = (Credentials,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and(warp::header::optional::<String>("cookie"))
-        .map(|authorization, cookie| Credentials { authorization, cookie })
+pub fn credentials() -> impl Filter<Extract = (Credentials,), Error = std::convert::Infallible> + Clone {
+    super::header_text("authorization").and(super::header_text("cookie")).map(|authorization, cookie| Credentials { authorization, cookie })
 }
 
 /// The caller of a request; a bad bearer token is a 401.
@@ -81,10 +80,10 @@ pub struct RequestOrigin {
 }
 
 /// The headers the CSRF rule looks at.
-pub fn request_origin() -> impl Filter<Extract = (RequestOrigin,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("origin")
-        .and(warp::header::optional::<String>("sec-fetch-site"))
-        .and(warp::header::optional::<String>("host"))
+pub fn request_origin() -> impl Filter<Extract = (RequestOrigin,), Error = std::convert::Infallible> + Clone {
+    super::header_text("origin")
+        .and(super::header_text("sec-fetch-site"))
+        .and(super::header_text("host"))
         .map(|origin, sec_fetch_site, host| RequestOrigin { origin, sec_fetch_site, host })
 }
 
@@ -129,14 +128,14 @@ impl RequestOrigin {
 }
 
 /// `POST /api/session` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Login {
     pub username: String,
     pub password: String,
 }
 
 /// `GET /api/me`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Me {
     pub id: String,
     pub username: String,
@@ -145,7 +144,7 @@ pub struct Me {
 }
 
 /// What a user keeps and may keep.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Storage {
     pub bytes: u64,
     pub videos: u64,
@@ -176,6 +175,16 @@ pub fn no_content() -> warp::reply::Response {
     r
 }
 
+#[utoipa::path(post, path = "/api/session", tag = "accounts", request_body = Login,
+    responses(
+        (status = 204, description = "Logged in: the session cookie is set", headers(("set-cookie" = String, description = "`cascade_session=…; HttpOnly; SameSite=Lax`"))),
+        (status = 400, description = "`bad_request`: invalid JSON", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: wrong user name or password (the same answer whether the user exists or not)", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a cross-site form", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many failed logins for this user or address", body = ErrorBody),
+    ),
+    security(()))]
 /// `POST /api/session`: checks the password (rate-limited per account and per address; the answer
 /// never says whether the user exists) and sets the session cookie.
 pub async fn login(
@@ -223,6 +232,9 @@ pub async fn start_session(app: &App, user: &User) -> Result<warp::reply::Respon
     Ok(r)
 }
 
+#[utoipa::path(delete, path = "/api/session", tag = "accounts",
+    responses((status = 204, description = "The session (if any) is ended and the cookie cleared", headers(("set-cookie" = String, description = "`cascade_session=…; HttpOnly; SameSite=Lax`")))),
+    security((), ("session" = [])))]
 /// `DELETE /api/session`: ends the session of the cookie, if any, and clears the cookie.
 pub async fn logout(app: Arc<App>, cookie_header: Option<String>) -> Result<warp::reply::Response, AppError> {
     if let Some(secret) = cookie_header.as_deref().and_then(accounts::session_cookie) {
@@ -235,6 +247,12 @@ pub async fn logout(app: Arc<App>, cookie_header: Option<String>) -> Result<warp
     Ok(r)
 }
 
+#[utoipa::path(get, path = "/api/me", tag = "accounts",
+    responses(
+        (status = 200, description = "The caller and their storage", body = Me),
+        (status = 401, description = "`unauthorized`: not logged in", body = ErrorBody),
+    ),
+    security(("token" = []), ("session" = [])))]
 /// `GET /api/me`: who the caller is and what they keep.
 pub async fn me(app: Arc<App>, caller: Caller) -> Result<warp::reply::Response, AppError> {
     let u = caller.user().ok_or_else(|| AppError::Unauthorized("not logged in".into()))?.clone();

@@ -9,7 +9,7 @@ use crate::packaging::images as im;
 use crate::packaging::{DASH_MPD, HLS_MASTER};
 
 /// Playback URLs with a fresh token.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Playback {
     pub hls: String,
     pub dash: String,
@@ -18,7 +18,7 @@ pub struct Playback {
 }
 
 /// URLs of a video's pictures.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct Images {
     pub poster: Option<String>,
     pub thumbnail: Option<String>,
@@ -27,7 +27,7 @@ pub struct Images {
 }
 
 /// A video as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VideoView {
     #[serde(flatten)]
     pub video: VideoRecord,

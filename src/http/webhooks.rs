@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use super::ErrorBody;
 use super::{get_or_head, json_body, reject, session, with_app};
 use crate::app::App;
 use crate::auth::accounts::Caller;
@@ -16,7 +17,7 @@ use crate::model::{Delivery, DeliveryState, Webhook};
 use crate::webhooks::{self as hooks, EVENTS, MAX_PER_USER};
 
 /// `POST /api/webhooks` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     pub url: String,
@@ -25,7 +26,7 @@ pub struct NewWebhook {
 }
 
 /// An endpoint as the API shows it: its secret only in the answer that created it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
     pub id: String,
     pub url: String,
@@ -40,7 +41,7 @@ fn view(w: Webhook, with_secret: bool) -> WebhookView {
 }
 
 /// A delivery in the log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: String,
     pub event: String,
@@ -83,6 +84,16 @@ async fn owned(app: &App, caller: &Caller, id: &str) -> Result<Webhook, AppError
     w.filter(|w| w.owner == user.id || user.role == crate::model::Role::Admin).ok_or_else(|| AppError::NotFound(format!("no webhook {id}")))
 }
 
+/// `POST /api/webhooks`: registers an endpoint; its signing secret is in this answer only.
+#[utoipa::path(post, path = "/api/webhooks", tag = "webhooks", request_body = NewWebhook,
+    responses((status = 201, description = "The endpoint, with its secret", body = WebhookView),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown event, a URL that is not http(s), does not resolve, or resolves to a private address", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a token without `manage`, or a cross-site request", body = ErrorBody),
+        (status = 409, description = "`conflict`: too many endpoints", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 16 KiB", body = ErrorBody),
+    ),
+    security(("token" = ["manage"]), ("session" = [])))]
 pub async fn create(
     app: Arc<App>,
     caller: Caller,
@@ -128,16 +139,39 @@ pub async fn create(
     Ok(json(&view(w, true), StatusCode::CREATED))
 }
 
+/// `GET /api/webhooks`: the caller's endpoints (without secrets).
+#[utoipa::path(get, path = "/api/webhooks", tag = "webhooks",
+    responses((status = 200, description = "The endpoints", body = Vec<WebhookView>),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a token without `manage`", body = ErrorBody),
+    ),
+    security(("token" = ["manage"]), ("session" = [])))]
 pub async fn list(app: Arc<App>, caller: Caller) -> Result<warp::reply::Response, AppError> {
     let user = caller.manager()?.clone();
     let list = app.store.run(move |s| s.webhooks(Some(&user.id))).await?;
     Ok(json(&list.into_iter().map(|w| view(w, false)).collect::<Vec<_>>(), StatusCode::OK))
 }
 
+/// `GET /api/webhooks/{id}`.
+#[utoipa::path(get, path = "/api/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The endpoint's id")),
+    responses((status = 200, description = "The endpoint", body = WebhookView),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a token without `manage`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such endpoint of the caller's", body = ErrorBody),
+    ),
+    security(("token" = ["manage"]), ("session" = [])))]
 pub async fn get(app: Arc<App>, caller: Caller, id: String) -> Result<warp::reply::Response, AppError> {
     Ok(json(&view(owned(&app, &caller, &id).await?, false), StatusCode::OK))
 }
 
+/// `DELETE /api/webhooks/{id}`: removes the endpoint and its deliveries.
+#[utoipa::path(delete, path = "/api/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The endpoint's id")),
+    responses((status = 204, description = "Removed"),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a token without `manage`, or a cross-site request", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("token" = ["manage"]), ("session" = [])))]
 pub async fn delete(app: Arc<App>, caller: Caller, origin: RequestOrigin, id: String) -> Result<warp::reply::Response, AppError> {
     origin.check(&caller, &app)?;
     let w = owned(&app, &caller, &id).await?;
@@ -146,6 +180,13 @@ pub async fn delete(app: Arc<App>, caller: Caller, origin: RequestOrigin, id: St
 }
 
 /// The newest 100 deliveries of an endpoint.
+#[utoipa::path(get, path = "/api/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = String, Path, description = "The endpoint's id")),
+    responses((status = 200, description = "The newest 100 deliveries, newest first", body = Vec<DeliveryView>),
+        (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a token without `manage`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("token" = ["manage"]), ("session" = [])))]
 pub async fn deliveries(app: Arc<App>, caller: Caller, id: String) -> Result<warp::reply::Response, AppError> {
     let w = owned(&app, &caller, &id).await?;
     let list = app.store.run(move |s| s.deliveries(&w.id, 100)).await?;

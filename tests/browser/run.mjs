@@ -535,6 +535,16 @@ await scenario('another site plays public and private videos and embeds the play
 await guest.close();
 for (const s of foreignSites) s.close();
 
+await scenario('API reference: /api/docs shows every operation of /api/openapi.json', 60000, async (page) => {
+  const spec = await (await fetch(`${BASE}/api/openapi.json`)).json();
+  const operations = Object.values(spec.paths).reduce((n, ops) => n + Object.keys(ops).length, 0);
+  await page.goto(`${BASE}/api/docs`);
+  await page.waitForFunction((n) => document.querySelectorAll('.opblock').length === n, operations, { timeout: 30000 });
+  const title = await page.locator('.info .title').first().textContent();
+  if (!title.includes('Cascade')) throw new Error(`the page's title is ${title}`);
+  await page.screenshot({ path: path.join(ART, 'api-docs.png') });
+});
+
 await scenario('no request leaves 127.0.0.1', 5000, async () => {
   if (foreign.length) throw new Error(`requests to other hosts: ${foreign.slice(0, 5).join(', ')}`);
 });

@@ -1,0 +1,5 @@
+"""Schemathesis hooks for Cascade's description: tus chunks (`application/offset+octet-stream`)
+are sent as raw bytes, like `application/octet-stream`."""
+import schemathesis
+
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
