@@ -144,6 +144,10 @@ pub async fn emit(app: &App, event: &'static str, rec: &VideoRecord) {
         .store
         .run(move |s| {
             let hooks = s.webhooks(Some(&owner))?;
+            // A disabled user's integrations stop with their sessions and tokens.
+            if hooks.is_empty() || s.user(&owner)?.is_none_or(|u| u.disabled) {
+                return Ok(0);
+            }
             let mut list = Vec::new();
             for w in hooks.into_iter().filter(|w| w.events.iter().any(|e| e == event)) {
                 list.push(Delivery {

@@ -214,6 +214,41 @@ async fn events_reach_the_endpoint_signed_and_logged() {
     assert_eq!(server.client.get(server.url(&format!("/api/webhooks/{hook_id}"))).send().await.unwrap().status(), 404);
 }
 
+/// A disabled user's endpoints get no new events (their sessions and tokens stop too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_users_endpoints_receive_nothing() {
+    let server = Server::start(&[ALLOW]).await;
+    let (l, url) = listener().await;
+    let endpoint = Endpoint::start(l, Answer::Status(204)).await;
+    let token = user_with_token(&server.data_dir, "leaver", "leaver password 1", false, "upload,manage");
+    let leaver = client_with_token(&token);
+    let r = leaver
+        .post(server.url("/api/webhooks"))
+        .json(&json!({ "url": url, "events": ["video.created", "video.deleted"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let hook_id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let r = leaver.post(server.url("/api/uploads")).header("Tus-Resumable", "1.0.0").header("Upload-Length", "1000").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let video = r.headers()["cascade-video-id"].to_str().unwrap().to_string();
+    assert_eq!(endpoint.wait_for(1, Duration::from_secs(60)).await[0].json()["type"], "video.created");
+
+    let users: Value = server.client.get(server.url("/api/admin/users")).send().await.unwrap().json().await.unwrap();
+    let user_id =
+        users["users"].as_array().unwrap().iter().find(|u| u["username"] == "leaver").unwrap()["id"].as_str().unwrap().to_string();
+    let r =
+        server.client.patch(server.url(&format!("/api/admin/users/{user_id}"))).json(&json!({ "disabled": true })).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // An admin deletes the video: the event is decided before the answer, and none is queued.
+    assert_eq!(server.client.delete(server.url(&format!("/api/videos/{video}"))).send().await.unwrap().status(), 204);
+    let log = deliveries(&server, &hook_id).await;
+    let events: Vec<&str> = log.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["video.created"]);
+    assert_eq!(endpoint.got().len(), 1);
+}
+
 /// A resumable upload's creation: a `video.created` event without a transcode.
 async fn create_tus(server: &Server) -> String {
     let r = server
