@@ -50,8 +50,7 @@ pub fn route_label(path: &str) -> &'static str {
 fn templates() -> &'static [(String, Vec<Option<String>>)] {
     static TEMPLATES: std::sync::OnceLock<Vec<(String, Vec<Option<String>>)>> = std::sync::OnceLock::new();
     TEMPLATES.get_or_init(|| {
-        use utoipa::OpenApi;
-        let mut list: Vec<(String, Vec<Option<String>>)> = super::openapi::ApiDoc::openapi()
+        let mut list: Vec<(String, Vec<Option<String>>)> = super::openapi::doc()
             .paths
             .paths
             .keys()

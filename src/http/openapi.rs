@@ -158,10 +158,16 @@ impl Modify for Credentials {
     }
 }
 
+/// The description, made once (it is also where metrics find their route labels).
+pub fn doc() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(ApiDoc::openapi)
+}
+
 /// The description as JSON, made once.
 pub fn json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
+    JSON.get_or_init(|| doc().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
 }
 
 /// The page of `/api/docs` in the web dir, and its Swagger UI files under `/vendor/`.
