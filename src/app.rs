@@ -55,6 +55,8 @@ pub struct App {
     pub outbox: crate::webhooks::Outbox,
     /// Callers identified recently (`http::session::identify`).
     pub callers: crate::http::session::CallerCache,
+    /// Stream keys, streams on air and the live slots.
+    pub live: Arc<crate::live::Live>,
 }
 
 /// Seconds since the Unix epoch.
@@ -116,6 +118,7 @@ impl App {
             metrics: Default::default(),
             outbox: Default::default(),
             callers: quick_cache::sync::Cache::new(10_000),
+            live: Arc::new(crate::live::Live::new(config.max_live)),
             config,
         })
     }

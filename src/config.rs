@@ -176,6 +176,18 @@ pub struct ServeArgs {
     #[arg(long, env = "CASCADE_WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub webhook_allow_private: bool,
+    /// Where publishers send live streams over RTMP (`rtmp://HOST:PORT/live/KEY`), or `off`
+    #[arg(long, env = "CASCADE_RTMP_BIND", value_name = "ADDR|off", default_value = "0.0.0.0:1935", value_parser = optional_addr)]
+    pub rtmp_bind: OptionalAddr,
+    /// Live broadcasts at once (each runs a live ladder; uploads have their own slots)
+    #[arg(long, env = "CASCADE_MAX_LIVE", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_live: u32,
+    /// A publisher sending more than this (kbit/s, averaged over 5 s) is disconnected
+    #[arg(long, env = "CASCADE_LIVE_MAX_KBPS", value_name = "KBPS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub live_max_kbps: u64,
+    /// Longest broadcast in seconds; it ends (and is kept as a video) then
+    #[arg(long, env = "CASCADE_LIVE_MAX_S", value_name = "SECONDS", default_value_t = 12 * 3600, value_parser = clap::value_parser!(u64).range(10..=172_800))]
+    pub live_max_s: u64,
     #[command(flatten)]
     pub job: JobSettings,
 }
@@ -346,6 +358,14 @@ pub struct Config {
     pub metrics_bind: Option<SocketAddr>,
     /// `CASCADE_WEBHOOK_ALLOW_PRIVATE`: webhooks may reach private addresses.
     pub webhook_allow_private: bool,
+    /// `CASCADE_RTMP_BIND`: the RTMP listener, if any.
+    pub rtmp_bind: Option<SocketAddr>,
+    /// `CASCADE_MAX_LIVE`: broadcasts at once.
+    pub max_live: usize,
+    /// `CASCADE_LIVE_MAX_KBPS`: a publisher's bit rate cap.
+    pub live_max_kbps: u64,
+    /// `CASCADE_LIVE_MAX_S`: longest broadcast.
+    pub live_max: Duration,
     /// `CASCADE_DEFAULT_VISIBILITY`: visibility of an upload that does not say.
     pub default_visibility: crate::model::Visibility,
     /// `CASCADE_SESSION_TTL_HOURS`: lifetime of a login session.
@@ -394,6 +414,10 @@ impl From<ServeArgs> for Config {
             metrics: a.metrics,
             metrics_bind: a.metrics_bind,
             webhook_allow_private: a.webhook_allow_private,
+            rtmp_bind: a.rtmp_bind.0,
+            max_live: a.max_live as usize,
+            live_max_kbps: a.live_max_kbps,
+            live_max: Duration::from_secs(a.live_max_s),
             default_visibility: a.default_visibility,
             session_ttl: Duration::from_secs_f64(a.session_ttl_hours * 3600.0),
             signup: a.signup,
@@ -667,5 +691,16 @@ mod tests {
             let want = format!("CASCADE_{}", long.replace('-', "_").to_uppercase());
             assert_eq!(a.get_env().and_then(OsStr::to_str), Some(want.as_str()), "--{long}");
         }
+    }
+}
+
+/// An address, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    match s.trim() {
+        "off" | "" => Ok(OptionalAddr(None)),
+        a => a.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| format!("{e}: give ADDR:PORT or `off`")),
     }
 }

@@ -35,7 +35,29 @@ pub struct VideoPreset {
     pub max_fps: u32,
     /// B-frames between reference frames (x264 `bframes`).
     pub bframes: u32,
+    /// x264 `tune` (GStreamer back end), e.g. `zerolatency`; none for uploads.
+    #[serde(default)]
+    pub tune: Option<String>,
 }
+
+/// How live broadcasts differ from uploads: short segments (= GOPs) and an encoder tuned for
+/// latency. Everything else (rungs, audio, profile) is the upload ladder's.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LivePreset {
+    pub segment_seconds: u32,
+    pub preset: String,
+    pub tune: String,
+}
+
+impl Default for LivePreset {
+    fn default() -> Self {
+        LivePreset { segment_seconds: 2, preset: "veryfast".into(), tune: "zerolatency".into() }
+    }
+}
+
+/// x264 tunes GStreamer's x264enc takes (its `tune` flags).
+const X264_TUNES: &[&str] = &["stillimage", "fastdecode", "zerolatency"];
 
 /// One rung of the ladder as written in the file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -104,6 +126,8 @@ pub struct Ladder {
     pub video: VideoPreset,
     #[serde(rename = "rung")]
     pub rungs: Vec<Rung>,
+    #[serde(default)]
+    pub live: LivePreset,
 }
 
 /// A rendition to produce for one particular source.
@@ -131,7 +155,30 @@ impl Ladder {
         Ok(ladder)
     }
 
+    /// The ladder of a live broadcast: the live preset's segments and encoder settings, no
+    /// startup segments (every segment is a whole GOP from the first).
+    pub fn for_live(&self) -> Ladder {
+        let mut l = self.clone();
+        l.segment_seconds = self.live.segment_seconds;
+        l.startup_segment_seconds = 0.0;
+        l.video.preset = self.live.preset.clone();
+        l.video.tune = Some(self.live.tune.clone());
+        l.video.bframes = 0;
+        l
+    }
+
     fn validate(&self) -> Result<(), String> {
+        if !(1..=10).contains(&self.live.segment_seconds) {
+            return Err("live.segment_seconds must be between 1 and 10".into());
+        }
+        if !X264_PRESETS.contains(&self.live.preset.as_str()) {
+            return Err(format!("unknown x264 preset {:?} in [live]", self.live.preset));
+        }
+        for t in self.live.tune.split('+').chain(self.video.tune.iter().flat_map(|t| t.split('+'))) {
+            if !X264_TUNES.contains(&t) {
+                return Err(format!("unknown x264 tune {t:?}; the tunes are {}", X264_TUNES.join(", ")));
+            }
+        }
         if !(1..=30).contains(&self.segment_seconds) {
             return Err("segment_seconds must be between 1 and 30".into());
         }

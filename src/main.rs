@@ -7,6 +7,7 @@ mod error;
 mod http;
 mod jobs;
 mod ladder;
+mod live;
 mod metrics;
 mod model;
 mod packaging;
@@ -223,6 +224,7 @@ fn run_transcode(
     let spec = jobs::runner::JobSpec {
         input,
         growing: None,
+        live: None,
         out_dir: out.clone(),
         scratch_dir: tempfile_dir()?,
         ladder: ladder::Ladder::load(&ladder_path)?,
@@ -313,6 +315,27 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     if !recovered.is_empty() {
         warn!(count = recovered.len(), ids = ?recovered, "re-queued jobs a previous process left running");
     }
+    let interrupted = app.store.run(|s| s.recover_live()).await?;
+    for id in &interrupted {
+        let _ = std::fs::remove_dir_all(app.media_dir(id));
+    }
+    if !interrupted.is_empty() {
+        warn!(count = interrupted.len(), ids = ?interrupted, "broadcasts a previous process left on air were marked failed");
+    }
+    let streams = app.store.run(|s| s.lives(None)).await?;
+    app.live.load(&streams);
+    let rtmp = match config.rtmp_bind {
+        Some(addr) => {
+            let l = live::rtmp::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (CASCADE_RTMP_BIND; `off` turns RTMP off)"))?;
+            let bound = l.local_addr()?;
+            app.live.set_rtmp_addr(bound);
+            info!(addr = %bound, "RTMP ingest listening (rtmp://HOST:PORT/live/KEY)");
+            Some(tokio::spawn(live::rtmp::serve(app.clone(), l)))
+        }
+        None => None,
+    };
     let admin_socket = auth::admin::serve_socket(&config.data_dir, app.store.clone())
         .await
         .with_context(|| format!("cannot listen on {}", auth::admin::socket_path(&config.data_dir).display()))?;
@@ -357,6 +380,11 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     app.shutting_down.store(true, Ordering::SeqCst);
     stop.notify_waiters();
     app.wake.notify_waiters();
+    // Publishers are disconnected, so their broadcasts end as videos within the grace period.
+    if let Some(r) = rtmp {
+        r.abort();
+    }
+    app.live.kick_all();
     // Running transcodes get the grace period to finish; then they are cancelled and re-queued.
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && !app.running.lock().map(|m| m.is_empty()).unwrap_or(true) {

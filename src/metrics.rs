@@ -60,6 +60,8 @@ pub struct Metrics {
     pub cache_misses: Counter,
     pub disk_free: Gauge,
     pub webhook_deliveries: Family<StatusLabels, Counter>,
+    pub live_streams: Gauge,
+    pub live_ingest_bytes: Counter,
     /// Playback tokens (hashed) and when each last fetched media.
     viewers: Mutex<HashMap<u64, Instant>>,
 }
@@ -113,8 +115,19 @@ impl Metrics {
             "Webhook delivery attempts by result (delivered, failed_attempt, given_up)",
             webhook_deliveries.clone(),
         );
+        let live_streams = Gauge::default();
+        registry.register("live_streams", "Live broadcasts on air", live_streams.clone());
+        let live_ingest_bytes = Counter::default();
+        registry.register_with_unit(
+            "live_ingest",
+            "Bytes received from live publishers (RTMP); its rate × 8 is the ingest bit rate",
+            Unit::Bytes,
+            live_ingest_bytes.clone(),
+        );
         Metrics {
             registry,
+            live_streams,
+            live_ingest_bytes,
             requests,
             upload_bytes,
             queue_depth,

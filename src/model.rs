@@ -97,6 +97,10 @@ pub struct VideoRecord {
     pub owner: Option<String>,
     #[serde(default)]
     pub visibility: Visibility,
+    /// A live broadcast: its source is a publisher (RTMP), not a file. Its status stays
+    /// `processing` while it is on air and becomes `ready` (a normal video) when it ends.
+    #[serde(default)]
+    pub live: bool,
 }
 
 impl VideoRecord {
@@ -128,6 +132,7 @@ impl VideoRecord {
             client_ref: None,
             owner: None,
             visibility: Visibility::Public,
+            live: false,
         }
     }
 
@@ -358,4 +363,66 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Where a live stream is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LiveStatus {
+    /// No publisher.
+    Idle,
+    /// A publisher is sending; `video_id` is the broadcast.
+    Live,
+    /// The publisher left; the broadcast waits for it to come back.
+    Reconnecting,
+}
+
+/// A live stream: a stream key a publisher (OBS, ffmpeg) sends to, owned by a user. Each time a
+/// publisher goes live, a video (`live: true`) is made of the broadcast.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LiveStream {
+    pub id: String,
+    pub owner: String,
+    pub title: String,
+    pub visibility: Visibility,
+    /// The secret stream key (32 hex digits, 128 bits).
+    pub key: String,
+    pub status: LiveStatus,
+    /// The broadcast on air now, else the last one.
+    pub video_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Why the last broadcast ended early or was refused, if it did.
+    #[serde(default)]
+    pub last_error: Option<ErrorInfo>,
+    /// Encoder speed of the broadcast on air (× real time), refreshed every few seconds.
+    #[serde(default)]
+    pub encoder_speed: Option<f64>,
+}
+
+impl LiveStream {
+    /// A new idle stream with a fresh key.
+    pub fn new(id: &str, owner: &str, title: String, visibility: Visibility) -> LiveStream {
+        let now = Utc::now();
+        LiveStream {
+            id: id.to_string(),
+            owner: owner.to_string(),
+            title,
+            visibility,
+            key: new_stream_key(),
+            status: LiveStatus::Idle,
+            video_id: None,
+            created_at: now,
+            updated_at: now,
+            last_error: None,
+            encoder_speed: None,
+        }
+    }
+}
+
+/// A random stream key: 128 bits from the OS, as 32 hex digits.
+pub fn new_stream_key() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
 }

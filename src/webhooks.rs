@@ -140,6 +140,20 @@ pub async fn emit(app: &App, event: &'static str, rec: &VideoRecord) {
     let Some(owner) = rec.owner.clone() else { return };
     let now = Utc::now();
     let body = serde_json::json!({ "type": event, "created_at": now, "video": rec }).to_string();
+    queue(app, event, owner, now, body, &rec.id).await
+}
+
+/// Queues a live stream's event (`live.started`, `live.ended`) for its owner's endpoints. The
+/// body carries the stream as its owner sees it, without its key.
+pub async fn emit_live(app: &App, event: &'static str, stream: &crate::model::LiveStream) {
+    let now = Utc::now();
+    let view = crate::http::live::view(stream, false, &app.config, app.live.rtmp_addr());
+    let body = serde_json::json!({ "type": event, "created_at": now, "stream": view }).to_string();
+    queue(app, event, stream.owner.clone(), now, body, &stream.id).await
+}
+
+/// Writes one event's deliveries to the outbox of every endpoint of `owner` that takes it.
+async fn queue(app: &App, event: &'static str, owner: String, now: chrono::DateTime<Utc>, body: String, subject: &str) {
     let added = app
         .store
         .run(move |s| {
@@ -177,7 +191,7 @@ pub async fn emit(app: &App, event: &'static str, rec: &VideoRecord) {
     match added {
         Ok(0) => {}
         Ok(_) => app.outbox.wake.notify_one(),
-        Err(e) => warn!(video_id = %rec.id, event, error = %e, "cannot queue webhook deliveries"),
+        Err(e) => warn!(subject, event, error = %e, "cannot queue webhook deliveries"),
     }
 }
 

@@ -24,7 +24,10 @@ async fn run_cascade(args: &[&str], env: &[(&str, &str)], wait: Duration) -> Opt
             cmd.env_remove(k);
         }
     }
-    cmd.env("CASCADE_BIND", "127.0.0.1:0").env("CASCADE_DATA_DIR", data.path()).env("CASCADE_MIN_FREE_BYTES", "0");
+    cmd.env("CASCADE_BIND", "127.0.0.1:0")
+        .env("CASCADE_RTMP_BIND", "127.0.0.1:0")
+        .env("CASCADE_DATA_DIR", data.path())
+        .env("CASCADE_MIN_FREE_BYTES", "0");
     cmd.envs(env.iter().copied());
     let child = cmd.spawn().expect("start cascade");
     let out = tokio::time::timeout(wait, child.wait_with_output()).await.ok()?.unwrap();

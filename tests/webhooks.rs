@@ -370,3 +370,58 @@ async fn private_and_malformed_endpoints_are_refused() {
     let r = uploader.post(server.url("/api/webhooks")).json(&json!({ "url": "http://127.0.0.1:9/" })).send().await.unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// A broadcast's start and end reach the owner's endpoint (`live.started`, `live.ended`), with the
+/// stream's record but never its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_broadcasts_send_started_and_ended() {
+    let server = Server::start(&[ALLOW]).await;
+    let (l, url) = listener().await;
+    let endpoint = Endpoint::start(l, Answer::Status(204)).await;
+    let hook = register(&server, &url, &["live.started", "live.ended"]).await;
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    let r = server.client.post(server.url("/api/live")).json(&json!({ "title": "Hooked live" })).send().await.unwrap();
+    let stream: Value = r.json().await.unwrap();
+    let key = stream["key"].as_str().unwrap().to_string();
+    let publish = format!("{}/{key}", stream["rtmp_url"].as_str().unwrap());
+    let (ok, err) = run(
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-t",
+            "6",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "flv",
+            &publish,
+        ],
+        T,
+    )
+    .await;
+    assert!(ok, "publish: {err}");
+    let got = endpoint.wait_for(2, T).await;
+    let types: Vec<String> = got.iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(types, ["live.started", "live.ended"]);
+    for r in &got {
+        verify(&secret, r);
+        let body = r.json();
+        assert_eq!(body["stream"]["id"], stream["id"]);
+        assert!(body["stream"].get("key").is_none() && !r.body.contains(&key), "the key never leaves in a webhook: {body}");
+        assert!(body["stream"]["video_id"].is_string(), "{body}");
+    }
+    assert_eq!((got[0].json()["stream"]["status"].as_str(), got[1].json()["stream"]["status"].as_str()), (Some("live"), Some("idle")));
+}

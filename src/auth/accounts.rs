@@ -210,6 +210,33 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may see a live stream: like a video (`may_watch`).
+    pub fn may_watch_live(&self, l: &crate::model::LiveStream) -> bool {
+        l.visibility != Visibility::Private || self.owns_live(l) || self.is_admin()
+    }
+
+    /// Whether the caller owns a live stream or is an admin (and so sees its key).
+    pub fn manages_live(&self, l: &crate::model::LiveStream) -> bool {
+        self.owns_live(l) || self.is_admin()
+    }
+
+    fn owns_live(&self, l: &crate::model::LiveStream) -> bool {
+        self.user().is_some_and(|u| u.id == l.owner)
+    }
+
+    /// Change, delete or rotate the key of a live stream: the rules of `check_manage`.
+    pub fn check_manage_live(&self, l: &crate::model::LiveStream) -> Result<(), AppError> {
+        if !self.may_watch_live(l) {
+            return Err(AppError::NotFound(format!("no live stream {}", l.id)));
+        }
+        match self {
+            Caller::Anonymous => Err(AppError::Unauthorized("log in or send an API token to change a live stream".into())),
+            _ if !self.manages_live(l) => Err(AppError::Forbidden("only the owner or an admin may change this live stream".into())),
+            _ if !self.has_scope(Scope::Manage) => Err(AppError::Forbidden("this API token lacks the `manage` scope".into())),
+            _ => Ok(()),
+        }
+    }
+
     /// The user who may upload now, or why not.
     pub fn uploader(&self) -> Result<&User, AppError> {
         match self.user() {

@@ -6,6 +6,7 @@ pub mod cors;
 pub mod embed;
 pub mod headers;
 pub mod limits;
+pub mod live;
 pub mod media;
 pub mod metrics;
 pub mod mime;
@@ -272,6 +273,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(embed::routes(&app))
         .or(metrics::route(&app))
         .or(webhooks::routes(&app))
+        .or(live::routes(&app))
         .or(openapi::routes(&app));
     let policy = headers::SecurityHeaders::new(&app.config);
     let counted = app.config.metrics.then(|| app.clone());

@@ -22,6 +22,15 @@ pub enum JobFailure {
     /// The record has no key (the store lost it).
     #[error("the video's key is missing")]
     KeyMissing,
+    /// A live publisher sent video in a codec the live ladder does not take (H.264 only).
+    #[error("{0}")]
+    LiveCodec(String),
+    /// A live publisher sent no video.
+    #[error("{0}")]
+    LiveNoVideo(String),
+    /// The server stopped (crashed) while the broadcast was on air.
+    #[error("the server stopped while the broadcast was on air")]
+    LiveInterrupted,
 }
 
 impl JobFailure {
@@ -33,6 +42,9 @@ impl JobFailure {
             JobFailure::TooManyAttempts(_) => "too_many_attempts",
             JobFailure::UploadIncomplete => "upload_incomplete",
             JobFailure::KeyMissing => "internal_error",
+            JobFailure::LiveCodec(_) => "unsupported_codec",
+            JobFailure::LiveNoVideo(_) => "no_video",
+            JobFailure::LiveInterrupted => "broadcast_interrupted",
         }
     }
 }
@@ -60,6 +72,9 @@ mod tests {
             JobFailure::TooManyAttempts(3),
             JobFailure::UploadIncomplete,
             JobFailure::KeyMissing,
+            JobFailure::LiveCodec(String::new()),
+            JobFailure::LiveNoVideo(String::new()),
+            JobFailure::LiveInterrupted,
         ];
         let readme = include_str!("../../README.md");
         let table = readme

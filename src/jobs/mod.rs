@@ -4,6 +4,6 @@
 
 pub mod failure;
 pub mod runner;
-mod worker;
+pub(crate) mod worker;
 
 pub use worker::{cancel, spawn_workers, start_streamed, try_take_slot};

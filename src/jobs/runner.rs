@@ -50,6 +50,8 @@ pub struct JobSpec {
     pub input: PathBuf,
     /// Set while `input` is still being uploaded (streamed transcode, GStreamer only).
     pub growing: Option<Arc<Growing>>,
+    /// Set for a live broadcast: the source is this feed (GStreamer only, no probe).
+    pub live: Option<Arc<crate::transcode::LiveInput>>,
     /// Where the `hls/` and `dash/` trees go (emptied before each back end's run).
     pub out_dir: PathBuf,
     /// Private scratch space outside the media tree.
@@ -161,6 +163,7 @@ pub fn execute(
         stall_timeout: spec.limits.stall_timeout,
         max_wall: spec.limits.max_wall(media.duration_s),
         growing: spec.growing.clone(),
+        live: spec.live.clone(),
         keep_work: spec.keep_work,
     };
     let package = PackageSpec {
@@ -174,6 +177,7 @@ pub fn execute(
         key: spec.key.as_ref().map(|k| KeyLine { uri: KEY_URI.into(), iv_hex: k.iv_hex() }),
         source_duration: media.duration_s,
         utc_timing_url: spec.utc_timing_url.clone(),
+        live: spec.live.is_some(),
     };
     let mut packager = Packager::new(package).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
     let mut fraction = FractionReport::new(media.duration_s);

@@ -180,6 +180,7 @@ async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Ar
     let spec = JobSpec {
         input,
         growing,
+        live: None,
         out_dir: app.media_dir(id),
         scratch_dir: app.upload_dir(id).join("scratch"),
         ladder: app.ladder.clone(),
@@ -233,7 +234,7 @@ async fn transcode(app: &Arc<App>, id: &str, spec: JobSpec, media: MediaInfo) ->
     outcome
 }
 
-async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sync::mpsc::UnboundedReceiver<JobProgress>) {
+pub(crate) async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sync::mpsc::UnboundedReceiver<JobProgress>) {
     while let Some(p) = rx.recv().await {
         let id2 = id.clone();
         let playable = matches!(p, JobProgress::Playable { .. });
@@ -328,7 +329,13 @@ async fn record_outcome(
     }
 }
 
-async fn record_ready(app: &App, id: &str, backend: &str, fallback_reason: Option<String>, out: JobOutput) -> Result<(), AppError> {
+pub(crate) async fn record_ready(
+    app: &App,
+    id: &str,
+    backend: &str,
+    fallback_reason: Option<String>,
+    out: JobOutput,
+) -> Result<(), AppError> {
     let (id2, backend) = (id.to_string(), backend.to_string());
     let rec = app
         .store
@@ -418,7 +425,7 @@ async fn wait_for_file(app: &App, id: &str) -> Result<(), AppError> {
 }
 
 /// Marks a video failed and removes its job.
-async fn fail(app: &App, id: &str, failure: JobFailure) -> Result<(), AppError> {
+pub(crate) async fn fail(app: &App, id: &str, failure: JobFailure) -> Result<(), AppError> {
     let code = failure.code();
     let message = failure.to_string();
     warn!(video_id = %id, code, %message, "job failed");

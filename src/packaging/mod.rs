@@ -55,6 +55,9 @@ pub struct PackageSpec {
     pub source_duration: f64,
     /// URL of Cascade's clock for dynamic MPDs (players here have no internet time server).
     pub utc_timing_url: String,
+    /// A live broadcast: the dynamic MPD's availability start is the broadcast's start, fixed,
+    /// and its window keeps everything since (full DVR).
+    pub live: bool,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +100,9 @@ pub fn segment_number(file_name: &str) -> Option<u64> {
     let digits: String = stem.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
     digits.chars().rev().collect::<String>().parse().ok()
 }
+
+/// The time-shift window of a live MPD: longer than any broadcast (`CASCADE_LIVE_MAX_S`).
+const LIVE_WINDOW_S: u64 = 48 * 3600;
 
 const AUDIO_CODECS: &str = "mp4a.40.2";
 const DEFAULT_VIDEO_CODECS: &str = "avc1.640028";
@@ -282,6 +288,15 @@ impl Packager {
         let presentation = if finished {
             let dur = self.dash.values().map(|t| t.total_s).fold(0.0, f64::max);
             Presentation::Static { duration: Duration::from_secs_f64(dur.max(0.001)) }
+        } else if self.spec.live {
+            // Segments arrive in real time: media time t is available at start + t. The window
+            // keeps the whole broadcast (viewers may seek back to its start).
+            Presentation::Dynamic {
+                availability_start: self.started,
+                window: Duration::from_secs(LIVE_WINDOW_S),
+                update_seconds: self.spec.segment_seconds.clamp(1, 4),
+                utc_timing_url: self.spec.utc_timing_url.clone(),
+            }
         } else {
             // Every listed segment must count as available now: the availability start is placed
             // a whole source duration before the job started, and the window spans it all.

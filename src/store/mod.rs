@@ -3,6 +3,7 @@
 //! so the store never blocks the executor.
 
 mod accounts;
+mod live;
 mod sled;
 mod tus;
 mod webhooks;

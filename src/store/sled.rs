@@ -33,6 +33,8 @@ pub struct Store {
     pub(super) webhooks: sled::Tree,
     pub(super) deliveries: sled::Tree,
     pub(super) due: sled::Tree,
+    /// Live streams by id (`live.rs`).
+    pub(super) live: sled::Tree,
     /// Writes to users, sessions and tokens so far (`accounts.rs`).
     pub(super) accounts_generation: std::sync::atomic::AtomicU64,
     /// Held while a user is created, so that "the first admin" and "no user yet" are decided once.
@@ -71,6 +73,7 @@ impl Store {
             webhooks: db.open_tree("webhooks")?,
             deliveries: db.open_tree("webhook_deliveries")?,
             due: db.open_tree("webhook_due")?,
+            live: db.open_tree("live")?,
             accounts_lock: std::sync::Mutex::new(()),
             accounts_generation: Default::default(),
             db,

@@ -33,6 +33,8 @@ pub struct TranscodeRequest {
     pub max_wall: Duration,
     /// Set while `input` is still being uploaded (streaming ingest, GStreamer only).
     pub growing: Option<std::sync::Arc<crate::upload::Growing>>,
+    /// Set for a live broadcast: the source is this feed, not `input` (GStreamer only).
+    pub live: Option<std::sync::Arc<LiveInput>>,
     /// Keep the back end's work files (FFmpeg's scratch dir) for debugging.
     pub keep_work: bool,
 }
@@ -51,6 +53,20 @@ impl TranscodeRequest {
         let r = &self.renditions[i];
         let from = self.ladder.scale_from(&r.name)?;
         self.renditions[..i].iter().position(|m| m.name == from && m.width >= r.width && m.height >= r.height)
+    }
+}
+
+/// The bytes of a live broadcast as they arrive (an FLV stream: header, then tags). The channel
+/// closing ends the stream. Taken once, by the pipeline's source.
+pub struct LiveInput {
+    /// `video/x-flv`: the caps of the bytes.
+    pub caps: &'static str,
+    pub rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>>,
+}
+
+impl std::fmt::Debug for LiveInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveInput").field("caps", &self.caps).finish_non_exhaustive()
     }
 }
 
@@ -205,6 +221,7 @@ pub(crate) mod test_support {
             stall_timeout: Duration::from_secs(60),
             max_wall: Duration::from_secs(600),
             growing: None,
+            live: None,
             keep_work: false,
         }
     }

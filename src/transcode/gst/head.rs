@@ -25,13 +25,14 @@ const SINGLE_THREAD_DECODE_PIXELS: u64 = 1920 * 1088;
 /// Adds the source and decodebin to `p`, linked; returns decodebin, whose pads appear later
 /// (see `connect_decoder`).
 pub(super) fn source_and_decoder(p: &gst::Pipeline, req: &TranscodeRequest) -> Result<gst::Element, TranscodeError> {
-    let src = match &req.growing {
-        None => {
+    let src = match (&req.live, &req.growing) {
+        (Some(live), _) => live_source(live)?,
+        (None, None) => {
             let src = make("filesrc", None)?;
             src.set_property("location", req.input.to_string_lossy().to_string());
             src
         }
-        Some(growing) => growing_source(&req.input, growing.clone())?,
+        (None, Some(growing)) => growing_source(&req.input, growing.clone())?,
     };
     let decode = make("decodebin", Some("decode"))?;
     if req.media.video.as_ref().is_some_and(|v| u64::from(v.width) * u64::from(v.height) <= SINGLE_THREAD_DECODE_PIXELS) {
@@ -132,6 +133,52 @@ fn read_growing(weak: gst::glib::WeakRef<gstreamer_app::AppSrc>, mut file: std::
             gst::element_error!(src, gst::ResourceError::Read, ("the upload was aborted"));
             return;
         }
+    }
+}
+
+/// An `appsrc` fed by a live broadcast's channel (bounded: 4 MiB queued at most, then the feeder
+/// waits, and the publisher's connection sees the encoder falling behind). The channel closing
+/// (the publisher left) ends the stream with EOS, so the broadcast is packaged as a whole video.
+fn live_source(live: &crate::transcode::LiveInput) -> Result<gst::Element, TranscodeError> {
+    use gstreamer_app as gst_app;
+    init_gstreamer().map_err(TranscodeError::Build)?;
+    let rx =
+        live.rx.lock().ok().and_then(|mut r| r.take()).ok_or_else(|| TranscodeError::Build("the live feed was already taken".into()))?;
+    let src = gst_app::AppSrc::builder()
+        .name("ingest")
+        .caps(&gst::Caps::new_empty_simple(live.caps))
+        .stream_type(gst_app::AppStreamType::Stream)
+        .format(gst::Format::Bytes)
+        .max_bytes(4 * 1024 * 1024)
+        .block(true)
+        .build();
+    let weak = src.downgrade();
+    std::thread::Builder::new()
+        .name("live-feeder".into())
+        .spawn(move || feed_live(weak, rx))
+        .map_err(|e| TranscodeError::Build(e.to_string()))?;
+    Ok(src.upcast())
+}
+
+/// The feeder thread of `live_source`: waits for the pipeline to start, then pushes what the
+/// publisher sends until the channel closes (EOS) or the pipeline stops (pushes refused).
+fn feed_live(weak: gst::glib::WeakRef<gstreamer_app::AppSrc>, mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) {
+    loop {
+        let Some(src) = weak.upgrade() else { return };
+        if src.current_state() >= gst::State::Paused {
+            break;
+        }
+        drop(src);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    while let Some(bytes) = rx.blocking_recv() {
+        let Some(src) = weak.upgrade() else { return };
+        if src.push_buffer(gst::Buffer::from_slice(bytes)).is_err() {
+            return;
+        }
+    }
+    if let Some(src) = weak.upgrade() {
+        let _ = src.end_of_stream();
     }
 }
 

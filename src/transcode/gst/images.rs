@@ -26,29 +26,42 @@ pub(super) const IMAGE_MESSAGE: &str = "cascade-image";
 pub(super) struct ImageState {
     dir: PathBuf,
     poster_at: f64,
-    interval: f64,
-    count: u32,
     tile: (u32, u32),
-    duration: f64,
+    /// A live broadcast: its length is known only at the end (see `Tiles`).
+    live: bool,
     /// Latest JPEG per still (`poster.jpg`, `thumbnail.jpg`) and whether it was written.
     stills: Mutex<HashMap<&'static str, (Vec<u8>, bool)>>,
-    tiles: Mutex<Vec<Vec<u8>>>,
+    tiles: Mutex<Tiles>,
 }
+
+/// The storyboard so far. An upload's plan (interval, count) is fixed from its duration. A live
+/// broadcast starts at one tile a second and, whenever `count` tiles are full, keeps every other
+/// one and doubles the interval: memory stays at `count` tiles however long it runs.
+struct Tiles {
+    list: Vec<Vec<u8>>,
+    interval: f64,
+    count: u32,
+    /// The video's duration (uploads), or the latest frame seen (live).
+    duration: f64,
+}
+
+/// Seconds into a broadcast at which its poster and thumbnail are taken (its first frames are
+/// often black or a title card).
+const LIVE_POSTER_AT_S: f64 = 2.0;
 
 impl ImageState {
     /// The images of one job, sized from its top rendition.
     pub(super) fn new(req: &TranscodeRequest) -> ImageState {
         let top = &req.renditions[0];
-        let (interval, count) = images::storyboard_plan(req.media.duration_s);
+        let live = req.live.is_some();
+        let (interval, count) = if live { (1.0, images::MAX_TILES) } else { images::storyboard_plan(req.media.duration_s) };
         ImageState {
             dir: req.out_dir.join(images::DIR),
-            poster_at: req.media.duration_s * 0.1,
-            interval,
-            count,
+            poster_at: if live { LIVE_POSTER_AT_S } else { req.media.duration_s * 0.1 },
             tile: images::fit_width(top.width, top.height, images::TILE_WIDTH),
-            duration: req.media.duration_s,
+            live,
             stills: Mutex::new(HashMap::new()),
-            tiles: Mutex::new(Vec::new()),
+            tiles: Mutex::new(Tiles { list: Vec::new(), interval, count, duration: req.media.duration_s }),
         }
     }
 
@@ -74,10 +87,18 @@ impl ImageState {
 
     fn offer_tile(&self, t: f64, rgb: Vec<u8>) {
         let Ok(mut tiles) = self.tiles.lock() else { return };
+        if self.live {
+            tiles.duration = tiles.duration.max(t);
+            while ((t + 1e-3) / tiles.interval).floor() as usize >= tiles.count as usize && tiles.list.len() >= 2 {
+                let kept: Vec<Vec<u8>> = std::mem::take(&mut tiles.list).into_iter().step_by(2).collect();
+                tiles.list = kept;
+                tiles.interval *= 2.0;
+            }
+        }
         // Tile k shows the first frame at or after k × interval; gaps repeat the frame.
-        let k = ((t + 1e-3) / self.interval).floor() as usize;
-        while tiles.len() <= k && (tiles.len() as u32) < self.count {
-            tiles.push(rgb.clone());
+        let k = ((t + 1e-3) / tiles.interval).floor() as usize;
+        while tiles.list.len() <= k && (tiles.list.len() as u32) < tiles.count {
+            tiles.list.push(rgb.clone());
         }
     }
 
@@ -92,16 +113,20 @@ impl ImageState {
                 }
             }
         }
-        let tiles = self.tiles.lock().map(|t| t.clone()).unwrap_or_default();
-        if let Some(last) = tiles.last().cloned() {
-            let mut tiles = tiles;
-            while (tiles.len() as u32) < self.count {
+        let Ok(state) = self.tiles.lock() else { return done };
+        // A broadcast's storyboard covers what was recorded: as many tiles as were filled.
+        let count = if self.live { (state.list.len() as u32).max(1) } else { state.count };
+        let (interval, duration) = (state.interval, state.duration);
+        if let Some(last) = state.list.last().cloned() {
+            let mut tiles = state.list.clone();
+            drop(state);
+            while (tiles.len() as u32) < count {
                 tiles.push(last.clone());
             }
             let (w, h, rgb) = images::compose_rgb(&tiles, self.tile.0, self.tile.1);
             match encode_jpeg_rgb(w, h, rgb) {
                 Ok(jpeg) => {
-                    let vtt = images::storyboard_vtt(self.count, self.interval, self.duration, self.tile.0, self.tile.1);
+                    let vtt = images::storyboard_vtt(count, interval, duration, self.tile.0, self.tile.1);
                     if self.write(images::SPRITE, &jpeg).is_ok() && self.write(images::VTT, vtt.as_bytes()).is_ok() {
                         done.push(images::SPRITE.to_string());
                     }

@@ -134,6 +134,9 @@ fn encoder(req: &TranscodeRequest, r: &Rendition) -> Result<(gst::Element, gst::
     enc.set_property_from_str("speed-preset", &req.ladder.video.preset);
     enc.set_property("key-int-max", gop);
     enc.set_property("bframes", req.ladder.video.bframes);
+    if let Some(tune) = &req.ladder.video.tune {
+        enc.set_property_from_str("tune", tune);
+    }
     let threads = req.ladder.x264_threads(&r.name);
     if threads > 0 {
         enc.set_property("threads", threads);

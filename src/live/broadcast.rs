@@ -1,0 +1,224 @@
+//! One broadcast, from the publisher's first media to a finished video: `claim` checks the key
+//! and takes a live slot (before the publisher is accepted), `start` records the video and starts
+//! the live ladder on the feed, and the broadcast's task packages it as a normal video when the
+//! feed ends (the publisher left, was kicked or was disconnected).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::{info, warn, Instrument};
+
+use super::OnAir;
+use crate::app::{remove_dir_off_executor, App};
+use crate::config::BackendChoice;
+use crate::error::AppError;
+use crate::jobs::failure::JobFailure;
+use crate::jobs::runner::{self, JobProgress, JobSpec, Limits};
+use crate::jobs::worker;
+use crate::model::{ErrorInfo, KeyMaterial, LiveStatus, LiveStream, Status, VideoRecord};
+use crate::probe::MediaInfo;
+use crate::transcode::gst::GstTranscoder;
+use crate::transcode::LiveInput;
+
+/// FLV chunks queued between the publisher's connection and the pipeline (a tag each: about
+/// 2 s of 30 fps video with its audio). When it is full the encoder is behind.
+const FEED_DEPTH: usize = 256;
+
+/// Why a publisher is refused before anything is recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("unknown stream key")]
+    UnknownKey,
+    #[error("the stream is already live")]
+    AlreadyLive,
+    #[error("no live slot is free (CASCADE_MAX_LIVE)")]
+    NoSlot,
+    #[error("the stream's owner is disabled")]
+    OwnerDisabled,
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A publisher allowed on a stream, before its broadcast starts.
+pub struct Claim {
+    pub stream: LiveStream,
+    _slot: OwnedSemaphorePermit,
+    pub air: OnAir,
+}
+
+/// Equal bytes, compared in constant time.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks a stream key and takes the stream on air with a live slot.
+pub async fn claim(app: &Arc<App>, key: &str) -> Result<Claim, Refusal> {
+    let id = app.live.stream_for_key(key).ok_or(Refusal::UnknownKey)?;
+    let id2 = id.clone();
+    let (stream, owner) = app
+        .store
+        .run(move |s| {
+            let l = s.live(&id2)?;
+            let owner = match &l {
+                Some(l) => s.user(&l.owner)?,
+                None => None,
+            };
+            Ok::<_, AppError>((l, owner))
+        })
+        .await
+        .map_err(|e| Refusal::Internal(e.to_string()))?;
+    let stream = stream.filter(|s| ct_eq(s.key.as_bytes(), key.as_bytes())).ok_or(Refusal::UnknownKey)?;
+    if owner.is_none_or(|u| u.disabled) {
+        return Err(Refusal::OwnerDisabled);
+    }
+    let air = app.live.go_on_air(&id).ok_or(Refusal::AlreadyLive)?;
+    let slot = app.live.slots.clone().try_acquire_owned().map_err(|_| Refusal::NoSlot)?;
+    Ok(Claim { stream, _slot: slot, air })
+}
+
+/// The publisher's side of a running broadcast.
+pub struct Feed {
+    pub video_id: String,
+    /// FLV bytes for the pipeline; closing it ends the broadcast.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Set before closing `tx` when the broadcast must fail instead of finishing.
+    pub failure: Arc<std::sync::Mutex<Option<JobFailure>>>,
+}
+
+/// Records the broadcast's video, marks the stream live and starts the live ladder on a new feed.
+pub async fn start(app: &Arc<App>, claim: Claim, media: MediaInfo) -> Result<Feed, AppError> {
+    let stream = claim.stream.clone();
+    let video_id = uuid::Uuid::new_v4().to_string();
+    let rec = VideoRecord {
+        status: Status::Processing,
+        attempts: 1,
+        owner: Some(stream.owner.clone()),
+        visibility: stream.visibility,
+        live: true,
+        backend: Some("gstreamer".into()),
+        source: media.source_info(),
+        ..VideoRecord::new(&video_id, Some(stream.title.clone()), None, 0)
+    };
+    let key = KeyMaterial::generate();
+    let (r2, k2, sid, vid) = (rec.clone(), key.clone(), stream.id.clone(), video_id.clone());
+    let stream = app
+        .store
+        .run(move |s| {
+            s.create_broadcast(&r2, &k2)?;
+            let l = s.update_live(&sid, |l| {
+                l.status = LiveStatus::Live;
+                l.video_id = Some(vid.clone());
+                l.last_error = None;
+            })?;
+            s.flush()?;
+            Ok::<_, AppError>(l)
+        })
+        .await?
+        .unwrap_or(stream);
+    app.notify(&rec);
+    crate::webhooks::emit(app, "video.created", &rec).await;
+    crate::webhooks::emit_live(app, "live.started", &stream).await;
+    info!(stream_id = %stream.id, video_id = %video_id, media = ?media.video, audio = media.audio.is_some(), "broadcast started");
+
+    let (tx, rx) = mpsc::channel(FEED_DEPTH);
+    let spec = JobSpec {
+        input: app.upload_dir(&video_id).join("live"),
+        growing: None,
+        live: Some(Arc::new(LiveInput { caps: "video/x-flv", rx: std::sync::Mutex::new(Some(rx)) })),
+        out_dir: app.media_dir(&video_id),
+        scratch_dir: app.upload_dir(&video_id).join("scratch"),
+        ladder: app.ladder.for_live(),
+        key: Some(key),
+        backend: BackendChoice::Gstreamer,
+        limits: Limits { stall_timeout: app.config.stall_timeout, wall_factor: 0.0, min_wall: app.config.live_max },
+        keep_work: false,
+        utc_timing_url: "/api/time".into(),
+    };
+    let failure = Arc::new(std::sync::Mutex::new(None));
+    let span = tracing::info_span!("broadcast", stream_id = %stream.id, video_id = %video_id);
+    tokio::spawn(run(app.clone(), claim, spec, media, video_id.clone(), failure.clone()).instrument(span));
+    Ok(Feed { video_id, tx, failure })
+}
+
+/// Runs the live ladder until the feed ends, then records the video as ready (or failed) and the
+/// stream as idle.
+async fn run(app: Arc<App>, claim: Claim, spec: JobSpec, media: MediaInfo, id: String, failure: Arc<std::sync::Mutex<Option<JobFailure>>>) {
+    app.metrics.live_streams.inc();
+    let cancel = Arc::new(AtomicBool::new(false));
+    if let Ok(mut r) = app.running.lock() {
+        r.insert(id.clone(), cancel.clone());
+    }
+    let (ptx, prx) = mpsc::unbounded_channel::<JobProgress>();
+    let progress = tokio::spawn(worker::record_progress(app.clone(), id.clone(), prx));
+    let result = tokio::task::spawn_blocking(move || {
+        runner::execute(
+            &spec,
+            &media,
+            &GstTranscoder,
+            &mut |p| {
+                let _ = ptx.send(p);
+            },
+            &cancel,
+        )
+    })
+    .await;
+    let _ = progress.await;
+    if let Ok(mut r) = app.running.lock() {
+        r.remove(&id);
+    }
+    let id2 = id.clone();
+    let exists = app.store.run(move |s| s.get(&id2)).await.ok().flatten().is_some();
+    let failed = failure.lock().ok().and_then(|mut f| f.take());
+    let mut last_error = None;
+    if !exists {
+        info!("broadcast ended: its video was deleted");
+        remove_dir_off_executor(app.media_dir(&id)).await;
+    } else {
+        let outcome = match (failed, result) {
+            (Some(f), _) => Err(f),
+            (None, Ok(Ok(out))) => Ok(out),
+            (None, Ok(Err(e))) => Err(e.into()),
+            (None, Err(e)) => Err(JobFailure::Transcode(crate::transcode::TranscodeError::Runtime(format!("the live task failed: {e}")))),
+        };
+        let done = match outcome {
+            Ok(out) => {
+                info!(duration_s = out.duration_s, "broadcast ended; the video is ready");
+                worker::record_ready(&app, &id, "gstreamer", None, out).await
+            }
+            Err(f) => {
+                warn!(code = f.code(), error = %f, "broadcast failed");
+                last_error = Some(ErrorInfo { code: f.code().into(), message: f.to_string() });
+                worker::fail(&app, &id, f).await
+            }
+        };
+        if let Err(e) = done {
+            warn!(error = %e, "cannot record the end of the broadcast");
+        }
+    }
+    remove_dir_off_executor(app.upload_dir(&id)).await;
+    // Off air in the metrics before the stream reads idle.
+    app.metrics.live_streams.dec();
+    let sid = claim.stream.id.clone();
+    let stream = app
+        .store
+        .run(move |s| {
+            let l = s.update_live(&sid, |l| {
+                l.status = LiveStatus::Idle;
+                l.encoder_speed = None;
+                if last_error.is_some() {
+                    l.last_error = last_error.clone();
+                }
+            })?;
+            s.flush()?;
+            Ok::<_, AppError>(l)
+        })
+        .await;
+    match stream {
+        Ok(Some(l)) => crate::webhooks::emit_live(&app, "live.ended", &l).await,
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "cannot record the stream as idle"),
+    }
+    drop(claim);
+}

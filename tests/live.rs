@@ -1,0 +1,314 @@
+//! Live (#19) from the outside: ffmpeg publishes generated clips over RTMP to a real server; the
+//! broadcast is playable while it runs (live HLS and DASH), becomes a normal video when the
+//! publisher leaves, and every bad publisher is refused or disconnected without harm.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+const T: Duration = Duration::from_secs(120);
+
+/// Creates a live stream as the server's admin; returns its record (with the key).
+async fn new_stream(server: &Server, title: &str) -> Value {
+    let r = server.client.post(server.url("/api/live")).json(&json!({ "title": title })).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    r.json().await.unwrap()
+}
+
+async fn get_stream(server: &Server, id: &str) -> Value {
+    server.client.get(server.url(&format!("/api/live/{id}"))).send().await.unwrap().json().await.unwrap()
+}
+
+/// The publish URL of a stream record.
+fn publish_url(stream: &Value) -> String {
+    format!("{}/{}", stream["rtmp_url"].as_str().expect("rtmp_url"), stream["key"].as_str().expect("key"))
+}
+
+/// ffmpeg publishing a generated 640x360 30 fps clip (with a 440 Hz tone) in real time.
+/// `video` is the encoder arguments (H.264 normally).
+fn publish(url: &str, seconds: u32, video: &[&str], audio: bool) -> Child {
+    let mut args: Vec<String> =
+        ["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"].map(String::from).to_vec();
+    if audio {
+        args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"].map(String::from));
+    }
+    args.extend(["-t".to_string(), seconds.to_string()]);
+    args.extend(video.iter().map(|s| s.to_string()));
+    if audio {
+        args.extend(["-c:a", "aac", "-b:a", "96k"].map(String::from));
+    }
+    args.extend(["-f", "flv", url].map(String::from));
+    Command::new("ffmpeg").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap()
+}
+
+const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "60", "-pix_fmt", "yuv420p"];
+
+/// Waits for a publisher to exit; returns (success, stderr).
+async fn exited(child: Child, within: Duration) -> (bool, String) {
+    let out = tokio::time::timeout(within, child.wait_with_output()).await.expect("ffmpeg exits").unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// Waits until the stream's broadcast has a playable video; returns the video id.
+async fn wait_on_air(server: &Server, stream_id: &str) -> String {
+    let mut vid = String::new();
+    let on_air = wait_until(T, async || {
+        let s = get_stream(server, stream_id).await;
+        if s["status"] != "live" {
+            return false;
+        }
+        vid = s["video_id"].as_str().unwrap_or_default().to_string();
+        !vid.is_empty() && server.get_video(&vid).await["playable"] == true
+    })
+    .await;
+    assert!(on_air, "the broadcast never became playable: {}\n{}", get_stream(server, stream_id).await, server.log());
+    vid
+}
+
+fn extinf_sum(p: &m3u8_rs::MediaPlaylist) -> f64 {
+    p.segments.iter().map(|s| s.duration as f64).sum()
+}
+
+#[tokio::test]
+async fn a_broadcast_plays_live_and_ends_as_a_video() {
+    let server = Server::start(&[]).await;
+    let stream = new_stream(&server, "Morning show").await;
+    let key = stream["key"].as_str().unwrap();
+    assert_eq!(key.len(), 32, "128-bit key as hex: {stream}");
+    assert!(key.chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(stream["rtmp_url"].as_str().unwrap().starts_with("rtmp://127.0.0.1:"), "{stream}");
+    assert_eq!(stream["status"], "idle");
+    let id = stream["id"].as_str().unwrap();
+
+    let seconds = 20;
+    let ffmpeg = publish(&publish_url(&stream), seconds, H264, true);
+    let vid = wait_on_air(&server, id).await;
+
+    // While the publisher runs: a live playlist (EVENT, no ENDLIST, encrypted) and a dynamic MPD.
+    let v = server.get_video(&vid).await;
+    assert_eq!(v["live"], true, "{v}");
+    assert_eq!(v["status"], "processing");
+    assert_eq!(v["title"], "Morning show");
+    let hls = v["playback"]["hls"].as_str().unwrap().to_string();
+    let m = master(&server, &hls).await;
+    assert_eq!(m.variants.len(), 1, "one rung for a 360p source: {m:?}");
+    let rung = sibling(&hls, &m.variants[0].uri);
+    let (p, text) = media_playlist(&server, &rung).await;
+    assert!(!p.end_list, "no ENDLIST while live:\n{text}");
+    assert_eq!(p.playlist_type, Some(m3u8_rs::MediaPlaylistType::Event), "{text}");
+    assert!(text.contains("#EXT-X-KEY:METHOD=AES-128"), "{text}");
+    assert!(p.target_duration <= 3, "2 s live segments: {text}");
+    let seg = sibling(&rung, &p.segments[0].uri);
+    let r = server.client.get(&seg).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(!is_clear_ts(&r.bytes().await.unwrap()), "live segments are encrypted");
+    let dash = v["playback"]["dash"].as_str().unwrap().to_string();
+    let live_mpd = mpd(&server, &dash).await;
+    assert_eq!(live_mpd.mpdtype.as_deref(), Some("dynamic"));
+    assert!(live_mpd.UTCTiming.iter().any(|u| u.value.as_deref().is_some_and(|v| v.ends_with("/api/time"))), "{live_mpd:?}");
+    assert_eq!(get_stream(&server, id).await["video_id"].as_str(), Some(vid.as_str()));
+    // Metrics count the broadcast on air and the bytes it sends.
+    let counted = metrics(&server).await;
+    assert!(counted.lines().any(|l| l == "cascade_live_streams 1"), "{counted}");
+    assert!(metric(&counted, "cascade_live_ingest_bytes_total") > 10_000.0, "{counted}");
+    let (ok, err) = exited(ffmpeg, T).await;
+    assert!(ok, "the publisher ran to its end: {err}");
+
+    // The publisher left: the same record finishes as a video, with no second transcode.
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    let (p, text) = media_playlist(&server, &sibling(v["playback"]["hls"].as_str().unwrap(), &m.variants[0].uri)).await;
+    assert!(p.end_list, "{text}");
+    assert_eq!(p.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod));
+    let total = extinf_sum(&p);
+    assert!((total - seconds as f64).abs() <= 0.5, "published {seconds} s, recorded {total} s:\n{text}");
+    let vod_mpd = mpd(&server, v["playback"]["dash"].as_str().unwrap()).await;
+    assert_eq!(vod_mpd.mpdtype.as_deref(), Some("static"));
+    assert!((v["source"]["duration_s"].as_f64().unwrap() - seconds as f64).abs() <= 0.5, "{v}");
+    assert!(v["image_files"].as_array().unwrap().iter().any(|i| i == "poster.jpg"), "{v}");
+    ffmpeg_decode(v["playback"]["hls"].as_str().unwrap()).await.expect("the recording decodes");
+    // The stream goes idle once the video is recorded.
+    assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "idle").await);
+    let s = get_stream(&server, id).await;
+    assert_eq!(s["video_id"].as_str(), Some(vid.as_str()), "{s}");
+    assert!(metrics(&server).await.lines().any(|l| l == "cascade_live_streams 0"));
+}
+
+async fn metrics(server: &Server) -> String {
+    server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of a metric line without labels.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test]
+async fn wrong_keys_second_publishers_and_deleted_streams() {
+    let server = Server::start(&[]).await;
+    let stream = new_stream(&server, "Show").await;
+    let id = stream["id"].as_str().unwrap();
+    let url = publish_url(&stream);
+
+    // A wrong key is refused at publish: ffmpeg fails, nothing is recorded.
+    let wrong = format!("{}/{}", stream["rtmp_url"].as_str().unwrap(), "0".repeat(32));
+    let (ok, err) = exited(publish(&wrong, 5, H264, true), T).await;
+    assert!(!ok, "a wrong key must be refused: {err}");
+    let videos: Value = server.client.get(server.url("/api/videos")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(videos["videos"].as_array().map(Vec::len), Some(0), "{videos}");
+    assert_eq!(get_stream(&server, id).await["status"], "idle");
+
+    // A rotated key: the old one stops working at once.
+    let r = server.client.post(server.url(&format!("/api/live/{id}/key"))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let rotated: Value = r.json().await.unwrap();
+    assert_ne!(rotated["key"], stream["key"]);
+    let (ok, _) = exited(publish(&url, 5, H264, true), T).await;
+    assert!(!ok, "the old key must be refused after a rotation");
+    let url = publish_url(&rotated);
+
+    // A second publisher on a stream that is live is refused; the first goes on.
+    let first = publish(&url, 120, H264, true);
+    let vid = wait_on_air(&server, id).await;
+    let (ok, err) = exited(publish(&url, 5, H264, true), T).await;
+    assert!(!ok, "a second publisher must be refused: {err}");
+    let s = get_stream(&server, id).await;
+    assert_eq!((s["status"].as_str(), s["video_id"].as_str()), (Some("live"), Some(vid.as_str())), "{s}");
+
+    // Deleting the stream ends the broadcast: the publisher is disconnected, the video is kept.
+    let r = server.client.delete(server.url(&format!("/api/live/{id}"))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (ok, _) = exited(first, T).await;
+    assert!(!ok, "the publisher of a deleted stream is disconnected");
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    assert_eq!(server.client.get(server.url(&format!("/api/live/{id}"))).send().await.unwrap().status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn bad_media_fails_the_broadcast_with_a_code() {
+    let server = Server::start(&[]).await;
+    // Sorenson H.263 (FLV codec 2): not a codec the live ladder takes.
+    let stream = new_stream(&server, "Old encoder").await;
+    let (ok, _) = exited(publish(&publish_url(&stream), 10, &["-c:v", "flv1"], true), T).await;
+    assert!(!ok, "the publisher is disconnected");
+    let vid = get_stream(&server, stream["id"].as_str().unwrap()).await["video_id"].as_str().expect("a video was recorded").to_string();
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!((v["status"].as_str(), v["error"]["code"].as_str()), (Some("failed"), Some("unsupported_codec")), "{v}");
+    let sid = stream["id"].as_str().unwrap();
+    assert!(
+        wait_until(T, async || get_stream(&server, sid).await["last_error"]["code"] == "unsupported_codec").await,
+        "the stream says why: {}",
+        get_stream(&server, sid).await
+    );
+
+    // Sound without a picture.
+    let stream = new_stream(&server, "Radio").await;
+    let url = publish_url(&stream);
+    let args = [
+        "-nostdin",
+        "-v",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "15",
+        "-c:a",
+        "aac",
+        "-f",
+        "flv",
+        &url,
+    ];
+    let child = Command::new("ffmpeg").args(args).stdin(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+    let (ok, _) = exited(child, T).await;
+    assert!(!ok, "the publisher is disconnected");
+    let vid = get_stream(&server, stream["id"].as_str().unwrap()).await["video_id"].as_str().expect("a video was recorded").to_string();
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!((v["status"].as_str(), v["error"]["code"].as_str()), (Some("failed"), Some("no_video")), "{v}");
+    assert_eq!(server.raw_get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn garbage_and_floods_are_cut_off() {
+    let server = Server::start(&[("CASCADE_LIVE_MAX_KBPS", "300")]).await;
+    let stream = new_stream(&server, "Flood").await;
+    let rtmp = stream["rtmp_url"].as_str().unwrap().trim_start_matches("rtmp://").trim_end_matches("/live").to_string();
+
+    // Garbage after a valid handshake: the connection is closed as a protocol error.
+    let mut s = tokio::net::TcpStream::connect(&rtmp).await.unwrap();
+    let mut c1 = vec![0u8; 1537];
+    c1[0] = 3;
+    s.write_all(&c1).await.unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 1536 * 2];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut s0s1s2)).await.expect("handshake answered").unwrap();
+    s.write_all(&s0s1s2[1..1537]).await.unwrap();
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 | 0xc0).collect();
+    let _ = s.write_all(&garbage).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server closes a connection that sends garbage");
+    assert!(
+        wait_until(Duration::from_secs(10), async || server.log().contains("RTMP protocol error")).await,
+        "the log says why: {}",
+        server.log()
+    );
+
+    // A publisher over CASCADE_LIVE_MAX_KBPS (300) is disconnected; the server serves on.
+    let (ok, _) = exited(
+        publish(&publish_url(&stream), 30, &["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "3M", "-pix_fmt", "yuv420p"], true),
+        T,
+    )
+    .await;
+    assert!(!ok, "a flooding publisher is disconnected");
+    assert!(server.log().contains("bit rate over CASCADE_LIVE_MAX_KBPS"), "{}", server.log());
+    assert!(wait_until(T, async || get_stream(&server, stream["id"].as_str().unwrap()).await["status"] == "idle").await);
+    assert_eq!(server.raw_get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn streams_have_the_access_rules_of_videos() {
+    let server = Server::start(&[]).await;
+    let other = client_with_token(&user_with_token(&server.data_dir, "other", "other password 1", false, "upload,manage"));
+    let anon = reqwest::Client::new();
+    let public = new_stream(&server, "Public").await;
+    let pid = public["id"].as_str().unwrap();
+    let r = server.client.post(server.url("/api/live")).json(&json!({ "title": "Secret", "visibility": "private" })).send().await.unwrap();
+    let private: Value = r.json().await.unwrap();
+    let qid = private["id"].as_str().unwrap();
+
+    // Others see a public stream without its key, and no private one.
+    let seen: Value = anon.get(server.url(&format!("/api/live/{pid}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["title"], "Public");
+    assert!(seen.get("key").is_none(), "the key is the owner's: {seen}");
+    assert_eq!(anon.get(server.url(&format!("/api/live/{qid}"))).send().await.unwrap().status().as_u16(), 404);
+    assert_eq!(other.get(server.url(&format!("/api/live/{qid}"))).send().await.unwrap().status().as_u16(), 404);
+    assert_eq!(anon.get(server.url("/api/live")).send().await.unwrap().status().as_u16(), 401);
+    let theirs: Value = other.get(server.url("/api/live")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(theirs.as_array().map(Vec::len), Some(0), "{theirs}");
+
+    // Only the owner (or an admin) changes, rotates or deletes.
+    let r = other.patch(server.url(&format!("/api/live/{pid}"))).json(&json!({ "title": "Mine" })).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(other.post(server.url(&format!("/api/live/{pid}/key"))).send().await.unwrap().status().as_u16(), 403);
+    assert_eq!(other.delete(server.url(&format!("/api/live/{pid}"))).send().await.unwrap().status().as_u16(), 403);
+    assert_eq!(anon.post(server.url("/api/live")).json(&json!({})).send().await.unwrap().status().as_u16(), 401);
+    let r = server.client.patch(server.url(&format!("/api/live/{pid}"))).json(&json!({ "title": "  " })).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = server.client.post(server.url("/api/live")).json(&json!({ "title": "x", "key": "mine" })).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400, "unknown fields are refused");
+    let r = server.client.patch(server.url(&format!("/api/live/{pid}"))).json(&json!({ "title": "Renamed" })).send().await.unwrap();
+    let renamed: Value = r.json().await.unwrap();
+    assert_eq!((renamed["title"].as_str(), renamed["key"].as_str()), (Some("Renamed"), public["key"].as_str()));
+}
