@@ -185,6 +185,10 @@ pub struct ServeArgs {
     /// A publisher sending more than this (kbit/s, averaged over 5 s) is disconnected
     #[arg(long, env = "CASCADE_LIVE_MAX_KBPS", value_name = "KBPS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub live_max_kbps: u64,
+    /// Seconds a broadcast waits for its publisher to come back (same key: the same video goes
+    /// on); 0 ends it when the publisher leaves
+    #[arg(long, env = "CASCADE_LIVE_RECONNECT_S", value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub live_reconnect_s: u64,
     /// Longest broadcast in seconds; it ends (and is kept as a video) then
     #[arg(long, env = "CASCADE_LIVE_MAX_S", value_name = "SECONDS", default_value_t = 12 * 3600, value_parser = clap::value_parser!(u64).range(10..=172_800))]
     pub live_max_s: u64,
@@ -366,6 +370,8 @@ pub struct Config {
     pub live_max_kbps: u64,
     /// `CASCADE_LIVE_MAX_S`: longest broadcast.
     pub live_max: Duration,
+    /// `CASCADE_LIVE_RECONNECT_S`: the reconnect window.
+    pub live_reconnect: Duration,
     /// `CASCADE_DEFAULT_VISIBILITY`: visibility of an upload that does not say.
     pub default_visibility: crate::model::Visibility,
     /// `CASCADE_SESSION_TTL_HOURS`: lifetime of a login session.
@@ -418,6 +424,7 @@ impl From<ServeArgs> for Config {
             max_live: a.max_live as usize,
             live_max_kbps: a.live_max_kbps,
             live_max: Duration::from_secs(a.live_max_s),
+            live_reconnect: Duration::from_secs(a.live_reconnect_s),
             default_visibility: a.default_visibility,
             session_ttl: Duration::from_secs_f64(a.session_ttl_hours * 3600.0),
             signup: a.signup,

@@ -13,6 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 const T: Duration = Duration::from_secs(120);
+/// A one-second reconnect window: a broadcast ends a second after its publisher leaves.
+const QUICK_END: (&str, &str) = ("CASCADE_LIVE_RECONNECT_S", "1");
 
 /// Creates a live stream as the server's admin; returns its record (with the key).
 async fn new_stream(server: &Server, title: &str) -> Value {
@@ -77,7 +79,7 @@ fn extinf_sum(p: &m3u8_rs::MediaPlaylist) -> f64 {
 
 #[tokio::test]
 async fn a_broadcast_plays_live_and_ends_as_a_video() {
-    let server = Server::start(&[]).await;
+    let server = Server::start(&[QUICK_END]).await;
     let stream = new_stream(&server, "Morning show").await;
     let key = stream["key"].as_str().unwrap();
     assert_eq!(key.len(), 32, "128-bit key as hex: {stream}");
@@ -154,7 +156,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn wrong_keys_second_publishers_and_deleted_streams() {
-    let server = Server::start(&[]).await;
+    let server = Server::start(&[QUICK_END]).await;
     let stream = new_stream(&server, "Show").await;
     let id = stream["id"].as_str().unwrap();
     let url = publish_url(&stream);
@@ -196,7 +198,7 @@ async fn wrong_keys_second_publishers_and_deleted_streams() {
 
 #[tokio::test]
 async fn bad_media_fails_the_broadcast_with_a_code() {
-    let server = Server::start(&[]).await;
+    let server = Server::start(&[QUICK_END]).await;
     // Sorenson H.263 (FLV codec 2): not a codec the live ladder takes.
     let stream = new_stream(&server, "Old encoder").await;
     let (ok, _) = exited(publish(&publish_url(&stream), 10, &["-c:v", "flv1"], true), T).await;
@@ -242,7 +244,7 @@ async fn bad_media_fails_the_broadcast_with_a_code() {
 
 #[tokio::test]
 async fn garbage_and_floods_are_cut_off() {
-    let server = Server::start(&[("CASCADE_LIVE_MAX_KBPS", "300")]).await;
+    let server = Server::start(&[QUICK_END, ("CASCADE_LIVE_MAX_KBPS", "300")]).await;
     let stream = new_stream(&server, "Flood").await;
     let rtmp = stream["rtmp_url"].as_str().unwrap().trim_start_matches("rtmp://").trim_end_matches("/live").to_string();
 
@@ -279,7 +281,7 @@ async fn garbage_and_floods_are_cut_off() {
 
 #[tokio::test]
 async fn streams_have_the_access_rules_of_videos() {
-    let server = Server::start(&[]).await;
+    let server = Server::start(&[QUICK_END]).await;
     let other = client_with_token(&user_with_token(&server.data_dir, "other", "other password 1", false, "upload,manage"));
     let anon = reqwest::Client::new();
     let public = new_stream(&server, "Public").await;
@@ -311,4 +313,39 @@ async fn streams_have_the_access_rules_of_videos() {
     let r = server.client.patch(server.url(&format!("/api/live/{pid}"))).json(&json!({ "title": "Renamed" })).send().await.unwrap();
     let renamed: Value = r.json().await.unwrap();
     assert_eq!((renamed["title"].as_str(), renamed["key"].as_str()), (Some("Renamed"), public["key"].as_str()));
+}
+
+#[tokio::test]
+async fn a_publisher_that_comes_back_continues_the_same_video() {
+    let server = Server::start(&[("CASCADE_LIVE_RECONNECT_S", "60")]).await;
+    let stream = new_stream(&server, "Flaky uplink").await;
+    let id = stream["id"].as_str().unwrap();
+    let url = publish_url(&stream);
+    let (ok, err) = exited(publish(&url, 8, H264, true), T).await;
+    assert!(ok, "{err}");
+    // The publisher left: the broadcast waits for it, its video still live.
+    assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "reconnecting").await, "{}", server.log());
+    let vid = get_stream(&server, id).await["video_id"].as_str().unwrap().to_string();
+    assert_eq!(server.get_video(&vid).await["status"], "processing");
+
+    // It comes back with the same key: the same video goes on.
+    let second = publish(&url, 8, H264, true);
+    assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "live").await);
+    assert_eq!(get_stream(&server, id).await["video_id"].as_str(), Some(vid.as_str()), "one video for the broadcast");
+    let (ok, err) = exited(second, T).await;
+    assert!(ok, "{err}");
+    assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "reconnecting").await);
+
+    // Deleting the stream ends the broadcast waiting in its window.
+    assert_eq!(server.client.delete(server.url(&format!("/api/live/{id}"))).send().await.unwrap().status().as_u16(), 204);
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    let videos: Value = server.client.get(server.url("/api/videos")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(videos["videos"].as_array().map(Vec::len), Some(1), "{videos}");
+    let hls = v["playback"]["hls"].as_str().unwrap();
+    let m = master(&server, hls).await;
+    let (p, text) = media_playlist(&server, &sibling(hls, &m.variants[0].uri)).await;
+    let total = extinf_sum(&p);
+    assert!((total - 16.0).abs() <= 0.5, "two publishers of 8 s each, recorded {total} s:\n{text}");
+    ffmpeg_decode(hls).await.expect("the recording plays across the gap");
 }

@@ -375,7 +375,7 @@ async fn private_and_malformed_endpoints_are_refused() {
 /// stream's record but never its key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_broadcasts_send_started_and_ended() {
-    let server = Server::start(&[ALLOW]).await;
+    let server = Server::start(&[ALLOW, ("CASCADE_LIVE_RECONNECT_S", "1")]).await;
     let (l, url) = listener().await;
     let endpoint = Endpoint::start(l, Answer::Status(204)).await;
     let hook = register(&server, &url, &["live.started", "live.ended"]).await;

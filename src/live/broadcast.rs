@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{info, warn, Instrument};
 
-use super::OnAir;
+use super::{Entry, OnAir, Parked};
 use crate::app::{remove_dir_off_executor, App};
 use crate::config::BackendChoice;
 use crate::error::AppError;
@@ -41,8 +41,16 @@ pub enum Refusal {
     Internal(String),
 }
 
-/// A publisher allowed on a stream, before its broadcast starts.
-pub struct Claim {
+/// A publisher allowed on a stream.
+pub enum Claim {
+    /// A new broadcast, before it starts.
+    New(NewBroadcast),
+    /// The publisher of a broadcast in its reconnect window came back: its feed goes on.
+    Resume { stream: LiveStream, parked: Parked, kick: Arc<tokio::sync::Notify> },
+}
+
+/// A new broadcast's stream, its live slot and its place on air.
+pub struct NewBroadcast {
     pub stream: LiveStream,
     _slot: OwnedSemaphorePermit,
     pub air: OnAir,
@@ -73,9 +81,52 @@ pub async fn claim(app: &Arc<App>, key: &str) -> Result<Claim, Refusal> {
     if owner.is_none_or(|u| u.disabled) {
         return Err(Refusal::OwnerDisabled);
     }
-    let air = app.live.go_on_air(&id).ok_or(Refusal::AlreadyLive)?;
-    let slot = app.live.slots.clone().try_acquire_owned().map_err(|_| Refusal::NoSlot)?;
-    Ok(Claim { stream, _slot: slot, air })
+    match app.live.enter(&id) {
+        Entry::Busy => Err(Refusal::AlreadyLive),
+        Entry::Resume(parked, kick) => Ok(Claim::Resume { stream, parked, kick }),
+        Entry::New(air) => {
+            let slot = app.live.slots.clone().try_acquire_owned().map_err(|_| Refusal::NoSlot)?;
+            Ok(Claim::New(NewBroadcast { stream, _slot: slot, air }))
+        }
+    }
+}
+
+/// The publisher of a broadcast left (closed, went silent, broke the protocol): the broadcast
+/// waits `CASCADE_LIVE_RECONNECT_S` for it to come back with the same key, then ends.
+pub async fn park(app: &Arc<App>, stream_id: &str, feed: Feed, next_ts: u32) {
+    let window = app.config.live_reconnect;
+    if window.is_zero() {
+        return;
+    }
+    let Some(generation) = app.live.park(stream_id, feed, next_ts) else { return };
+    set_status(app, stream_id, LiveStatus::Reconnecting).await;
+    info!(stream_id, window_s = window.as_secs(), "the publisher left; the broadcast waits for it to come back");
+    let (app, sid) = (app.clone(), stream_id.to_string());
+    tokio::spawn(async move {
+        tokio::time::sleep(window).await;
+        if app.live.expire(&sid, generation).is_some() {
+            info!(stream_id = %sid, "the reconnect window is over; the broadcast ends");
+        }
+    });
+}
+
+/// Records a stream's status (live again after a reconnect, reconnecting).
+pub async fn set_status(app: &Arc<App>, stream_id: &str, status: LiveStatus) {
+    let sid = stream_id.to_string();
+    let r = app
+        .store
+        .run(move |s| {
+            s.update_live(&sid, |l| {
+                // A broadcast that has ended meanwhile stays idle.
+                if l.status != LiveStatus::Idle {
+                    l.status = status;
+                }
+            })
+        })
+        .await;
+    if let Err(e) = r {
+        warn!(stream_id, error = %e, "cannot record the stream's status");
+    }
 }
 
 /// The publisher's side of a running broadcast.
@@ -88,7 +139,7 @@ pub struct Feed {
 }
 
 /// Records the broadcast's video, marks the stream live and starts the live ladder on a new feed.
-pub async fn start(app: &Arc<App>, claim: Claim, media: MediaInfo) -> Result<Feed, AppError> {
+pub async fn start(app: &Arc<App>, claim: NewBroadcast, media: MediaInfo) -> Result<Feed, AppError> {
     let stream = claim.stream.clone();
     let video_id = uuid::Uuid::new_v4().to_string();
     let rec = VideoRecord {
@@ -132,7 +183,12 @@ pub async fn start(app: &Arc<App>, claim: Claim, media: MediaInfo) -> Result<Fee
         ladder: app.ladder.for_live(),
         key: Some(key),
         backend: BackendChoice::Gstreamer,
-        limits: Limits { stall_timeout: app.config.stall_timeout, wall_factor: 0.0, min_wall: app.config.live_max },
+        // No data comes during a reconnect window: that is not a stall.
+        limits: Limits {
+            stall_timeout: app.config.stall_timeout + app.config.live_reconnect,
+            wall_factor: 0.0,
+            min_wall: app.config.live_max,
+        },
         keep_work: false,
         utc_timing_url: "/api/time".into(),
     };
@@ -144,7 +200,14 @@ pub async fn start(app: &Arc<App>, claim: Claim, media: MediaInfo) -> Result<Fee
 
 /// Runs the live ladder until the feed ends, then records the video as ready (or failed) and the
 /// stream as idle.
-async fn run(app: Arc<App>, claim: Claim, spec: JobSpec, media: MediaInfo, id: String, failure: Arc<std::sync::Mutex<Option<JobFailure>>>) {
+async fn run(
+    app: Arc<App>,
+    claim: NewBroadcast,
+    spec: JobSpec,
+    media: MediaInfo,
+    id: String,
+    failure: Arc<std::sync::Mutex<Option<JobFailure>>>,
+) {
     app.metrics.live_streams.inc();
     let cancel = Arc::new(AtomicBool::new(false));
     if let Ok(mut r) = app.running.lock() {

@@ -51,16 +51,36 @@ pub fn video_codec(body: &[u8]) -> Option<VideoCodec> {
 
 /// Timestamps relative to the first media message of the broadcast, so a publisher whose clock
 /// starts anywhere (or wraps its 32-bit milliseconds) gives an FLV stream starting at 0.
+/// A publisher that comes back within the reconnect window continues the same stream: its
+/// timestamps start where the last publisher's ended.
 #[derive(Debug, Default)]
 pub struct Timeline {
     first: Option<u32>,
+    offset: u32,
+    last: u32,
 }
 
+/// The step from the last tag of a publisher to the first of the next one: more than a frame
+/// of video (30 fps) or audio (AAC at 48 kHz), so nothing overlaps.
+const JOIN_MS: u32 = 40;
+
 impl Timeline {
+    /// The timeline of a publisher that continues a stream at `next`.
+    pub fn resume(next: u32) -> Timeline {
+        Timeline { first: None, offset: next, last: next.saturating_sub(JOIN_MS) }
+    }
+
     /// The tag timestamp for a publisher timestamp.
     pub fn rebase(&mut self, ts: u32) -> u32 {
         let first = *self.first.get_or_insert(ts);
-        ts.wrapping_sub(first)
+        let t = self.offset.wrapping_add(ts.wrapping_sub(first));
+        self.last = self.last.max(t);
+        t
+    }
+
+    /// Where the next publisher's first tag goes.
+    pub fn next(&self) -> u32 {
+        self.last + JOIN_MS
     }
 }
 
@@ -103,5 +123,10 @@ mod tests {
         let mut t = Timeline::default();
         assert_eq!(t.rebase(90_000), 0);
         assert_eq!(t.rebase(90_033), 33);
+        // A publisher that comes back goes on after the last tag, whatever its own clock says.
+        let mut t = Timeline::resume(t.next());
+        assert_eq!(t.rebase(5), 73);
+        assert_eq!(t.rebase(105), 173);
+        assert_eq!(t.next(), 213);
     }
 }

@@ -23,8 +23,9 @@ use crate::model::LiveStream;
 pub struct Live {
     /// Stream ids by the SHA-256 of their key.
     keys: RwLock<HashMap<String, String>>,
-    /// Streams on air, with the signal that disconnects their publisher.
-    on_air: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Streams on air: the signal that disconnects their publisher, and the feed of a broadcast
+    /// whose publisher left and may come back.
+    on_air: Mutex<HashMap<String, Air>>,
     /// One permit per broadcast at once (`CASCADE_MAX_LIVE`), apart from the upload slots.
     pub slots: Arc<tokio::sync::Semaphore>,
     /// Where the RTMP listener listens, once bound.
@@ -71,28 +72,67 @@ impl Live {
         self.keys.read().ok()?.get(&digest(key)).cloned()
     }
 
-    /// Marks a stream on air; `None` when it already is (a second publisher is refused).
-    pub fn go_on_air(self: &Arc<Self>, stream_id: &str) -> Option<OnAir> {
+    /// A publisher arrives on a stream: a new broadcast, the return of the publisher of a
+    /// broadcast waiting in its reconnect window, or a refusal (a publisher is on air already).
+    pub fn enter(self: &Arc<Self>, stream_id: &str) -> Entry {
+        let Ok(mut map) = self.on_air.lock() else { return Entry::Busy };
+        match map.get_mut(stream_id) {
+            None => {
+                let kick = Arc::new(Notify::new());
+                map.insert(stream_id.to_string(), Air { kick: kick.clone(), parked: None, generation: 0 });
+                Entry::New(OnAir { live: self.clone(), stream_id: stream_id.to_string(), kick })
+            }
+            Some(air) => match air.parked.take() {
+                Some(p) => Entry::Resume(p, air.kick.clone()),
+                None => Entry::Busy,
+            },
+        }
+    }
+
+    /// Keeps the feed of a broadcast whose publisher left, for the reconnect window. Returns the
+    /// parking's generation (for `expire`), or `None` when the broadcast is over already.
+    pub fn park(&self, stream_id: &str, feed: broadcast::Feed, next_ts: u32) -> Option<u64> {
         let mut map = self.on_air.lock().ok()?;
-        if map.contains_key(stream_id) {
-            return None;
-        }
-        let kick = Arc::new(Notify::new());
-        map.insert(stream_id.to_string(), kick.clone());
-        Some(OnAir { live: self.clone(), stream_id: stream_id.to_string(), kick })
+        let air = map.get_mut(stream_id)?;
+        air.generation += 1;
+        air.parked = Some(Parked { feed, next_ts });
+        Some(air.generation)
     }
 
-    /// Disconnects the publisher of a stream on air (the stream was deleted). Returns whether one was.
+    /// Ends the reconnect window of parking `generation`: its feed, if the publisher has not come
+    /// back (and left again) since.
+    pub fn expire(&self, stream_id: &str, generation: u64) -> Option<Parked> {
+        let mut map = self.on_air.lock().ok()?;
+        let air = map.get_mut(stream_id).filter(|a| a.generation == generation)?;
+        air.parked.take()
+    }
+
+    /// Ends a stream's broadcast now (the stream was deleted): its publisher is disconnected, or
+    /// its parked feed closed. Returns whether it was on air.
     pub fn kick(&self, stream_id: &str) -> bool {
-        let kick = self.on_air.lock().ok().and_then(|m| m.get(stream_id).cloned());
-        kick.map(|k| k.notify_one()).is_some()
+        let parked = {
+            let Ok(mut map) = self.on_air.lock() else { return false };
+            let Some(air) = map.get_mut(stream_id) else { return false };
+            air.kick.notify_one();
+            air.parked.take()
+        };
+        drop(parked);
+        true
     }
 
-    /// Disconnects every publisher (shutdown).
+    /// Disconnects every publisher and ends every broadcast waiting for one (shutdown).
     pub fn kick_all(&self) {
-        if let Ok(m) = self.on_air.lock() {
-            m.values().for_each(|k| k.notify_one());
-        }
+        let parked: Vec<Parked> = match self.on_air.lock() {
+            Ok(mut m) => m
+                .values_mut()
+                .filter_map(|a| {
+                    a.kick.notify_one();
+                    a.parked.take()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        drop(parked);
     }
 
     pub fn set_rtmp_addr(&self, addr: SocketAddr) {
@@ -103,6 +143,27 @@ impl Live {
     pub fn rtmp_addr(&self) -> Option<SocketAddr> {
         self.rtmp_addr.get().copied()
     }
+}
+
+/// A stream on air.
+struct Air {
+    kick: Arc<Notify>,
+    parked: Option<Parked>,
+    /// Counts parkings, so an old reconnect window cannot end a later one.
+    generation: u64,
+}
+
+/// The feed of a broadcast whose publisher left, and the FLV timestamp its next tag takes.
+pub struct Parked {
+    pub feed: broadcast::Feed,
+    pub next_ts: u32,
+}
+
+/// What a publisher arriving on a stream gets.
+pub enum Entry {
+    New(OnAir),
+    Resume(Parked, Arc<Notify>),
+    Busy,
 }
 
 /// A stream on air; dropping it takes the stream off air.
@@ -138,13 +199,46 @@ mod tests {
         live.set_key("s1", "newkey");
         assert_eq!(live.stream_for_key(&s.key), None, "the old key stops working at once");
         assert_eq!(live.stream_for_key("newkey").as_deref(), Some("s1"));
-        let air = live.go_on_air("s1").unwrap();
-        assert!(live.go_on_air("s1").is_none(), "a second publisher is refused");
+        let Entry::New(air) = live.enter("s1") else { panic!("a new broadcast") };
+        assert!(matches!(live.enter("s1"), Entry::Busy), "a second publisher is refused");
         assert!(live.kick("s1"));
         drop(air);
         assert!(!live.kick("s1"));
-        assert!(live.go_on_air("s1").is_some());
+        assert!(matches!(live.enter("s1"), Entry::New(_)));
         live.forget("s1");
         assert_eq!(live.stream_for_key("newkey"), None);
+    }
+}
+
+#[cfg(test)]
+mod reconnect_tests {
+    use super::*;
+
+    fn feed() -> (broadcast::Feed, tokio::sync::mpsc::Receiver<bytes::Bytes>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        (broadcast::Feed { video_id: "v".into(), tx, failure: Default::default() }, rx)
+    }
+
+    #[test]
+    fn a_parked_feed_resumes_once_or_expires() {
+        let live = Arc::new(Live::new(1));
+        let Entry::New(_air) = live.enter("s") else { panic!() };
+        let (f, mut rx) = feed();
+        let g1 = live.park("s", f, 1234).unwrap();
+        let Entry::Resume(p, _) = live.enter("s") else { panic!("the publisher comes back") };
+        assert_eq!(p.next_ts, 1234);
+        assert!(matches!(live.enter("s"), Entry::Busy), "resumed: a second publisher is refused");
+        let g2 = live.park("s", p.feed, 5678).unwrap();
+        assert!(live.expire("s", g1).is_none(), "an old window does not end a later parking");
+        assert!(rx.try_recv().is_err(), "the feed is still open");
+        let p = live.expire("s", g2).expect("the window ends");
+        drop(p);
+        assert!(matches!(rx.try_recv(), Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)), "the feed is closed");
+        // A kick closes a parked feed too.
+        let (f, mut rx) = feed();
+        live.park("s", f, 0).unwrap();
+        assert!(live.kick("s"));
+        assert!(matches!(rx.try_recv(), Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)));
+        assert!(live.park("nope", feed().0, 0).is_none(), "no broadcast, no parking");
     }
 }

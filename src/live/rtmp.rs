@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
-use super::broadcast::{self, Claim, Feed, Refusal};
+use super::broadcast::{self, Claim, Feed, NewBroadcast, Refusal};
 use super::flv;
 use crate::app::App;
 use crate::jobs::failure::JobFailure;
@@ -111,12 +111,20 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let mut conn = Connection::new(app);
+                let mut conn = Connection::new(app.clone());
                 let result = conn.run(sock).await;
                 let video_id = conn.feed.as_ref().map(|f| f.video_id.clone()).unwrap_or_default();
-                match result {
+                match &result {
                     Ok(()) | Err(Closed::Eof) => info!(%video_id, "RTMP publisher left"),
                     Err(e) => warn!(%video_id, reason = %e, "RTMP connection closed"),
+                }
+                // A publisher that left may come back within the window; a deleted stream, a
+                // failed broadcast or a dead pipeline end now.
+                let ends_now = matches!(result, Err(Closed::Kicked | Closed::Failed(_) | Closed::PipelineEnded | Closed::Start(_)));
+                if let (Some(feed), Some(sid)) = (conn.feed.take(), conn.stream_id.clone()) {
+                    if !ends_now {
+                        broadcast::park(&app, &sid, feed, conn.timeline.next()).await;
+                    }
                 }
             }
             .instrument(tracing::info_span!("rtmp", %peer)),
@@ -127,7 +135,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
 /// One connection's state.
 struct Connection {
     app: Arc<App>,
-    claim: Option<Claim>,
+    /// A new broadcast allowed to start, until it starts.
+    claim: Option<NewBroadcast>,
+    stream_id: Option<String>,
     /// Signals a kick while the stream is on air.
     kick: Option<Arc<Notify>>,
     published_at: Option<Instant>,
@@ -145,6 +155,7 @@ impl Connection {
         Connection {
             app,
             claim: None,
+            stream_id: None,
             kick: None,
             published_at: None,
             metadata: None,
@@ -232,11 +243,22 @@ impl Connection {
                         return Err(Closed::Protocol("a second publish on one connection".into()));
                     }
                     match broadcast::claim(&self.app, &stream_key).await {
-                        Ok(claim) => {
+                        Ok(Claim::New(claim)) => {
                             info!(stream_id = %claim.stream.id, "publisher accepted");
                             self.kick = Some(claim.air.kick.clone());
+                            self.stream_id = Some(claim.stream.id.clone());
                             self.claim = Some(claim);
                             self.published_at = Some(Instant::now());
+                            session.accept_request(request_id).map_err(|e| Closed::Protocol(e.to_string()))?
+                        }
+                        Ok(Claim::Resume { stream, parked, kick }) => {
+                            info!(stream_id = %stream.id, video_id = %parked.feed.video_id, "the publisher came back: the broadcast goes on");
+                            self.kick = Some(kick);
+                            self.stream_id = Some(stream.id.clone());
+                            self.timeline = flv::Timeline::resume(parked.next_ts);
+                            self.feed = Some(parked.feed);
+                            self.published_at = Some(Instant::now());
+                            broadcast::set_status(&self.app, &stream.id, crate::model::LiveStatus::Live).await;
                             session.accept_request(request_id).map_err(|e| Closed::Protocol(e.to_string()))?
                         }
                         Err(refusal) => {
