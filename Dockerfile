@@ -49,8 +49,8 @@ ENV CASCADE_BIND=0.0.0.0:8000 \
 WORKDIR /app
 USER 10001:10001
 VOLUME ["/data"]
-# 1935: RTMP ingest for live streams (CASCADE_RTMP_BIND).
-EXPOSE 8000 1935
+# 1935: RTMP ingest for live streams (CASCADE_RTMP_BIND); 8890/udp: SRT (CASCADE_SRT_BIND).
+EXPOSE 8000 1935 8890/udp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["curl", "-fsS", "http://127.0.0.1:8000/healthz"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/entrypoint.sh"]

@@ -29,7 +29,7 @@ def run(binary, auth):
         tok = subprocess.run([binary, "token", "create", "ab", "--data-dir", data], capture_output=True, text=True, check=True).stdout.strip()
         hdr = ["-H", f"Authorization: Bearer {tok}"]
     p = port()
-    env = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{p}", CASCADE_RTMP_BIND="127.0.0.1:0", CASCADE_DATA_DIR=data, CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn",
+    env = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{p}", CASCADE_RTMP_BIND="127.0.0.1:0", CASCADE_SRT_BIND="off", CASCADE_DATA_DIR=data, CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn",
                CASCADE_MAX_UPLOAD_BYTES=str(8 << 30))
     srv = subprocess.Popen([binary, "serve"], env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):

@@ -218,7 +218,7 @@ class Server:
         self.token = subprocess.run([BIN, "token", "create", "bench", "--data-dir", self.data],
                                     capture_output=True, text=True, timeout=60, check=True).stdout.strip()
         self.auth = ["-H", f"Authorization: Bearer {self.token}"]
-        e = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{self.port}", CASCADE_RTMP_BIND="127.0.0.1:0", CASCADE_DATA_DIR=self.data,
+        e = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{self.port}", CASCADE_RTMP_BIND="127.0.0.1:0", CASCADE_SRT_BIND="off", CASCADE_DATA_DIR=self.data,
                  CASCADE_PUBLIC_URL=f"http://127.0.0.1:{self.port}", CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn", **env)
         self.log = open(os.path.join(work, f"server{self.port}.log"), "w")
         self.p = subprocess.Popen([BIN, "serve"], cwd=ROOT, env=e, stdout=self.log, stderr=self.log)

@@ -112,7 +112,7 @@ mnt -t tmpfs tmpfs "$root/tmp"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log="$cache/server.log"
 chroot --userspec=10001:10001 "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/data \
-  CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND=127.0.0.1:0 CASCADE_DATA_DIR=/data CASCADE_WEB_DIR=/app/web \
+  CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND=127.0.0.1:0 CASCADE_SRT_BIND=off CASCADE_DATA_DIR=/data CASCADE_WEB_DIR=/app/web \
   CASCADE_LADDER=/app/pipelines/ladder.toml CASCADE_LOG=info CASCADE_MIN_FREE_BYTES=0 \
   /usr/bin/tini -s -- /usr/local/bin/entrypoint.sh serve >"$log" 2>&1 &
 server_pid=$!

@@ -179,6 +179,9 @@ pub struct ServeArgs {
     /// Where publishers send live streams over RTMP (`rtmp://HOST:PORT/live/KEY`), or `off`
     #[arg(long, env = "CASCADE_RTMP_BIND", value_name = "ADDR|off", default_value = "0.0.0.0:1935", value_parser = optional_addr)]
     pub rtmp_bind: OptionalAddr,
+    /// Where publishers send live streams over SRT (`srt://HOST:PORT?streamid=KEY`, MPEG-TS), or `off`
+    #[arg(long, env = "CASCADE_SRT_BIND", value_name = "ADDR|off", default_value = "0.0.0.0:8890", value_parser = optional_addr)]
+    pub srt_bind: OptionalAddr,
     /// Live broadcasts at once (each runs a live ladder; uploads have their own slots)
     #[arg(long, env = "CASCADE_MAX_LIVE", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_live: u32,
@@ -364,6 +367,8 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// `CASCADE_RTMP_BIND`: the RTMP listener, if any.
     pub rtmp_bind: Option<SocketAddr>,
+    /// `CASCADE_SRT_BIND`: the SRT listener, if any.
+    pub srt_bind: Option<SocketAddr>,
     /// `CASCADE_MAX_LIVE`: broadcasts at once.
     pub max_live: usize,
     /// `CASCADE_LIVE_MAX_KBPS`: a publisher's bit rate cap.
@@ -421,6 +426,7 @@ impl From<ServeArgs> for Config {
             metrics_bind: a.metrics_bind,
             webhook_allow_private: a.webhook_allow_private,
             rtmp_bind: a.rtmp_bind.0,
+            srt_bind: a.srt_bind.0,
             max_live: a.max_live as usize,
             live_max_kbps: a.live_max_kbps,
             live_max: Duration::from_secs(a.live_max_s),

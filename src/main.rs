@@ -336,6 +336,13 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
         }
         None => None,
     };
+    if let Some(addr) = config.srt_bind {
+        // srtsrc reports a taken port only later, on its bus: find out now.
+        std::net::UdpSocket::bind(addr).with_context(|| format!("cannot listen on {addr} (CASCADE_SRT_BIND; `off` turns SRT off)"))?;
+        live::srt::serve(app.clone(), addr).map_err(|e| anyhow::anyhow!("cannot start the SRT listener on {addr}: {e}"))?;
+        app.live.set_srt_addr(addr);
+        info!(%addr, "SRT ingest listening (srt://HOST:PORT?streamid=KEY, one caller at a time)");
+    }
     let admin_socket = auth::admin::serve_socket(&config.data_dir, app.store.clone())
         .await
         .with_context(|| format!("cannot listen on {}", auth::admin::socket_path(&config.data_dir).display()))?;

@@ -349,3 +349,89 @@ async fn a_publisher_that_comes_back_continues_the_same_video() {
     assert!((total - 16.0).abs() <= 0.5, "two publishers of 8 s each, recorded {total} s:\n{text}");
     ffmpeg_decode(hls).await.expect("the recording plays across the gap");
 }
+
+/// A UDP port nobody uses now (the SRT listener's).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// ffmpeg publishing a generated clip as MPEG-TS over SRT in real time.
+fn publish_srt(url: &str, seconds: u32) -> Child {
+    let secs = seconds.to_string();
+    let args = [
+        "-nostdin",
+        "-v",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        &secs,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "60",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        "-f",
+        "mpegts",
+        url,
+    ];
+    Command::new("ffmpeg").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap()
+}
+
+#[tokio::test]
+async fn srt_callers_are_checked_in_the_handshake_and_broadcast() {
+    let port = free_udp_port();
+    let bind = format!("127.0.0.1:{port}");
+    let server = Server::start(&[QUICK_END, ("CASCADE_SRT_BIND", &bind)]).await;
+    let stream = new_stream(&server, "Field camera").await;
+    let id = stream["id"].as_str().unwrap();
+    let url = stream["srt_url"].as_str().expect("srt_url for the owner").to_string();
+    assert_eq!(url, format!("srt://127.0.0.1:{port}?streamid={}", stream["key"].as_str().unwrap()));
+
+    // A wrong streamid is rejected in the handshake: nothing is recorded.
+    let (ok, _) = exited(publish_srt(&format!("srt://127.0.0.1:{port}?streamid={}", "0".repeat(32)), 5), T).await;
+    assert!(!ok, "a wrong key must be rejected");
+    assert!(server.log().contains("SRT caller rejected"), "{}", server.log());
+    let videos: Value = server.client.get(server.url("/api/videos")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(videos["videos"].as_array().map(Vec::len), Some(0), "{videos}");
+
+    // The right one is live, then a video.
+    let seconds = 12;
+    let ffmpeg = publish_srt(&url, seconds);
+    let vid = wait_on_air(&server, id).await;
+    let v = server.get_video(&vid).await;
+    let hls = v["playback"]["hls"].as_str().unwrap().to_string();
+    let m = master(&server, &hls).await;
+    let (p, text) = media_playlist(&server, &sibling(&hls, &m.variants[0].uri)).await;
+    assert!(!p.end_list && text.contains("#EXT-X-KEY:METHOD=AES-128"), "{text}");
+    // A second caller while one is on air is rejected; the first goes on.
+    let (ok, _) = exited(publish_srt(&url, 3), T).await;
+    assert!(!ok, "a second SRT caller must be rejected");
+    assert!(server.log().contains("one SRT publisher at a time"), "{}", server.log());
+    let (ok, err) = exited(ffmpeg, T).await;
+    assert!(ok, "the first publisher ran to its end: {err}");
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    let (p, text) = media_playlist(&server, &sibling(v["playback"]["hls"].as_str().unwrap(), &m.variants[0].uri)).await;
+    assert!(p.end_list, "{text}");
+    let total = extinf_sum(&p);
+    assert!((total - seconds as f64).abs() <= 0.5, "published {seconds} s, recorded {total} s:\n{text}");
+    ffmpeg_decode(v["playback"]["hls"].as_str().unwrap()).await.expect("the recording decodes");
+    assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "idle").await);
+}

@@ -26,6 +26,7 @@ async fn run_cascade(args: &[&str], env: &[(&str, &str)], wait: Duration) -> Opt
     }
     cmd.env("CASCADE_BIND", "127.0.0.1:0")
         .env("CASCADE_RTMP_BIND", "127.0.0.1:0")
+        .env("CASCADE_SRT_BIND", "off")
         .env("CASCADE_DATA_DIR", data.path())
         .env("CASCADE_MIN_FREE_BYTES", "0");
     cmd.envs(env.iter().copied());

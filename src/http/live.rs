@@ -52,6 +52,10 @@ pub struct LiveView {
     /// the RTMP listener is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtmp_url: Option<String>,
+    /// The SRT URL with the key as `streamid` (owner and admins only; MPEG-TS, e.g. `ffmpeg -f
+    /// mpegts`); absent when the SRT listener is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt_url: Option<String>,
     /// The broadcast on air now, else the last one.
     pub video_id: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -76,7 +80,7 @@ fn ingest_host(config: &Config, bound: SocketAddr) -> String {
 }
 
 /// The view of a stream; `owner_view` adds its key and last error.
-pub fn view(l: &LiveStream, owner_view: bool, config: &Config, rtmp: Option<SocketAddr>) -> LiveView {
+pub fn view(l: &LiveStream, owner_view: bool, config: &Config, rtmp: Option<SocketAddr>, srt: Option<SocketAddr>) -> LiveView {
     LiveView {
         id: l.id.clone(),
         title: l.title.clone(),
@@ -84,6 +88,7 @@ pub fn view(l: &LiveStream, owner_view: bool, config: &Config, rtmp: Option<Sock
         status: l.status,
         key: owner_view.then(|| l.key.clone()),
         rtmp_url: rtmp.map(|a| format!("rtmp://{}:{}/{}", ingest_host(config, a), a.port(), crate::live::rtmp::APP_NAME)),
+        srt_url: srt.filter(|_| owner_view).map(|a| format!("srt://{}:{}?streamid={}", ingest_host(config, a), a.port(), l.key)),
         video_id: l.video_id.clone(),
         created_at: l.created_at,
         updated_at: l.updated_at,
@@ -96,7 +101,7 @@ fn json(v: &impl Serialize, status: StatusCode) -> warp::reply::Response {
 }
 
 fn show(app: &App, caller: &Caller, l: &LiveStream) -> LiveView {
-    view(l, caller.manages_live(l), &app.config, app.live.rtmp_addr())
+    view(l, caller.manages_live(l), &app.config, app.live.rtmp_addr(), app.live.srt_addr())
 }
 
 /// A title as kept: trimmed, at most `MAX_TITLE` characters, not empty.

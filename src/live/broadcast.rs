@@ -61,22 +61,22 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks a stream key and takes the stream on air with a live slot.
+/// Checks a stream key and takes the stream on air with a live slot (off the executor).
 pub async fn claim(app: &Arc<App>, key: &str) -> Result<Claim, Refusal> {
+    let (app2, key) = (app.clone(), key.to_string());
+    tokio::task::spawn_blocking(move || claim_blocking(&app2, &key)).await.map_err(|e| Refusal::Internal(e.to_string()))?
+}
+
+/// `claim` for a thread that may block (the SRT listener's key check runs on libsrt's thread).
+pub fn claim_blocking(app: &Arc<App>, key: &str) -> Result<Claim, Refusal> {
     let id = app.live.stream_for_key(key).ok_or(Refusal::UnknownKey)?;
-    let id2 = id.clone();
-    let (stream, owner) = app
-        .store
-        .run(move |s| {
-            let l = s.live(&id2)?;
-            let owner = match &l {
-                Some(l) => s.user(&l.owner)?,
-                None => None,
-            };
-            Ok::<_, AppError>((l, owner))
-        })
-        .await
-        .map_err(|e| Refusal::Internal(e.to_string()))?;
+    let store = app.store.blocking();
+    let internal = |e: crate::store::StoreError| Refusal::Internal(e.to_string());
+    let stream = store.live(&id).map_err(internal)?;
+    let owner = match &stream {
+        Some(l) => store.user(&l.owner).map_err(internal)?,
+        None => None,
+    };
     let stream = stream.filter(|s| ct_eq(s.key.as_bytes(), key.as_bytes())).ok_or(Refusal::UnknownKey)?;
     if owner.is_none_or(|u| u.disabled) {
         return Err(Refusal::OwnerDisabled);
@@ -139,7 +139,9 @@ pub struct Feed {
 }
 
 /// Records the broadcast's video, marks the stream live and starts the live ladder on a new feed.
-pub async fn start(app: &Arc<App>, claim: NewBroadcast, media: MediaInfo) -> Result<Feed, AppError> {
+/// `caps` are those of the bytes the feed will carry (`video/x-flv` from RTMP, `video/mpegts`
+/// from SRT).
+pub async fn start(app: &Arc<App>, claim: NewBroadcast, media: MediaInfo, caps: &'static str) -> Result<Feed, AppError> {
     let stream = claim.stream.clone();
     let video_id = uuid::Uuid::new_v4().to_string();
     let rec = VideoRecord {
@@ -177,7 +179,7 @@ pub async fn start(app: &Arc<App>, claim: NewBroadcast, media: MediaInfo) -> Res
     let spec = JobSpec {
         input: app.upload_dir(&video_id).join("live"),
         growing: None,
-        live: Some(Arc::new(LiveInput { caps: "video/x-flv", rx: std::sync::Mutex::new(Some(rx)) })),
+        live: Some(Arc::new(LiveInput { caps, rx: std::sync::Mutex::new(Some(rx)) })),
         out_dir: app.media_dir(&video_id),
         scratch_dir: app.upload_dir(&video_id).join("scratch"),
         ladder: app.ladder.for_live(),

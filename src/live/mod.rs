@@ -9,6 +9,7 @@
 pub mod broadcast;
 pub mod flv;
 pub mod rtmp;
+pub mod srt;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub struct Live {
     pub slots: Arc<tokio::sync::Semaphore>,
     /// Where the RTMP listener listens, once bound.
     rtmp_addr: OnceLock<SocketAddr>,
+    /// Where the SRT listener listens.
+    srt_addr: OnceLock<SocketAddr>,
 }
 
 impl Live {
@@ -39,6 +42,7 @@ impl Live {
             on_air: Mutex::new(HashMap::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(max_live)),
             rtmp_addr: OnceLock::new(),
+            srt_addr: OnceLock::new(),
         }
     }
 
@@ -142,6 +146,15 @@ impl Live {
     /// The RTMP listener's address, once bound.
     pub fn rtmp_addr(&self) -> Option<SocketAddr> {
         self.rtmp_addr.get().copied()
+    }
+
+    pub fn set_srt_addr(&self, addr: SocketAddr) {
+        let _ = self.srt_addr.set(addr);
+    }
+
+    /// The SRT listener's address, when it runs.
+    pub fn srt_addr(&self) -> Option<SocketAddr> {
+        self.srt_addr.get().copied()
     }
 }
 

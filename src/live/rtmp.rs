@@ -327,7 +327,7 @@ impl Connection {
             self.metadata.as_ref().is_some_and(|m| m.audio_codec_id.is_some()) || self.pending.iter().any(|(k, _, _)| *k == flv::AUDIO);
         let media = self.metadata.as_ref().and_then(|m| media_info(m, has_audio)).ok_or(Closed::NoMetadata)?;
         let claim = self.claim.take().ok_or_else(|| Closed::Protocol("no claim".into()))?;
-        let feed = broadcast::start(&self.app, claim, media).await.map_err(|e| Closed::Start(e.to_string()))?;
+        let feed = broadcast::start(&self.app, claim, media, "video/x-flv").await.map_err(|e| Closed::Start(e.to_string()))?;
         feed.tx.send(Bytes::copy_from_slice(&flv::header(has_audio))).await.map_err(|_| Closed::PipelineEnded)?;
         self.feed = Some(feed);
         for (kind, ts, body) in std::mem::take(&mut self.pending) {
@@ -368,7 +368,7 @@ impl Connection {
                 video: None,
                 audio: None,
             });
-            let feed = broadcast::start(&self.app, claim, media).await.map_err(|e| Closed::Start(e.to_string()))?;
+            let feed = broadcast::start(&self.app, claim, media, "video/x-flv").await.map_err(|e| Closed::Start(e.to_string()))?;
             self.feed = Some(feed);
         }
         if let Some(feed) = self.feed.take() {

@@ -59,7 +59,7 @@ impl TranscodeRequest {
 /// The bytes of a live broadcast as they arrive (an FLV stream: header, then tags). The channel
 /// closing ends the stream. Taken once, by the pipeline's source.
 pub struct LiveInput {
-    /// `video/x-flv`: the caps of the bytes.
+    /// The caps of the bytes (`video/x-flv`, `video/mpegts,systemstream=true`).
     pub caps: &'static str,
     pub rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>>,
 }

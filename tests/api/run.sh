@@ -31,7 +31,7 @@ timeout 300 ffmpeg -nostdin -v error -y -f lavfi -i "testsrc2=size=320x240:rate=
 token=$("$bin" token create admin --data-dir "$work/data")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
-CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND=127.0.0.1:0 CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 "$bin" serve >"$work/server.log" 2>&1 &
+CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND=127.0.0.1:0 CASCADE_SRT_BIND=off CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 "$bin" serve >"$work/server.log" 2>&1 &
 server_pid=$!
 timeout 30 bash -c "until curl -fs $url/healthz >/dev/null 2>&1; do sleep 0.1; done"
 

@@ -112,6 +112,7 @@ impl Server {
             .env("CASCADE_BIND", format!("127.0.0.1:{port}"))
             // Any free port: tests run many servers at once (the live tests read it from the stream).
             .env("CASCADE_RTMP_BIND", "127.0.0.1:0")
+            .env("CASCADE_SRT_BIND", "off")
             .env("CASCADE_DATA_DIR", data_dir)
             .env("CASCADE_MIN_FREE_BYTES", "0")
             // Absolute playback URLs, as clients outside a browser need them.

@@ -57,7 +57,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def start(self):
-        env = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{self.port}", CASCADE_RTMP_BIND="127.0.0.1:0", CASCADE_DATA_DIR=self.data,
+        env = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{self.port}", CASCADE_RTMP_BIND="127.0.0.1:0", CASCADE_SRT_BIND="off", CASCADE_DATA_DIR=self.data,
                    CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="info,warp=warn")
         self.p = subprocess.Popen([self.bin, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=open(self.logfile, "a"))
 

@@ -30,7 +30,7 @@ timeout 300 ffmpeg -nostdin -v error -y -f lavfi -i "testsrc2=size=320x240:rate=
 "$bin" user add node --password-stdin --data-dir "$work/data" <<<"node password 1" >/dev/null
 token=$("$bin" token create node --data-dir "$work/data")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND=127.0.0.1:0 CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 "$bin" serve >"$work/server.log" 2>&1 &
+CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND=127.0.0.1:0 CASCADE_SRT_BIND=off CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 "$bin" serve >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

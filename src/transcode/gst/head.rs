@@ -146,7 +146,7 @@ fn live_source(live: &crate::transcode::LiveInput) -> Result<gst::Element, Trans
         live.rx.lock().ok().and_then(|mut r| r.take()).ok_or_else(|| TranscodeError::Build("the live feed was already taken".into()))?;
     let src = gst_app::AppSrc::builder()
         .name("ingest")
-        .caps(&gst::Caps::new_empty_simple(live.caps))
+        .caps(&live.caps.parse::<gst::Caps>().map_err(|e| TranscodeError::Build(format!("caps {}: {e}", live.caps)))?)
         .stream_type(gst_app::AppStreamType::Stream)
         .format(gst::Format::Bytes)
         .max_bytes(4 * 1024 * 1024)
