@@ -97,14 +97,37 @@
   }
   if (v.status !== 'ready') Cascade.follow(id, showRecord);
 
+  // A broadcast on air starts at the live edge (a few segments behind it) and keeps up; the page
+  // shows how far behind live it plays and offers to jump back there. Once the broadcast ends the
+  // same video is a normal one.
+  const onAir = () => !!(v.live && state.record && state.record.live && state.record.status === 'processing');
+  const liveEdge = () => (video.seekable.length ? video.seekable.end(video.seekable.length - 1) : NaN);
+  window.cascadePlayer.behindLive = () => liveEdge() - video.currentTime;
+  if (v.live) {
+    const showLive = () => {
+      const live = onAir();
+      const behind = liveEdge() - video.currentTime;
+      $('live-badge').hidden = !live;
+      $('behind-live').hidden = !live || !(behind >= 0);
+      if (live && behind >= 0) $('behind-live').textContent = `${behind.toFixed(1)} s behind live`;
+      $('jump-live').hidden = !live || !(behind > 3 * segmentSeconds);
+    };
+    $('jump-live').addEventListener('click', () => {
+      const edge = liveEdge();
+      if (edge > 0) video.currentTime = Math.max(0, edge - 2 * segmentSeconds);
+      video.play().catch(() => {});
+    });
+    setInterval(showLive, 500);
+  }
+
   // While the video is still encoding, playback that catches up with the encoder stops at the last
   // published segment until the next one is written: expected whenever encoding is slower than
   // real time. The players re-read the growing manifests and carry on by themselves; the page says
   // what it is waiting for. The published edge trails the encoder's position by up to about two
   // segments (a segment is published when the next one starts, plus the encoder's look-ahead and
   // the record's update steps), hence the margin.
-  let segmentSeconds = 4;
-  Cascade.json('/api/config').then((c) => { segmentSeconds = c.segment_seconds || segmentSeconds; }).catch(() => {});
+  let segmentSeconds = v.live ? 2 : 4;
+  if (!v.live) Cascade.json('/api/config').then((c) => { segmentSeconds = c.segment_seconds || segmentSeconds; }).catch(() => {});
   const encodedSeconds = () => {
     const r = state.record;
     if (!r || r.status === 'ready') return Infinity;
@@ -122,7 +145,10 @@
     const stuck = !video.paused && !video.ended && (video.readyState < HTMLMediaElement.HAVE_FUTURE_DATA || Date.now() - shownMoved > 1000);
     const waiting = stuck && atEncoderEdge(t);
     const el = $('waiting');
-    if (waiting) {
+    if (waiting && v.live) {
+      el.textContent = 'Waiting for the broadcast…';
+      if (el.hidden) state.encoderWaits += 1;
+    } else if (waiting) {
       const dur = state.record.source && state.record.source.duration_s;
       el.textContent = `Waiting for the encoder… (${Cascade.duration(encodedSeconds()) || '0:00'}${dur ? ` of ${Cascade.duration(dur)}` : ''} encoded)`;
       if (el.hidden) state.encoderWaits += 1;
@@ -160,7 +186,16 @@
     const player = dashjs.MediaPlayer().create();
     player.updateSettings({
       debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
-      streaming: {
+      streaming: v.live ? {
+        // A broadcast: play two segments (4 s) behind the live edge, speed up (at most 1.5x) when
+        // behind, and jump back to the target when more than 2 s further behind.
+        liveCatchup: { enabled: true, maxDrift: 2, playbackRate: { min: -0.5, max: 0.5 } },
+        delay: { liveDelay: 4 },
+        // The live edge is the end of the SegmentTimeline, not the wall clock: an encoder that
+        // falls behind real time (a loaded machine) must not send the player past what exists.
+        timeShiftBuffer: { calcFromSegmentTimeline: true },
+        abr: { autoSwitchBitrate: { video: true } },
+      } : {
         // A growing (dynamic) MPD is played from its start, never pulled to the live edge.
         liveCatchup: { enabled: false },
         delay: { liveDelayFragmentCount: 1 },
@@ -187,7 +222,8 @@
       const cur = player.getCurrentRepresentationForType('video');
       if (cur) setCurrent(cur.id, cur.bandwidth);
     });
-    player.initialize(video, Cascade.abs(v.playback.dash), true, 0);
+    if (v.live && v.status === 'processing') player.initialize(video, Cascade.abs(v.playback.dash), true);
+    else player.initialize(video, Cascade.abs(v.playback.dash), true, 0);
     window.cascadePlayer.dash = player;
     // Stall watchdog: if playback makes no progress for 5 s while not paused and more video than
     // that is already encoded, the stream is loaded again at that position. dash.js has stopped for
@@ -216,7 +252,11 @@
     }, 1000);
   } else if (kind === 'hls' && window.Hls && Hls.isSupported()) {
     state.kind = 'hls';
-    const hls = new Hls({ startPosition: 0, enableWorker: true, liveDurationInfinity: false });
+    // A broadcast plays 3 s behind the end of its playlist, speeds up (at most 1.5x) when behind
+    // and jumps back when 6 s (3 segments) behind; an upload still encoding plays from its start.
+    const hls = new Hls(v.live && v.status === 'processing'
+      ? { enableWorker: true, liveSyncDuration: 3, liveMaxLatencyDuration: 6, maxLiveSyncPlaybackRate: 1.5 }
+      : { startPosition: 0, enableWorker: true, liveDurationInfinity: false });
     // Non-fatal stall reports are hls.js saying it is waiting for data (at the encoder's edge, or on
     // a slow network) and nudging playback on; it recovers by itself, so they are not errors.
     const stallDetails = [Hls.ErrorDetails.BUFFER_STALLED_ERROR, Hls.ErrorDetails.BUFFER_NUDGE_ON_STALL, Hls.ErrorDetails.BUFFER_SEEK_OVER_HOLE];

@@ -3,6 +3,7 @@
 //   CASCADE_URL=http://127.0.0.1:8000 CASCADE_CLIPS=/dir/with/short.mp4+long.mp4 node tests/browser/run.mjs
 // Prints `ok - name` / `not ok - name: reason` per scenario and `N passed, M failed`; exits 1 on failure.
 import { createRequire } from 'node:module';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { readFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -534,6 +535,64 @@ await scenario('another site plays public and private videos and embeds the play
 }, guest);
 await guest.close();
 for (const s of foreignSites) s.close();
+
+// A live broadcast: ffmpeg publishes over RTMP in real time; each player opens the watch page,
+// starts near the live edge and, while it plays on for 10 s, never falls more than 3 segments
+// (6 s) behind the edge the server has published (the shortest track of the manifest that player
+// reads). When the publisher leaves, the same video plays as a normal one.
+await scenario('live: dash.js and hls.js play a broadcast within 3 segments of its live edge, then as a video', 300000, async () => {
+  const stream = await api('/api/live', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ title: 'Browser live' }) });
+  const ff = spawn('ffmpeg', ['-nostdin', '-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i',
+    'sine=frequency=440:sample_rate=48000', '-t', '200', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '60',
+    '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', `${stream.rtmp_url}/${stream.key}`], { stdio: 'ignore' });
+  const LIVE_SEGMENT = 2;
+  try {
+    const rec = await waitFor('the broadcast to be playable', async () => {
+      const s = await api(`/api/live/${stream.id}`);
+      if (!s.video_id) return false;
+      const r = await api(`/api/videos/${s.video_id}`);
+      if (r.status === 'failed') throw new Error(`failed: ${JSON.stringify(r.error)}`);
+      return r.playable && r;
+    }, 60000, 200);
+    for (const kind of ['dash', 'hls']) {
+      const page = await context.newPage();
+      try {
+        await page.goto(`${BASE}/watch/${rec.id}?player=${kind}`);
+        const first = await playsPast(page, 0.5, 60000);
+        const startLag = (await publishedEdge(kind, rec)) - first.t;
+        // The player settles at its live delay (catching up from where it started) first.
+        const from = (await playsPast(page, first.t + 4, 60000)).t;
+        let worst = 0;
+        await waitFor(`${kind} to play 10 s of the broadcast`, async () => {
+          const edge = await publishedEdge(kind, rec);
+          const s = await page.evaluate(() => ({ t: document.getElementById('video').currentTime, errors: window.cascadePlayer.errors.slice(),
+            badge: !document.getElementById('live-badge').hidden, behind: document.getElementById('behind-live').textContent }));
+          if (s.errors.length) throw new Error(`player errors: ${s.errors.join(' | ')}`);
+          if (!s.badge) throw new Error('no LIVE badge while the broadcast is on air');
+          worst = Math.max(worst, edge - s.t);
+          if (edge - s.t > 3 * LIVE_SEGMENT) throw new Error(`${kind} fell ${(edge - s.t).toFixed(1)} s behind the published edge ${edge.toFixed(1)} s`);
+          return s.t > from + 10 && /behind live/.test(s.behind);
+        }, 90000);
+        console.log(`#   ${kind}: started at ${first.t.toFixed(1)} s of the broadcast (about ${startLag.toFixed(1)} s behind its edge); ` +
+          `then at most ${worst.toFixed(1)} s behind the published edge while playing from ${from.toFixed(1)} s to ${(from + 10).toFixed(1)} s`);
+      } finally {
+        await page.close();
+      }
+    }
+  } finally {
+    ff.kill('SIGKILL');
+  }
+  // The publisher is gone: after the reconnect window the same video is a normal one.
+  const vod = await ready((await api(`/api/live/${stream.id}`)).video_id, 120000);
+  const page = await context.newPage();
+  try {
+    await page.goto(`${BASE}/watch/${vod.id}?player=hls`);
+    await playsPast(page, 1, 60000);
+    if (!(await page.locator('#live-badge').isHidden())) throw new Error('a LIVE badge on a finished broadcast');
+  } finally {
+    await page.close();
+  }
+});
 
 await scenario('API reference: /api/docs shows every operation of /api/openapi.json', 60000, async (page) => {
   const spec = await (await fetch(`${BASE}/api/openapi.json`)).json();
