@@ -1,8 +1,11 @@
-// Library: every video, live. Cards are re-rendered only when their record changed.
+// Library: every video, live; broadcasts on air in a "Live now" row above the rest. Cards are
+// re-rendered only when their record changed.
 'use strict';
 (() => {
   const grid = document.getElementById('library');
+  const liveGrid = document.getElementById('live-now');
   const cards = new Map();
+  const onAir = (v) => v.live && v.status === 'processing';
 
   function card(v) {
     const thumb = Cascade.el('div', { class: 'thumb' },
@@ -10,7 +13,7 @@
         ? Cascade.el('img', { src: v.images.thumbnail, alt: '', loading: 'lazy', class: 'thumbnail' })
         : (v.status === 'failed' ? '✕' : '…'),
       v.source && v.source.duration_s ? Cascade.el('span', { class: 'duration' }, Cascade.duration(v.source.duration_s)) : null);
-    const busy = v.status === 'processing' || v.status === 'queued';
+    const busy = !onAir(v) && (v.status === 'processing' || v.status === 'queued');
     const del = Cascade.el('button', {
       class: 'danger', type: 'button', 'aria-label': `Delete ${v.title}`,
       onclick: async () => {
@@ -22,7 +25,7 @@
       v.playable ? Cascade.el('a', { href: `/watch/${v.id}`, tabindex: -1 }, thumb) : thumb,
       Cascade.el('div', { class: 'body' },
         Cascade.el('div', { class: 'title' }, v.title),
-        Cascade.el('div', {}, Cascade.el('span', { class: `badge ${v.status}` }, v.status), ' ',
+        Cascade.el('div', {}, onAir(v) ? Cascade.el('span', { class: 'badge live' }, 'Live') : Cascade.el('span', { class: `badge ${v.status}` }, v.status), ' ',
           Cascade.el('span', { class: 'muted' }, busy || v.status === 'failed' ? Cascade.statusText(v) : Cascade.ladder(v))),
         busy ? Cascade.el('progress', { max: 100, value: Math.round(v.progress * 100) }) : null,
         Cascade.el('div', { class: 'muted' }, Cascade.when(v.created_at),
@@ -33,7 +36,7 @@
   }
 
   function signature(v) {
-    return JSON.stringify([v.title, v.status, v.progress, v.playable, v.queue_position, v.renditions.length, v.images && Object.keys(v.images).length, v.error]);
+    return JSON.stringify([v.title, v.status, v.live, v.progress, v.playable, v.queue_position, v.renditions.length, v.images && Object.keys(v.images).length, v.error]);
   }
 
   async function refresh() {
@@ -41,7 +44,7 @@
       const { videos } = await Cascade.json('/api/videos');
       document.getElementById('error').hidden = true;
       const seen = new Set();
-      videos.forEach((v, i) => {
+      const place = (list, into) => list.forEach((v, i) => {
         seen.add(v.id);
         const sig = signature(v);
         let entry = cards.get(v.id);
@@ -51,8 +54,12 @@
           entry = { node, sig };
           cards.set(v.id, entry);
         }
-        if (grid.children[i] !== entry.node) grid.insertBefore(entry.node, grid.children[i] || null);
+        if (into.children[i] !== entry.node) into.insertBefore(entry.node, into.children[i] || null);
       });
+      const live = videos.filter(onAir);
+      place(live, liveGrid);
+      place(videos.filter((v) => !onAir(v)), grid);
+      document.getElementById('live-now-section').hidden = live.length === 0;
       for (const [id, entry] of cards) {
         if (!seen.has(id)) { entry.node.remove(); cards.delete(id); }
       }

@@ -187,10 +187,11 @@
     player.updateSettings({
       debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
       streaming: v.live ? {
-        // A broadcast: play two segments (4 s) behind the live edge, speed up (at most 1.5x) when
-        // behind, and jump back to the target when more than 2 s further behind.
-        liveCatchup: { enabled: true, maxDrift: 2, playbackRate: { min: -0.5, max: 0.5 } },
-        delay: { liveDelay: 4 },
+        // A broadcast: play 3 s (1.5 segments) behind the live edge and speed up (at most 1.5x)
+        // when behind. No seeking catch-up (maxDrift): under CPU load it seeked in a loop to a
+        // position it never buffered.
+        liveCatchup: { enabled: true, playbackRate: { min: -0.5, max: 0.5 } },
+        delay: { liveDelay: 3 },
         // The live edge is the end of the SegmentTimeline, not the wall clock: an encoder that
         // falls behind real time (a loaded machine) must not send the player past what exists.
         timeShiftBuffer: { calcFromSegmentTimeline: true },
@@ -234,10 +235,14 @@
     window.cascadePlayer.recoveries = () => state.recoveries;
     let lastTime = -1;
     let stuckSince = 0;
+    // A broadcast on air is reloaded at its live edge the same way: dash.js has also stopped for
+    // good there, at the end of what a young broadcast had published (seen under CPU load). A
+    // publisher's reconnect gap costs at most a few reloads, each wait twice the last.
     setInterval(() => {
       const t = video.currentTime;
       const encoded = state.record ? encodedSeconds() : 0;
-      if (video.paused || video.seeking || video.ended || t !== lastTime || encoded < t + 5) {
+      const live = onAir();
+      if (video.paused || video.seeking || video.ended || t !== lastTime || (!live && encoded < t + 5)) {
         lastTime = t;
         stuckSince = 0;
         return;
@@ -246,8 +251,13 @@
       else if (Date.now() - stuckSince >= 5000 * 2 ** state.recoveries) {
         stuckSince = 0;
         state.recoveries += 1;
-        console.warn(`dash: no progress at ${t.toFixed(2)} s for ${5 * 2 ** (state.recoveries - 1)} s with ${encoded.toFixed(1)} s encoded; reloading the stream there`);
-        player.attachSource(Cascade.abs(v.playback.dash), t);
+        if (live) {
+          console.warn(`dash: no progress at ${t.toFixed(2)} s of the broadcast for ${5 * 2 ** (state.recoveries - 1)} s; reloading it at its live edge`);
+          player.attachSource(Cascade.abs(v.playback.dash));
+        } else {
+          console.warn(`dash: no progress at ${t.toFixed(2)} s for ${5 * 2 ** (state.recoveries - 1)} s with ${encoded.toFixed(1)} s encoded; reloading the stream there`);
+          player.attachSource(Cascade.abs(v.playback.dash), t);
+        }
       }
     }, 1000);
   } else if (kind === 'hls' && window.Hls && Hls.isSupported()) {

@@ -99,7 +99,7 @@ pub struct VideoId(
         super::live::create, super::live::list, super::live::get, super::live::edit, super::live::delete, super::live::rotate,
         super::embed::oembed, embed_page,
         metrics, openapi_json, docs_page,
-        page_index, page_upload, page_login, page_setup, page_signup, page_account, page_admin, page_watch, asset, vendor,
+        page_index, page_upload, page_login, page_setup, page_signup, page_account, page_admin, page_live, page_watch, asset, vendor,
     ),
     components(schemas(ErrorBody, super::embed::Format)),
     modifiers(&Credentials, &FileTypes),
@@ -369,6 +369,7 @@ page!(page_setup, "/setup", "The first admin");
 page!(page_signup, "/signup", "Sign up");
 page!(page_account, "/account", "The caller's account: password, tokens, storage");
 page!(page_admin, "/admin", "Users and invitations");
+page!(page_live, "/live", "Go live: the caller's live streams with their server URL and key for OBS");
 
 #[utoipa::path(get, path = "/watch/{id}", tag = "pages", security(()), params(VideoId),
     responses((status = 200, description = "The watch page (the player finds out what it may play)", content_type = "text/html", body = String)))]

@@ -74,7 +74,7 @@ pub(super) async fn file_reply(path: PathBuf, cache: &'static str) -> Result<war
 }
 
 /// Pages at `/NAME`, from `NAME.html`.
-const ACCOUNT_PAGES: [&str; 4] = ["setup", "signup", "account", "admin"];
+const ACCOUNT_PAGES: [&str; 5] = ["setup", "signup", "account", "admin", "live"];
 
 fn page(app: &Arc<App>, name: &str) -> PathBuf {
     app.config.web_dir.join(name)

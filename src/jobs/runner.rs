@@ -177,7 +177,7 @@ pub fn execute(
         key: spec.key.as_ref().map(|k| KeyLine { uri: KEY_URI.into(), iv_hex: k.iv_hex() }),
         source_duration: media.duration_s,
         utc_timing_url: spec.utc_timing_url.clone(),
-        live: spec.live.is_some(),
+        live_start: spec.live.as_ref().map(|l| l.first_media),
     };
     let mut packager = Packager::new(package).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
     let mut fraction = FractionReport::new(media.duration_s);

@@ -141,7 +141,14 @@ pub struct Feed {
 /// Records the broadcast's video, marks the stream live and starts the live ladder on a new feed.
 /// `caps` are those of the bytes the feed will carry (`video/x-flv` from RTMP, `video/mpegts`
 /// from SRT).
-pub async fn start(app: &Arc<App>, claim: NewBroadcast, media: MediaInfo, caps: &'static str) -> Result<Feed, AppError> {
+/// `first_media` is when the publisher's first media arrived.
+pub async fn start(
+    app: &Arc<App>,
+    claim: NewBroadcast,
+    media: MediaInfo,
+    caps: &'static str,
+    first_media: chrono::DateTime<chrono::Utc>,
+) -> Result<Feed, AppError> {
     let stream = claim.stream.clone();
     let video_id = uuid::Uuid::new_v4().to_string();
     let rec = VideoRecord {
@@ -179,7 +186,7 @@ pub async fn start(app: &Arc<App>, claim: NewBroadcast, media: MediaInfo, caps: 
     let spec = JobSpec {
         input: app.upload_dir(&video_id).join("live"),
         growing: None,
-        live: Some(Arc::new(LiveInput { caps, rx: std::sync::Mutex::new(Some(rx)) })),
+        live: Some(Arc::new(LiveInput { caps, rx: std::sync::Mutex::new(Some(rx)), first_media })),
         out_dir: app.media_dir(&video_id),
         scratch_dir: app.upload_dir(&video_id).join("scratch"),
         ladder: app.ladder.for_live(),

@@ -145,6 +145,8 @@ struct Connection {
     /// Media that came before the broadcast could start: (tag type, publisher ms, body).
     pending: Vec<(u8, u32, Bytes)>,
     pending_bytes: usize,
+    /// When the first media message arrived.
+    first_media: Option<chrono::DateTime<chrono::Utc>>,
     feed: Option<Feed>,
     timeline: flv::Timeline,
     window: (Instant, u64),
@@ -161,6 +163,7 @@ impl Connection {
             metadata: None,
             pending: Vec::new(),
             pending_bytes: 0,
+            first_media: None,
             feed: None,
             timeline: flv::Timeline::default(),
             window: (Instant::now(), 0),
@@ -301,6 +304,7 @@ impl Connection {
         if self.claim.is_none() && self.feed.is_none() {
             return Err(Closed::Protocol("media before publish".into()));
         }
+        self.first_media.get_or_insert_with(chrono::Utc::now);
         if kind == flv::VIDEO {
             if let Some(flv::VideoCodec::Other(id)) = flv::video_codec(&body) {
                 let what = if id == 0x80 { "Enhanced RTMP (HEVC/AV1/VP9)".to_string() } else { format!("FLV video codec {id}") };
@@ -327,7 +331,9 @@ impl Connection {
             self.metadata.as_ref().is_some_and(|m| m.audio_codec_id.is_some()) || self.pending.iter().any(|(k, _, _)| *k == flv::AUDIO);
         let media = self.metadata.as_ref().and_then(|m| media_info(m, has_audio)).ok_or(Closed::NoMetadata)?;
         let claim = self.claim.take().ok_or_else(|| Closed::Protocol("no claim".into()))?;
-        let feed = broadcast::start(&self.app, claim, media, "video/x-flv").await.map_err(|e| Closed::Start(e.to_string()))?;
+        let feed = broadcast::start(&self.app, claim, media, "video/x-flv", self.first_media.unwrap_or_else(chrono::Utc::now))
+            .await
+            .map_err(|e| Closed::Start(e.to_string()))?;
         feed.tx.send(Bytes::copy_from_slice(&flv::header(has_audio))).await.map_err(|_| Closed::PipelineEnded)?;
         self.feed = Some(feed);
         for (kind, ts, body) in std::mem::take(&mut self.pending) {
@@ -368,7 +374,9 @@ impl Connection {
                 video: None,
                 audio: None,
             });
-            let feed = broadcast::start(&self.app, claim, media, "video/x-flv").await.map_err(|e| Closed::Start(e.to_string()))?;
+            let feed = broadcast::start(&self.app, claim, media, "video/x-flv", self.first_media.unwrap_or_else(chrono::Utc::now))
+                .await
+                .map_err(|e| Closed::Start(e.to_string()))?;
             self.feed = Some(feed);
         }
         if let Some(feed) = self.feed.take() {

@@ -224,7 +224,9 @@ async fn feed(app: &Arc<App>, claim: NewBroadcast, rx: &mut mpsc::Receiver<Bytes
         ),
     };
     let media = MediaInfo { duration_s: 0.0, ..media };
-    let feed = broadcast::start(app, claim, media, "video/mpegts,systemstream=true").await.map_err(|e| e.to_string())?;
+    let first_media =
+        chrono::Utc::now() - first.map_or(chrono::Duration::zero(), |t| chrono::Duration::from_std(t.elapsed()).unwrap_or_default());
+    let feed = broadcast::start(app, claim, media, "video/mpegts,systemstream=true", first_media).await.map_err(|e| e.to_string())?;
     if let Some(f) = failure {
         let message = f.to_string();
         if let Ok(mut slot) = feed.failure.lock() {

@@ -55,9 +55,9 @@ pub struct PackageSpec {
     pub source_duration: f64,
     /// URL of Cascade's clock for dynamic MPDs (players here have no internet time server).
     pub utc_timing_url: String,
-    /// A live broadcast: the dynamic MPD's availability start is the broadcast's start, fixed,
-    /// and its window keeps everything since (full DVR).
-    pub live: bool,
+    /// A live broadcast, and when its first media arrived: the dynamic MPD's availability start
+    /// is fixed there, and its window keeps everything since (full DVR).
+    pub live_start: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Default)]
@@ -288,13 +288,17 @@ impl Packager {
         let presentation = if finished {
             let dur = self.dash.values().map(|t| t.total_s).fold(0.0, f64::max);
             Presentation::Static { duration: Duration::from_secs_f64(dur.max(0.001)) }
-        } else if self.spec.live {
-            // Segments arrive in real time: media time t is available at start + t. The window
-            // keeps the whole broadcast (viewers may seek back to its start).
+        } else if let Some(first_media) = self.spec.live_start {
+            // Media time t cannot be encoded before the publisher sent it, at first_media + t;
+            // one segment earlier still, every listed segment counts as available (a publisher
+            // that sends a little ahead, clocks a little apart). The window keeps the whole
+            // broadcast (viewers may seek back to its start).
             Presentation::Dynamic {
-                availability_start: self.started,
+                availability_start: first_media - chrono::Duration::seconds(self.spec.segment_seconds.into()),
                 window: Duration::from_secs(LIVE_WINDOW_S),
-                update_seconds: self.spec.segment_seconds.clamp(1, 4),
+                // Players re-read the MPD every second: a new segment is seen within a second
+                // of its publication, not a whole segment later.
+                update_seconds: 1,
                 utc_timing_url: self.spec.utc_timing_url.clone(),
             }
         } else {

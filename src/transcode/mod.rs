@@ -62,6 +62,8 @@ pub struct LiveInput {
     /// The caps of the bytes (`video/x-flv`, `video/mpegts,systemstream=true`).
     pub caps: &'static str,
     pub rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>>,
+    /// When the publisher's first media arrived (media time 0 in wall-clock time).
+    pub first_media: chrono::DateTime<chrono::Utc>,
 }
 
 impl std::fmt::Debug for LiveInput {
