@@ -116,6 +116,12 @@ async fn a_broadcast_plays_live_and_ends_as_a_video() {
     assert!(live_mpd.UTCTiming.iter().any(|u| u.value.as_deref().is_some_and(|v| v.ends_with("/api/time"))), "{live_mpd:?}");
     assert_eq!(get_stream(&server, id).await["video_id"].as_str(), Some(vid.as_str()));
     // Metrics count the broadcast on air and the bytes it sends.
+    // The stream shows the encoder's speed (× real time) while on air.
+    assert!(
+        wait_until(T, async || get_stream(&server, id).await["encoder_speed"].as_f64().is_some_and(|s| s > 0.0)).await,
+        "no encoder speed: {}",
+        get_stream(&server, id).await
+    );
     let counted = metrics(&server).await;
     assert!(counted.lines().any(|l| l == "cascade_live_streams 1"), "{counted}");
     assert!(metric(&counted, "cascade_live_ingest_bytes_total") > 10_000.0, "{counted}");
@@ -139,6 +145,7 @@ async fn a_broadcast_plays_live_and_ends_as_a_video() {
     assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "idle").await);
     let s = get_stream(&server, id).await;
     assert_eq!(s["video_id"].as_str(), Some(vid.as_str()), "{s}");
+    assert!(s.get("encoder_speed").is_none(), "no speed off air: {s}");
     assert!(metrics(&server).await.lines().any(|l| l == "cascade_live_streams 0"));
 }
 

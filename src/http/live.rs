@@ -60,6 +60,10 @@ pub struct LiveView {
     pub video_id: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Seconds of media the live ladder encodes per second (× real time, over the last 5 s) while
+    /// a broadcast is on air; about 1.0 when it keeps up with the publisher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder_speed: Option<f64>,
     /// Why the last broadcast failed or its publisher was refused (owner and admins only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorInfo>,
@@ -92,6 +96,7 @@ pub fn view(l: &LiveStream, owner_view: bool, config: &Config, rtmp: Option<Sock
         video_id: l.video_id.clone(),
         created_at: l.created_at,
         updated_at: l.updated_at,
+        encoder_speed: l.encoder_speed,
         last_error: if owner_view { l.last_error.clone() } else { None },
     }
 }

@@ -76,6 +76,8 @@ pub enum JobProgress {
     Playable { renditions: Vec<RenditionSummary> },
     /// An image (`poster.jpg`, `thumbnail.jpg`, `storyboard.jpg`) is available.
     Image(String),
+    /// Seconds of a live broadcast encoded so far (live only, about once a second of media).
+    Position(f64),
 }
 
 /// The result of a finished run.
@@ -181,6 +183,7 @@ pub fn execute(
     };
     let mut packager = Packager::new(package).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
     let mut fraction = FractionReport::new(media.duration_s);
+    let mut last_position = f64::NEG_INFINITY;
     let mut on_event = |ev: TranscodeEvent| -> Result<(), String> {
         match ev {
             TranscodeEvent::Segment { track, path, duration } => {
@@ -193,6 +196,10 @@ pub fn execute(
             TranscodeEvent::Position(s) => {
                 if let Some(f) = fraction.next(s) {
                     progress(JobProgress::Fraction(f));
+                }
+                if spec.live.is_some() && s >= last_position + 1.0 {
+                    last_position = s;
+                    progress(JobProgress::Position(s));
                 }
             }
         }

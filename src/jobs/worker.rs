@@ -248,6 +248,7 @@ pub(crate) async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sy
                             v.images.push(name.clone());
                         }
                     }
+                    JobProgress::Position(_) => {}
                     JobProgress::Playable { renditions } => {
                         v.playable = true;
                         v.renditions = renditions.clone();

@@ -223,20 +223,28 @@ async fn run(
         r.insert(id.clone(), cancel.clone());
     }
     let (ptx, prx) = mpsc::unbounded_channel::<JobProgress>();
+    let (stx, srx) = mpsc::unbounded_channel::<f64>();
     let progress = tokio::spawn(worker::record_progress(app.clone(), id.clone(), prx));
+    let speed = tokio::spawn(record_speed(app.clone(), claim.stream.id.clone(), srx));
     let result = tokio::task::spawn_blocking(move || {
         runner::execute(
             &spec,
             &media,
             &GstTranscoder,
-            &mut |p| {
-                let _ = ptx.send(p);
+            &mut |p| match p {
+                JobProgress::Position(s) => {
+                    let _ = stx.send(s);
+                }
+                p => {
+                    let _ = ptx.send(p);
+                }
             },
             &cancel,
         )
     })
     .await;
     let _ = progress.await;
+    let _ = speed.await;
     if let Ok(mut r) = app.running.lock() {
         r.remove(&id);
     }
@@ -293,4 +301,35 @@ async fn run(
         Err(e) => warn!(error = %e, "cannot record the stream as idle"),
     }
     drop(claim);
+}
+
+/// How often the stream's `encoder_speed` is refreshed.
+const SPEED_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps the stream's `encoder_speed` (seconds of media encoded per second, over the last
+/// `SPEED_EVERY`; 1.0 when the ladder keeps up with the publisher) while the broadcast runs.
+/// During a reconnect window nothing is encoded: the figure drops to 0 there, which is true.
+async fn record_speed(app: Arc<App>, stream_id: String, mut rx: mpsc::UnboundedReceiver<f64>) {
+    let mut window: Option<(std::time::Instant, f64)> = None;
+    while let Some(pos) = rx.recv().await {
+        let now = std::time::Instant::now();
+        let Some((since, from)) = window else {
+            window = Some((now, pos));
+            continue;
+        };
+        let elapsed = now.duration_since(since);
+        if elapsed < SPEED_EVERY {
+            continue;
+        }
+        let speed = ((pos - from) / elapsed.as_secs_f64() * 100.0).round() / 100.0;
+        window = Some((now, pos));
+        let sid = stream_id.clone();
+        let r = app.store.run(move |s| s.update_live(&sid, |l| l.encoder_speed = Some(speed))).await;
+        if let Err(e) = r {
+            warn!(error = %e, "cannot record the encoder speed");
+        }
+        if speed < 0.9 {
+            warn!(speed, "the live ladder runs slower than real time");
+        }
+    }
 }
