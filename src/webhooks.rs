@@ -147,7 +147,7 @@ pub async fn emit(app: &App, event: &'static str, rec: &VideoRecord) {
 /// body carries the stream as its owner sees it, without its key.
 pub async fn emit_live(app: &App, event: &'static str, stream: &crate::model::LiveStream) {
     let now = Utc::now();
-    let view = crate::http::live::view(stream, false, &app.config, app.live.rtmp_addr(), app.live.srt_addr());
+    let view = crate::http::live::view(stream, false, false, &app.config, app.live.rtmp_addr(), app.live.srt_addr());
     let body = serde_json::json!({ "type": event, "created_at": now, "stream": view }).to_string();
     queue(app, event, stream.owner.clone(), now, body, &stream.id).await
 }

@@ -317,6 +317,13 @@ async fn streams_have_the_access_rules_of_videos() {
     assert_eq!(r.status().as_u16(), 400);
     let r = server.client.post(server.url("/api/live")).json(&json!({ "title": "x", "key": "mine" })).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400, "unknown fields are refused");
+    // The key is its owner's alone: an admin sees the stream, not its key.
+    let theirs: Value = other.post(server.url("/api/live")).json(&json!({ "title": "Theirs" })).send().await.unwrap().json().await.unwrap();
+    assert!(theirs["key"].is_string(), "{theirs}");
+    let seen: Value =
+        server.client.get(server.url(&format!("/api/live/{}", theirs["id"].as_str().unwrap()))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["title"], "Theirs");
+    assert!(seen.get("key").is_none(), "an admin does not see another user's key: {seen}");
     let r = server.client.patch(server.url(&format!("/api/live/{pid}"))).json(&json!({ "title": "Renamed" })).send().await.unwrap();
     let renamed: Value = r.json().await.unwrap();
     assert_eq!((renamed["title"].as_str(), renamed["key"].as_str()), (Some("Renamed"), public["key"].as_str()));
@@ -441,4 +448,18 @@ async fn srt_callers_are_checked_in_the_handshake_and_broadcast() {
     assert!((total - seconds as f64).abs() <= 0.5, "published {seconds} s, recorded {total} s:\n{text}");
     ffmpeg_decode(v["playback"]["hls"].as_str().unwrap()).await.expect("the recording decodes");
     assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "idle").await);
+}
+
+#[tokio::test]
+async fn a_broadcast_ends_as_a_video_at_the_longest_allowed() {
+    let server = Server::start(&[QUICK_END, ("CASCADE_LIVE_MAX_S", "10")]).await;
+    let stream = new_stream(&server, "Endless").await;
+    let id = stream["id"].as_str().unwrap();
+    let (ok, _) = exited(publish(&publish_url(&stream), 60, H264, true), T).await;
+    assert!(!ok, "the publisher is disconnected at CASCADE_LIVE_MAX_S");
+    let vid = get_stream(&server, id).await["video_id"].as_str().unwrap().to_string();
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!(v["status"], "ready", "the broadcast is kept as a video: {v}\n{}", server.log());
+    let d = v["source"]["duration_s"].as_f64().unwrap();
+    assert!((9.0..=12.0).contains(&d), "about 10 s recorded, not the 60 s the publisher meant to send: {d}");
 }

@@ -424,4 +424,42 @@ async fn live_broadcasts_send_started_and_ended() {
         assert!(body["stream"]["video_id"].is_string(), "{body}");
     }
     assert_eq!((got[0].json()["stream"]["status"].as_str(), got[1].json()["stream"]["status"].as_str()), (Some("live"), Some("idle")));
+
+    // Deleting a stream on air ends its broadcast: the owner still gets `live.ended`.
+    let mut again = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-t",
+            "60",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "flv",
+            &publish,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    endpoint.wait_for(3, T).await;
+    let r = server.client.delete(server.url(&format!("/api/live/{}", stream["id"].as_str().unwrap()))).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let got = endpoint.wait_for(4, T).await;
+    assert_eq!(got[3].json()["type"], "live.ended");
+    assert_eq!(got[3].json()["stream"]["id"], stream["id"]);
+    let _ = tokio::time::timeout(T, again.wait()).await.expect("the publisher of a deleted stream is disconnected");
 }

@@ -215,12 +215,13 @@ impl Caller {
         l.visibility != Visibility::Private || self.owns_live(l) || self.is_admin()
     }
 
-    /// Whether the caller owns a live stream or is an admin (and so sees its key).
+    /// Whether the caller owns a live stream or is an admin.
     pub fn manages_live(&self, l: &crate::model::LiveStream) -> bool {
         self.owns_live(l) || self.is_admin()
     }
 
-    fn owns_live(&self, l: &crate::model::LiveStream) -> bool {
+    /// Whether the caller owns a live stream (and so sees its key).
+    pub fn owns_live(&self, l: &crate::model::LiveStream) -> bool {
         self.user().is_some_and(|u| u.id == l.owner)
     }
 

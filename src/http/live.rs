@@ -45,14 +45,14 @@ pub struct LiveView {
     pub title: String,
     pub visibility: Visibility,
     pub status: LiveStatus,
-    /// The stream key (owner and admins only): the stream name in OBS.
+    /// The stream key (its owner's view only, not even admins'): the stream name in OBS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The server URL for OBS (`rtmp://HOST:PORT/live`; the key is the stream name); absent when
     /// the RTMP listener is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtmp_url: Option<String>,
-    /// The SRT URL with the key as `streamid` (owner and admins only; MPEG-TS, e.g. `ffmpeg -f
+    /// The SRT URL with the key as `streamid` (its owner's view only; MPEG-TS, e.g. `ffmpeg -f
     /// mpegts`); absent when the SRT listener is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub srt_url: Option<String>,
@@ -83,8 +83,15 @@ fn ingest_host(config: &Config, bound: SocketAddr) -> String {
     })
 }
 
-/// The view of a stream; `owner_view` adds its key and last error.
-pub fn view(l: &LiveStream, owner_view: bool, config: &Config, rtmp: Option<SocketAddr>, srt: Option<SocketAddr>) -> LiveView {
+/// The view of a stream; `owner_view` adds its key (and SRT URL), `manager_view` its last error.
+pub fn view(
+    l: &LiveStream,
+    owner_view: bool,
+    manager_view: bool,
+    config: &Config,
+    rtmp: Option<SocketAddr>,
+    srt: Option<SocketAddr>,
+) -> LiveView {
     LiveView {
         id: l.id.clone(),
         title: l.title.clone(),
@@ -97,7 +104,7 @@ pub fn view(l: &LiveStream, owner_view: bool, config: &Config, rtmp: Option<Sock
         created_at: l.created_at,
         updated_at: l.updated_at,
         encoder_speed: l.encoder_speed,
-        last_error: if owner_view { l.last_error.clone() } else { None },
+        last_error: if manager_view { l.last_error.clone() } else { None },
     }
 }
 
@@ -106,7 +113,7 @@ fn json(v: &impl Serialize, status: StatusCode) -> warp::reply::Response {
 }
 
 fn show(app: &App, caller: &Caller, l: &LiveStream) -> LiveView {
-    view(l, caller.manages_live(l), &app.config, app.live.rtmp_addr(), app.live.srt_addr())
+    view(l, caller.owns_live(l), caller.manages_live(l), &app.config, app.live.rtmp_addr(), app.live.srt_addr())
 }
 
 /// A title as kept: trimmed, at most `MAX_TITLE` characters, not empty.

@@ -192,11 +192,13 @@ pub async fn start(
         ladder: app.ladder.for_live(),
         key: Some(key),
         backend: BackendChoice::Gstreamer,
-        // No data comes during a reconnect window: that is not a stall.
+        // No data comes during a reconnect window: that is not a stall. The broadcast is ended at
+        // CASCADE_LIVE_MAX_S by disconnecting its publisher (it is then packaged as a video); the
+        // pipeline's own limit, which fails the job, is only a backstop behind that.
         limits: Limits {
             stall_timeout: app.config.stall_timeout + app.config.live_reconnect,
             wall_factor: 0.0,
-            min_wall: app.config.live_max,
+            min_wall: app.config.live_max + app.config.live_reconnect + std::time::Duration::from_secs(600),
         },
         keep_work: false,
         utc_timing_url: "/api/time".into(),
@@ -218,6 +220,15 @@ async fn run(
     failure: Arc<std::sync::Mutex<Option<JobFailure>>>,
 ) {
     app.metrics.live_streams.inc();
+    // CASCADE_LIVE_MAX_S: the publisher is disconnected and the broadcast ends as a video.
+    let limit = {
+        let (kick, max) = (claim.air.kick.clone(), app.config.live_max);
+        tokio::spawn(async move {
+            tokio::time::sleep(max).await;
+            info!(max_s = max.as_secs(), "the broadcast reached CASCADE_LIVE_MAX_S; it ends");
+            kick.notify_one();
+        })
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     if let Ok(mut r) = app.running.lock() {
         r.insert(id.clone(), cancel.clone());
@@ -243,6 +254,7 @@ async fn run(
         )
     })
     .await;
+    limit.abort();
     let _ = progress.await;
     let _ = speed.await;
     if let Ok(mut r) = app.running.lock() {
@@ -297,7 +309,11 @@ async fn run(
         .await;
     match stream {
         Ok(Some(l)) => crate::webhooks::emit_live(&app, "live.ended", &l).await,
-        Ok(None) => {}
+        // The stream was deleted (which ended the broadcast): its owner still hears of the end.
+        Ok(None) => {
+            let l = LiveStream { status: LiveStatus::Idle, video_id: Some(id.clone()), encoder_speed: None, ..claim.stream.clone() };
+            crate::webhooks::emit_live(&app, "live.ended", &l).await;
+        }
         Err(e) => warn!(error = %e, "cannot record the stream as idle"),
     }
     drop(claim);
