@@ -23,7 +23,7 @@ use crate::transcode::gst::GstTranscoder;
 use crate::transcode::LiveInput;
 
 /// FLV chunks queued between the publisher's connection and the pipeline (a tag each: about
-/// 2 s of 30 fps video with its audio). When it is full the encoder is behind.
+/// 3 s of 30 fps video with its AAC audio). When it is full the encoder is behind.
 const FEED_DEPTH: usize = 256;
 
 /// Why a publisher is refused before anything is recorded.

@@ -65,6 +65,8 @@ enum Closed {
     NoPublish,
     #[error("silent for {} s", SILENCE.as_secs())]
     Silent,
+    #[error("did not read what the server sent for {} s", SILENCE.as_secs())]
+    NotReading,
     #[error("bit rate over CASCADE_LIVE_MAX_KBPS ({0} kbit/s)")]
     TooFast(u64),
     #[error("the encoder could not keep up for {} s", OVERLOAD_WAIT.as_secs())]
@@ -230,7 +232,8 @@ impl Connection {
         while let Some(r) = todo.pop_front() {
             let ServerSessionResult::RaisedEvent(ev) = r else {
                 if let ServerSessionResult::OutboundResponse(p) = r {
-                    sock.write_all(&p.bytes).await?;
+                    // A peer that stops reading must not hold the connection (and its live slot).
+                    tokio::time::timeout(SILENCE, sock.write_all(&p.bytes)).await.map_err(|_| Closed::NotReading)??;
                 }
                 continue;
             };
