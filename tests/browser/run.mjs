@@ -96,12 +96,17 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
 });
-const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
 const foreign = [];
-context.on('request', (req) => {
-  const u = new URL(req.url());
-  if (!['127.0.0.1', 'localhost'].includes(u.hostname) && !['data:', 'blob:'].includes(u.protocol)) foreign.push(req.url());
-});
+// A browser context whose requests to any other host are recorded (the last scenario fails on them).
+async function newContext() {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  ctx.on('request', (req) => {
+    const u = new URL(req.url());
+    if (!['127.0.0.1', 'localhost'].includes(u.hostname) && !['data:', 'blob:'].includes(u.protocol)) foreign.push(req.url());
+  });
+  return ctx;
+}
+const context = await newContext();
 
 const results = [];
 let skipped = 0;
@@ -115,7 +120,7 @@ async function scenario(name, ms, fn, ctx = context) {
   }
   const page = await ctx.newPage();
   const consoleErrors = [];
-  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  page.on('pageerror', (e) => consoleErrors.push(`${String(e)} at ${page.url()}${e.stack ? ` (${e.stack.split('\n').slice(1, 3).join(' ').trim()})` : ''}`));
   // Whatever the pages' Content-Security-Policy blocks (an inline script or style, a worker, a
   // blob: URL the players need) fails the scenario.
   page.on('console', (m) => { if (m.type() === 'error' && /Content.Security.Policy/i.test(m.text())) consoleErrors.push(m.text()); });
@@ -540,7 +545,15 @@ for (const s of foreignSites) s.close();
 // starts near the live edge and, while it plays on for 10 s, never falls more than 3 segments
 // (6 s) behind the edge the server has published (the shortest track of the manifest that player
 // reads). When the publisher leaves, the same video plays as a normal one.
-await scenario('live: the Go live page and the Live now row; dash.js and hls.js play within 3 segments of the live edge, then as a video', 300000, async () => {
+// Its own context, logged in: the shared one was logged out by the private-video scenario.
+const liveContext = await newContext();
+await scenario('live: the Go live page and the Live now row; dash.js and hls.js play within 3 segments of the live edge, then as a video', 300000, async (login) => {
+  const context = liveContext;
+  await login.goto(`${BASE}/login?next=/live`);
+  await login.fill('#username', USER);
+  await login.fill('#password', PASSWORD);
+  await login.click('#login-button');
+  await login.waitForURL(`${BASE}/live`, { timeout: 20000 });
   const stream = await api('/api/live', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ title: 'Browser live' }) });
   const ff = spawn('ffmpeg', ['-nostdin', '-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i',
     'sine=frequency=440:sample_rate=48000', '-t', '200', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '60',
@@ -567,6 +580,8 @@ await scenario('live: the Go live page and the Live now row; dash.js and hls.js 
       await waitFor('the key to show', async () => (await panel.locator('code.key').textContent()) === stream.key, 5000);
       await panel.locator('.badge.live').waitFor({ timeout: 20000 });
       await panel.locator('iframe').waitFor({ timeout: 20000 });
+      // The preview is the embed player, at the live edge with its LIVE badge.
+      await go.frameLocator(`section.stream[data-id="${stream.id}"] iframe`).locator('#live-badge').waitFor({ state: 'visible', timeout: 30000 });
       await go.goto(`${BASE}/`);
       await go.locator(`#live-now article[data-id="${rec.id}"] .badge.live`).waitFor({ timeout: 20000 });
     } finally {
@@ -615,7 +630,8 @@ await scenario('live: the Go live page and the Live now row; dash.js and hls.js 
   } finally {
     await page.close();
   }
-});
+}, liveContext);
+await liveContext.close();
 
 await scenario('API reference: /api/docs shows every operation of /api/openapi.json', 60000, async (page) => {
   const spec = await (await fetch(`${BASE}/api/openapi.json`)).json();
