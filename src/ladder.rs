@@ -86,6 +86,47 @@ pub struct Rung {
     /// when that rung is made for the video (both back ends). Absent: from the source.
     #[serde(default)]
     pub scale_from: Option<String>,
+    /// More x264 options for this rung (`key=value` pairs joined by `:`, as x264's `--opts`;
+    /// both back ends). Options that would change the GOP or the frame types every rung shares
+    /// (keyint, keyint-min/min-keyint, scenecut, open-gop, bframes, b-adapt, b-pyramid, …) are
+    /// refused: segments must stay aligned across rungs.
+    #[serde(default)]
+    pub x264_options: Option<String>,
+}
+
+/// x264 options a rung may not set: they belong to the whole ladder (aligned GOPs, frame types).
+const LADDER_X264_OPTIONS: &[&str] = &[
+    "keyint",
+    "keyint-min",
+    "min-keyint",
+    "scenecut",
+    "open-gop",
+    "bframes",
+    "b-adapt",
+    "b-pyramid",
+    "intra-refresh",
+    "stitchable",
+    "fps",
+    "force-cfr",
+];
+
+/// Checks a rung's `x264_options`: `key=value` pairs joined by `:`, plain characters only, none
+/// of `LADDER_X264_OPTIONS`.
+fn check_x264_options(opts: &str) -> Result<(), String> {
+    if opts.len() > 512 {
+        return Err("x264_options is longer than 512 characters".into());
+    }
+    for pair in opts.split(':') {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("x264_options: {pair:?} is not key=value"))?;
+        let plain = |t: &str, extra: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
+        if !plain(key, "_-") || !plain(value, "_-.,+/") {
+            return Err(format!("x264_options: {pair:?} is not a plain key=value"));
+        }
+        if LADDER_X264_OPTIONS.contains(&key.replace('_', "-").as_str()) {
+            return Err(format!("x264_options: {key} is set by the ladder for every rung"));
+        }
+    }
+    Ok(())
 }
 
 /// The `scaler` value for libswscale's bicubic (Cascade's `cascadeswscale` element).
@@ -232,6 +273,9 @@ impl Ladder {
                     return Err(format!("rung {}: scale_from must name a taller rung of the ladder", r.name));
                 }
             }
+            if let Some(opts) = &r.x264_options {
+                check_x264_options(opts).map_err(|e| format!("rung {}: {e}", r.name))?;
+            }
             if r.x264_threads > 64 {
                 return Err(format!("rung {}: x264_threads must be 0 (auto) to 64", r.name));
             }
@@ -310,6 +354,11 @@ impl Ladder {
     /// that is not a rung of the file, like the single one of a tiny source).
     pub fn x264_threads(&self, name: &str) -> u32 {
         self.rungs.iter().find(|r| r.name == name).map_or(0, |r| r.x264_threads)
+    }
+
+    /// The rung's own x264 options (`x264_options`) for the rendition named `name`.
+    pub fn x264_options(&self, name: &str) -> Option<&str> {
+        self.rungs.iter().find(|r| r.name == name).and_then(|r| r.x264_options.as_deref())
     }
 
     /// Scaler and videoscale sharpness for the rendition named `name` (`swscale` at sharpness 1
@@ -401,6 +450,19 @@ mod tests {
         for bad in ["0.1", "2.5", "-1.0"] {
             let text = good.replace("startup_segment_seconds = 0.5", &format!("startup_segment_seconds = {bad}"));
             assert!(Ladder::parse(&text).is_err(), "startup_segment_seconds = {bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn x264_options_per_rung_are_checked() {
+        let good = include_str!("../pipelines/ladder.toml");
+        let with =
+            |opts: &str| Ladder::parse(&good.replacen("x264_threads = 2\n", &format!("x264_threads = 2\nx264_options = {opts:?}\n"), 1));
+        let l = with("subme=11:me=tesa:merange=64").unwrap();
+        assert_eq!(l.x264_options("1080p"), Some("subme=11:me=tesa:merange=64"));
+        assert_eq!(l.x264_options("720p"), None);
+        for bad in ["keyint=30", "subme=2:scenecut=40", "min_keyint=1", "subme", "a=b c", "x=$(id)", "me=hex:", ""] {
+            assert!(with(bad).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -176,6 +176,10 @@ fn encoder_args(req: &TranscodeRequest) -> Vec<String> {
         s("open-gop=0"),
     ]);
     for (i, r) in req.renditions.iter().enumerate() {
+        if let Some(extra) = req.ladder.x264_options(&r.name) {
+            // The stream's own -x264-params replace the general ones for it: repeat open-gop.
+            args.extend([format!("-x264-params:v:{i}"), format!("open-gop=0:{extra}")]);
+        }
         let k = r.bitrate_kbps;
         args.extend([
             format!("-b:v:{i}"),
@@ -592,6 +596,21 @@ mod tests {
         assert_eq!(p.hls_playlists[1], ("480p".to_string(), PathBuf::from("/out/.ffmpeg/480p.m3u8")));
         // Never a shell: no argument is a command line.
         assert!(!a.iter().any(|x| x == "sh" || x == "-c"));
+    }
+
+    #[test]
+    fn a_rungs_own_x264_options_apply_to_its_stream_only() {
+        let mut req = request(true);
+        let toml = include_str!("../../pipelines/ladder.toml").replacen(
+            "name = \"480p\"\n",
+            "name = \"480p\"\nx264_options = \"subme=6:ref=3\"\n",
+            1,
+        );
+        req.ladder = crate::ladder::Ladder::parse(&toml).unwrap();
+        let p = plan(&req, "mov", Path::new("/w"), None);
+        assert_eq!(value_after(&p.args, "-x264-params"), "open-gop=0");
+        assert_eq!(value_after(&p.args, "-x264-params:v:1"), "open-gop=0:subme=6:ref=3", "480p is the second video stream");
+        assert!(!p.args.iter().any(|x| x == "-x264-params:v:0" || x == "-x264-params:v:2"));
     }
 
     #[test]
