@@ -244,6 +244,7 @@ fn run_transcode(
             jobs::runner::JobProgress::Fraction(f) => tracing::debug!(progress = f),
             jobs::runner::JobProgress::Image(name) => info!(seconds = t0.elapsed().as_secs_f64(), %name, "image ready"),
             jobs::runner::JobProgress::Position(_) => {}
+            jobs::runner::JobProgress::RungDropped { rung, .. } => warn!(%rung, "rung dropped"),
         },
         &AtomicBool::new(false),
     );

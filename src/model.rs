@@ -398,6 +398,10 @@ pub struct LiveStream {
     /// Encoder speed of the broadcast on air (× real time), refreshed every few seconds.
     #[serde(default)]
     pub encoder_speed: Option<f64>,
+    /// Renditions dropped from the current (or last) broadcast because the live ladder could not
+    /// keep up with the publisher, tallest first.
+    #[serde(default)]
+    pub dropped_renditions: Vec<String>,
 }
 
 impl LiveStream {
@@ -416,6 +420,7 @@ impl LiveStream {
             updated_at: now,
             last_error: None,
             encoder_speed: None,
+            dropped_renditions: Vec::new(),
         }
     }
 }

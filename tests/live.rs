@@ -35,8 +35,13 @@ fn publish_url(stream: &Value) -> String {
 /// ffmpeg publishing a generated 640x360 30 fps clip (with a 440 Hz tone) in real time.
 /// `video` is the encoder arguments (H.264 normally).
 fn publish(url: &str, seconds: u32, video: &[&str], audio: bool) -> Child {
+    publish_sized(url, "640x360", seconds, video, audio)
+}
+
+/// `publish` with a picture of `size` (`WxH`).
+fn publish_sized(url: &str, size: &str, seconds: u32, video: &[&str], audio: bool) -> Child {
     let mut args: Vec<String> =
-        ["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"].map(String::from).to_vec();
+        ["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")].map(String::from).to_vec();
     if audio {
         args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"].map(String::from));
     }
@@ -462,4 +467,98 @@ async fn a_broadcast_ends_as_a_video_at_the_longest_allowed() {
     assert_eq!(v["status"], "ready", "the broadcast is kept as a video: {v}\n{}", server.log());
     let d = v["source"]["duration_s"].as_f64().unwrap();
     assert!((9.0..=12.0).contains(&d), "about 10 s recorded, not the 60 s the publisher meant to send: {d}");
+}
+
+/// A ladder whose tallest rung cannot keep up: the 720p rung of the shipped ladder with x264
+/// options that make it encode a few frames a second (exhaustive motion search over 16
+/// references), where a live 720p30 broadcast needs 30. The other rungs are the shipped ones.
+fn ladder_with_a_slow_top_rung(dir: &std::path::Path) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(repo().join("pipelines/ladder.toml")).unwrap();
+    let anchor = "name = \"720p\"\nheight = 720\nbitrate_kbps = 2800\nx264_threads = 1\n";
+    assert!(shipped.contains(anchor), "the 720p rung of pipelines/ladder.toml changed; update this test");
+    let slow = shipped.replacen(anchor, &format!("{anchor}x264_options = \"me=tesa:merange=64:ref=16:subme=11:trellis=2\"\n"), 1);
+    let path = dir.join("slow-top-rung.toml");
+    std::fs::write(&path, slow).unwrap();
+    path
+}
+
+/// The video representations of an MPD, by id.
+fn video_reps(m: &dash_mpd::MPD) -> Vec<String> {
+    m.periods
+        .iter()
+        .flat_map(|p| &p.adaptations)
+        .filter(|a| a.representations.iter().any(|r| r.width.is_some()))
+        .flat_map(|a| a.representations.iter().filter_map(|r| r.id.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_ladder_that_cannot_keep_up_drops_its_top_rung() {
+    let dir = tempfile::tempdir().unwrap();
+    let ladder = ladder_with_a_slow_top_rung(dir.path());
+    let server = Server::start(&[QUICK_END, ("CASCADE_LADDER", ladder.to_str().unwrap())]).await;
+    let stream = new_stream(&server, "Too much for this machine").await;
+    let id = stream["id"].as_str().unwrap();
+    let seconds = 45;
+    let ffmpeg = publish_sized(&publish_url(&stream), "1280x720", seconds, H264, true);
+    let t0 = std::time::Instant::now();
+
+    // The 720p rung holds the ladder back: after 10 s behind, it is dropped, and the stream
+    // says so while the broadcast goes on.
+    let dropped =
+        wait_until(T, async || get_stream(&server, id).await["dropped_renditions"].as_array().is_some_and(|d| !d.is_empty())).await;
+    let s = get_stream(&server, id).await;
+    assert!(dropped, "no rung dropped: {s}\n{}", server.log());
+    println!("a rung dropped {:.1} s after the publisher started: {}", t0.elapsed().as_secs_f64(), s["dropped_renditions"]);
+    let dropped: Vec<String> = serde_json::from_value(s["dropped_renditions"].clone()).unwrap();
+    assert_eq!(dropped[0], "720p", "the tallest rung goes first: {s}");
+    assert_eq!(s["status"], "live", "the publisher stays on air: {s}");
+    let kept: Vec<String> = ["720p", "480p", "360p"].into_iter().map(String::from).filter(|r| !dropped.contains(r)).collect();
+    assert!(!kept.is_empty(), "the last rung is never dropped: {s}");
+    let vid = s["video_id"].as_str().unwrap().to_string();
+    let names = |v: &Value| v["renditions"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+
+    // While live, the manifests list the other rungs only, and the dropped rung's playlist is gone
+    // (a player on it switches to another rung).
+    assert!(wait_until(T, async || server.get_video(&vid).await["playable"] == true).await, "{}", server.log());
+    let v = server.get_video(&vid).await;
+    assert_eq!(names(&v), kept, "{v}");
+    let hls = v["playback"]["hls"].as_str().unwrap().to_string();
+    let m = master(&server, &hls).await;
+    let listed: Vec<String> = m.variants.iter().map(|x| x.uri.split('/').next().unwrap().to_string()).collect();
+    assert_eq!(listed, kept, "{m:?}");
+    let gone = server.client.get(sibling(&hls, "720p/index.m3u8")).send().await.unwrap();
+    assert_eq!(gone.status().as_u16(), 404, "the dropped rung's playlist is still served");
+    let live_mpd = mpd(&server, v["playback"]["dash"].as_str().unwrap()).await;
+    assert_eq!(live_mpd.mpdtype.as_deref(), Some("dynamic"));
+    assert_eq!(video_reps(&live_mpd), kept, "{live_mpd:?}");
+
+    let (ok, err) = exited(ffmpeg, T).await;
+    assert!(ok, "the publisher ran to its end: {err}\n{}", server.log());
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    assert_eq!(names(&v), kept, "{v}");
+    let m = master(&server, &hls).await;
+    assert_eq!(m.variants.len(), kept.len(), "{m:?}");
+    for variant in &m.variants {
+        let (p, text) = media_playlist(&server, &sibling(&hls, &variant.uri)).await;
+        assert!(p.end_list, "{text}");
+        let total = extinf_sum(&p);
+        assert!(
+            (total - seconds as f64).abs() <= 0.5,
+            "{}: published {seconds} s, recorded {total} s:\n{text}\n{}",
+            variant.uri,
+            server.log()
+        );
+    }
+    let vod_mpd = mpd(&server, v["playback"]["dash"].as_str().unwrap()).await;
+    assert_eq!(vod_mpd.mpdtype.as_deref(), Some("static"));
+    assert_eq!(video_reps(&vod_mpd), kept);
+    assert_eq!(
+        server.client.get(sibling(&hls, "720p/seg00000.ts")).send().await.unwrap().status().as_u16(),
+        404,
+        "the dropped rung's files are removed"
+    );
+    ffmpeg_decode(&hls).await.expect("the recording plays");
+    assert_eq!(get_stream(&server, id).await["dropped_renditions"], json!(dropped), "the record keeps what was dropped");
 }

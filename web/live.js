@@ -60,6 +60,9 @@
       status.className = `badge ${stream.status === 'live' ? 'live' : stream.status === 'reconnecting' ? 'processing' : ''}`;
       statusText.textContent = stream.status === 'live' ? 'On air.' : stream.status === 'reconnecting'
         ? 'The publisher left; waiting for it to come back.' : stream.last_error ? `Last broadcast: ${stream.last_error.message}` : 'Waiting for a publisher.';
+      if (stream.status !== 'idle' && stream.dropped_renditions && stream.dropped_renditions.length) {
+        statusText.textContent += ` This server could not encode every rendition in real time: ${stream.dropped_renditions.join(', ')} dropped for the rest of the broadcast.`;
+      }
       const want = stream.status !== 'idle' && stream.video_id ? stream.video_id : null;
       if (want !== previewOf) {
         previewOf = want;

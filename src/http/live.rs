@@ -64,6 +64,11 @@ pub struct LiveView {
     /// a broadcast is on air; about 1.0 when it keeps up with the publisher.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoder_speed: Option<f64>,
+    /// Renditions dropped from the current (or last) broadcast, tallest first: when the live
+    /// ladder cannot keep up with the publisher for 10 s, its tallest rung is stopped for the rest
+    /// of the broadcast (and left out of its manifests and of the video) rather than falling
+    /// further behind.
+    pub dropped_renditions: Vec<String>,
     /// Why the last broadcast failed or its publisher was refused (owner and admins only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorInfo>,
@@ -104,6 +109,7 @@ pub fn view(
         created_at: l.created_at,
         updated_at: l.updated_at,
         encoder_speed: l.encoder_speed,
+        dropped_renditions: l.dropped_renditions.clone(),
         last_error: if manager_view { l.last_error.clone() } else { None },
     }
 }

@@ -78,6 +78,9 @@ pub enum JobProgress {
     Image(String),
     /// Seconds of a live broadcast encoded so far (live only, about once a second of media).
     Position(f64),
+    /// Live: the ladder could not keep up, `rung` was dropped for the rest of the broadcast;
+    /// `renditions` are those still listed.
+    RungDropped { rung: String, renditions: Vec<RenditionSummary> },
 }
 
 /// The result of a finished run.
@@ -193,6 +196,10 @@ pub fn execute(
             }
             TranscodeEvent::VideoCodec { rung, codecs } => packager.set_video_codec(&rung, &codecs),
             TranscodeEvent::Image(name) => progress(JobProgress::Image(name)),
+            TranscodeEvent::RungDropped { rung } => {
+                packager.drop_rendition(&rung).map_err(|e| e.to_string())?;
+                progress(JobProgress::RungDropped { rung, renditions: packager.summaries() });
+            }
             TranscodeEvent::Position(s) => {
                 if let Some(f) = fraction.next(s) {
                     progress(JobProgress::Fraction(f));

@@ -249,6 +249,7 @@ pub(crate) async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sy
                         }
                     }
                     JobProgress::Position(_) => {}
+                    JobProgress::RungDropped { renditions, .. } => v.renditions = renditions.clone(),
                     JobProgress::Playable { renditions } => {
                         v.playable = true;
                         v.renditions = renditions.clone();

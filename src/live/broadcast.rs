@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{info, warn, Instrument};
 
@@ -20,7 +21,7 @@ use crate::jobs::worker;
 use crate::model::{ErrorInfo, KeyMaterial, LiveStatus, LiveStream, Status, VideoRecord};
 use crate::probe::MediaInfo;
 use crate::transcode::gst::GstTranscoder;
-use crate::transcode::LiveInput;
+use crate::transcode::{ArrivalClock, LiveInput};
 
 /// FLV chunks queued between the publisher's connection and the pipeline (a tag each: about
 /// 3 s of 30 fps video with its AAC audio). When it is full the encoder is behind.
@@ -134,6 +135,8 @@ pub struct Feed {
     pub video_id: String,
     /// FLV bytes for the pipeline; closing it ends the broadcast.
     pub tx: mpsc::Sender<Bytes>,
+    /// Told of every chunk sent (see `ArrivalClock`).
+    pub clock: Arc<ArrivalClock>,
     /// Set before closing `tx` when the broadcast must fail instead of finishing.
     pub failure: Arc<std::sync::Mutex<Option<JobFailure>>>,
 }
@@ -171,6 +174,7 @@ pub async fn start(
                 l.status = LiveStatus::Live;
                 l.video_id = Some(vid.clone());
                 l.last_error = None;
+                l.dropped_renditions.clear();
             })?;
             s.flush()?;
             Ok::<_, AppError>(l)
@@ -183,10 +187,11 @@ pub async fn start(
     info!(stream_id = %stream.id, video_id = %video_id, media = ?media.video, audio = media.audio.is_some(), "broadcast started");
 
     let (tx, rx) = mpsc::channel(FEED_DEPTH);
+    let clock = Arc::new(ArrivalClock::since(first_media));
     let spec = JobSpec {
         input: app.upload_dir(&video_id).join("live"),
         growing: None,
-        live: Some(Arc::new(LiveInput { caps, rx: std::sync::Mutex::new(Some(rx)), first_media })),
+        live: Some(Arc::new(LiveInput { caps, rx: std::sync::Mutex::new(Some(rx)), first_media, clock: clock.clone() })),
         out_dir: app.media_dir(&video_id),
         scratch_dir: app.upload_dir(&video_id).join("scratch"),
         ladder: app.ladder.for_live(),
@@ -206,7 +211,7 @@ pub async fn start(
     let failure = Arc::new(std::sync::Mutex::new(None));
     let span = tracing::info_span!("broadcast", stream_id = %stream.id, video_id = %video_id);
     tokio::spawn(run(app.clone(), claim, spec, media, video_id.clone(), failure.clone()).instrument(span));
-    Ok(Feed { video_id, tx, failure })
+    Ok(Feed { video_id, tx, clock, failure })
 }
 
 /// Runs the live ladder until the feed ends, then records the video as ready (or failed) and the
@@ -234,9 +239,9 @@ async fn run(
         r.insert(id.clone(), cancel.clone());
     }
     let (ptx, prx) = mpsc::unbounded_channel::<JobProgress>();
-    let (stx, srx) = mpsc::unbounded_channel::<f64>();
+    let (stx, srx) = mpsc::unbounded_channel::<LiveNote>();
     let progress = tokio::spawn(worker::record_progress(app.clone(), id.clone(), prx));
-    let speed = tokio::spawn(record_speed(app.clone(), claim.stream.id.clone(), srx));
+    let speed = tokio::spawn(record_live(app.clone(), claim.stream.id.clone(), srx).in_current_span());
     let result = tokio::task::spawn_blocking(move || {
         runner::execute(
             &spec,
@@ -244,7 +249,11 @@ async fn run(
             &GstTranscoder,
             &mut |p| match p {
                 JobProgress::Position(s) => {
-                    let _ = stx.send(s);
+                    let _ = stx.send(LiveNote::Position(s));
+                }
+                JobProgress::RungDropped { rung, renditions } => {
+                    let _ = stx.send(LiveNote::Dropped(rung.clone()));
+                    let _ = ptx.send(JobProgress::RungDropped { rung, renditions });
                 }
                 p => {
                     let _ = ptx.send(p);
@@ -322,12 +331,32 @@ async fn run(
 /// How often the stream's `encoder_speed` is refreshed.
 const SPEED_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What the live ladder tells about the broadcast.
+enum LiveNote {
+    /// Seconds of media encoded.
+    Position(f64),
+    /// A rung dropped because the ladder could not keep up.
+    Dropped(String),
+}
+
 /// Keeps the stream's `encoder_speed` (seconds of media encoded per second, over the last
-/// `SPEED_EVERY`; 1.0 when the ladder keeps up with the publisher) while the broadcast runs.
-/// During a reconnect window nothing is encoded: the figure drops to 0 there, which is true.
-async fn record_speed(app: Arc<App>, stream_id: String, mut rx: mpsc::UnboundedReceiver<f64>) {
+/// `SPEED_EVERY`; 1.0 when the ladder keeps up with the publisher) and `dropped_renditions`
+/// while the broadcast runs. During a reconnect window nothing is encoded: the speed drops to 0
+/// there, which is true.
+async fn record_live(app: Arc<App>, stream_id: String, mut rx: mpsc::UnboundedReceiver<LiveNote>) {
     let mut window: Option<(std::time::Instant, f64)> = None;
-    while let Some(pos) = rx.recv().await {
+    while let Some(note) = rx.recv().await {
+        let pos = match note {
+            LiveNote::Position(pos) => pos,
+            LiveNote::Dropped(rung) => {
+                let sid = stream_id.clone();
+                let r = app.store.run(move |s| s.update_live(&sid, |l| l.dropped_renditions.push(rung.clone()))).await;
+                if let Err(e) = r {
+                    warn!(error = %e, "cannot record the dropped rendition");
+                }
+                continue;
+            }
+        };
         let now = std::time::Instant::now();
         let Some((since, from)) = window else {
             window = Some((now, pos));

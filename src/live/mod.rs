@@ -229,7 +229,8 @@ mod reconnect_tests {
 
     fn feed() -> (broadcast::Feed, tokio::sync::mpsc::Receiver<bytes::Bytes>) {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        (broadcast::Feed { video_id: "v".into(), tx, failure: Default::default() }, rx)
+        let clock = std::sync::Arc::new(crate::transcode::ArrivalClock::since(chrono::Utc::now()));
+        (broadcast::Feed { video_id: "v".into(), tx, clock, failure: Default::default() }, rx)
     }
 
     #[test]

@@ -42,7 +42,7 @@ const SILENCE: Duration = Duration::from_secs(10);
 const VIDEO_WITHIN: Duration = Duration::from_secs(5);
 /// How long a tag may wait for room in the pipeline's feed before the encoder counts as unable
 /// to keep up.
-const OVERLOAD_WAIT: Duration = Duration::from_secs(5);
+const OVERLOAD_WAIT: Duration = Duration::from_secs(10);
 /// Bytes held before the broadcast starts (the metadata and first video should come at once).
 const MAX_PENDING_BYTES: usize = 8 << 20;
 /// The window over which the bit rate cap is measured.
@@ -350,6 +350,7 @@ impl Connection {
     async fn send(&mut self, kind: u8, ts: u32, body: &[u8]) -> Result<(), Closed> {
         let Some(feed) = &self.feed else { return Ok(()) };
         let tag = flv::tag(kind, self.timeline.rebase(ts), body).ok_or_else(|| Closed::Protocol("a message over 16 MiB".into()))?;
+        feed.clock.arrived();
         match tokio::time::timeout(OVERLOAD_WAIT, feed.tx.send(Bytes::from(tag))).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Closed::PipelineEnded),

@@ -38,7 +38,7 @@ const PROBE_WAIT: Duration = Duration::from_secs(3);
 /// A caller that sends nothing this long is disconnected.
 const SILENCE: Duration = Duration::from_secs(10);
 /// How long a chunk may wait for room in the pipeline's feed.
-const OVERLOAD_WAIT: Duration = Duration::from_secs(5);
+const OVERLOAD_WAIT: Duration = Duration::from_secs(10);
 /// Chunks between the listener and a session (appsink samples of 4 KiB and up).
 const SESSION_DEPTH: usize = 1024;
 
@@ -258,6 +258,7 @@ async fn send(app: &App, feed: &Feed, b: Bytes, window: &mut (Instant, u64), max
     if window.1 > max {
         return Err(format!("bit rate over CASCADE_LIVE_MAX_KBPS ({} kbit/s)", app.config.live_max_kbps));
     }
+    feed.clock.arrived();
     match tokio::time::timeout(OVERLOAD_WAIT, feed.tx.send(b)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("the broadcast's pipeline ended".into()),

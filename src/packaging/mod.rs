@@ -75,6 +75,8 @@ pub struct Packager {
     dash: BTreeMap<String, DashTrack>,
     video_codecs: BTreeMap<String, String>,
     playable: bool,
+    /// Rungs dropped from a live broadcast: no longer listed, their files removed at the end.
+    dropped: Vec<String>,
 }
 
 /// Writes a file atomically (temporary name, then rename), so readers never see half of it.
@@ -124,7 +126,31 @@ impl Packager {
             dash: BTreeMap::new(),
             video_codecs: BTreeMap::new(),
             playable: false,
+            dropped: Vec::new(),
         })
+    }
+
+    /// Stops listing the rendition `rung` (live, when the ladder could not keep up): the master
+    /// playlist and the MPD are rewritten without it, and its media playlist is removed, so a
+    /// player on it fails over to another rung (hls.js switches on the 404; dash.js takes the
+    /// representations of the updated MPD). Its segments reported later are ignored; its files
+    /// are removed by `finish`. The last rendition is never dropped.
+    pub fn drop_rendition(&mut self, rung: &str) -> io::Result<()> {
+        if self.spec.renditions.len() < 2 || !self.spec.renditions.iter().any(|r| r.name == rung) {
+            return Ok(());
+        }
+        self.spec.renditions.retain(|r| r.name != rung);
+        self.dropped.push(rung.to_string());
+        self.hls.remove(rung);
+        self.dash.remove(rung);
+        if self.playable {
+            self.write_master()?;
+            self.write_mpd(false)?;
+        }
+        match std::fs::remove_file(self.spec.out_dir.join("hls").join(rung).join(HLS_MEDIA)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Records the RFC 6381 codecs string of a rung's video (from the encoder's caps).
@@ -137,6 +163,10 @@ impl Packager {
     pub fn add_segment(&mut self, track: &Track, path: &Path, duration_s: f64) -> io::Result<bool> {
         let file_name =
             path.file_name().and_then(|n| n.to_str()).ok_or_else(|| io::Error::other("segment path has no file name"))?.to_string();
+        let (Track::Hls(name) | Track::Dash(name)) = track;
+        if self.dropped.contains(name) {
+            return Ok(false);
+        }
         let bytes = std::fs::metadata(path)?.len();
         match track {
             Track::Hls(rung) => {
@@ -323,6 +353,10 @@ impl Packager {
         }
         for r in &self.spec.renditions {
             self.write_media_playlist(&r.name, true)?;
+        }
+        for rung in &self.dropped {
+            crate::app::remove_dir(&self.spec.out_dir.join("hls").join(rung))?;
+            crate::app::remove_dir(&self.spec.out_dir.join("dash").join(rung))?;
         }
         self.write_mpd(true)?;
         self.write_master()?;

@@ -56,6 +56,45 @@ impl TranscodeRequest {
     }
 }
 
+/// How much media a live publisher has sent, by the wall clock: the time during which its data
+/// kept arriving (a publisher sends in real time, so this is about the media time it has sent).
+/// A pause between two arrivals counts `MAX_GAP` at most, so a reconnect window or a stalled
+/// uplink adds nothing (the publisher's timeline continues after it). Compared with the media
+/// time the ladder has encoded, it tells how far the ladder is behind the publisher, wherever the
+/// backlog waits (the feed, the demuxer's queue, the encoders' queues).
+#[derive(Debug)]
+pub struct ArrivalClock {
+    /// (last arrival, time sent so far).
+    state: std::sync::Mutex<(std::time::Instant, Duration)>,
+}
+
+impl ArrivalClock {
+    /// Gaps between arrivals longer than this count as this.
+    pub const MAX_GAP: Duration = Duration::from_millis(250);
+
+    /// A clock for a publisher that has been sending since `since` (the data held before the
+    /// broadcast started counts as sent as it came).
+    pub fn since(since: chrono::DateTime<chrono::Utc>) -> ArrivalClock {
+        let sent = (chrono::Utc::now() - since).to_std().unwrap_or_default();
+        ArrivalClock { state: std::sync::Mutex::new((std::time::Instant::now(), sent)) }
+    }
+
+    /// Data arrived now.
+    pub fn arrived(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            let now = std::time::Instant::now();
+            let gap = now.duration_since(s.0).min(Self::MAX_GAP);
+            s.1 += gap;
+            s.0 = now;
+        }
+    }
+
+    /// The media time sent so far.
+    pub fn sent(&self) -> Duration {
+        self.state.lock().map(|s| s.1).unwrap_or_default()
+    }
+}
+
 /// The bytes of a live broadcast as they arrive (an FLV stream: header, then tags). The channel
 /// closing ends the stream. Taken once, by the pipeline's source.
 pub struct LiveInput {
@@ -64,6 +103,8 @@ pub struct LiveInput {
     pub rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>>,
     /// When the publisher's first media arrived (media time 0 in wall-clock time).
     pub first_media: chrono::DateTime<chrono::Utc>,
+    /// Kept by the publisher's connection; read to tell whether the ladder keeps up.
+    pub clock: std::sync::Arc<ArrivalClock>,
 }
 
 impl std::fmt::Debug for LiveInput {
@@ -83,6 +124,10 @@ pub enum TranscodeEvent {
     Position(f64),
     /// An image under `images/` is complete (poster, thumbnail, storyboard sprite + VTT).
     Image(String),
+    /// Live: the ladder could not keep up with the publisher, so this rung's encoder was stopped
+    /// for the rest of the broadcast (its last segments may still be reported; they are not
+    /// listed).
+    RungDropped { rung: String },
 }
 
 /// Why a transcode failed.

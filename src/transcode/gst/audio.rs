@@ -2,22 +2,25 @@
 //! (muxed into its MPEG-TS segments) and the one CMAF audio representation. Built only for
 //! sources that have audio, so no sink ever waits on an audio pad that will not come.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use gst::prelude::*;
 use gstreamer as gst;
 
-use super::elements::{caps_filter, link_err, make, queue};
+use super::elements::{caps_filter, cut_when, link_err, make, queue};
 use super::sinks::Sinks;
 use crate::packaging::AUDIO_REP;
 use crate::transcode::{TranscodeError, TranscodeRequest};
 
-/// Adds the CMAF audio sink and the audio chain feeding it and `hls_sinks`; returns the head of
-/// the chain, for decodebin's audio pad.
+/// Adds the CMAF audio sink and the audio chain feeding it and `hls_sinks` (each with its rung's
+/// `off` switch, which cuts that sink's audio off); returns the head of the chain, for decodebin's
+/// audio pad.
 pub(super) fn audio_branch<'a>(
     p: &gst::Pipeline,
     req: &TranscodeRequest,
-    hls_sinks: impl IntoIterator<Item = &'a gst::Element>,
+    hls_sinks: impl IntoIterator<Item = (&'a gst::Element, &'a Arc<AtomicBool>)>,
     sinks: &mut Sinks,
 ) -> Result<gst::Element, TranscodeError> {
     let cmaf_audio = sinks.cmaf(req, AUDIO_REP)?;
@@ -33,10 +36,13 @@ pub(super) fn audio_branch<'a>(
     let atee = make("tee", Some("atee"))?;
     p.add_many([&convert, &resample, &raw, &enc, &parse, &atee]).map_err(link_err("audio"))?;
     gst::Element::link_many([&convert, &resample, &raw, &enc, &parse, &atee]).map_err(link_err("audio"))?;
-    for sink in hls_sinks {
+    for (sink, off) in hls_sinks {
         let q = queue(Duration::from_secs(30))?;
         p.add(&q).map_err(link_err("audio queue"))?;
         atee.link(&q).map_err(link_err("audio tee"))?;
+        if let Some(tee_pad) = q.static_pad("sink").and_then(|p| p.peer()) {
+            cut_when(&tee_pad, off.clone());
+        }
         q.link_pads(None, sink, Some("audio")).map_err(link_err("hlssink3 audio"))?;
     }
     let q = queue(Duration::from_secs(30))?;

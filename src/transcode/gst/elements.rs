@@ -60,3 +60,19 @@ pub(super) fn running_time_ns(pad: &gst::Pad, pts: gst::ClockTime) -> Option<u64
     let ev = pad.sticky_event::<gst::event::Segment>(0)?;
     ev.segment().downcast_ref::<gst::ClockTime>()?.to_running_time(pts).map(|t| t.nseconds())
 }
+
+/// Cuts the branch behind the src pad `pad` off when `off` is set: from then on every buffer is
+/// dropped there, so whatever is upstream (a tee) goes on without it, and the branch (an encoder,
+/// a muxer input) sits idle until the stream's EOS reaches it. No EOS is sent into the branch at
+/// the cut: sent from this probe into the branch's full queue it blocked the tee's thread, and
+/// with it every smaller rung (measured: the 480p and 360p rungs stopped with the 720p one).
+pub(super) fn cut_when(pad: &gst::Pad, off: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+        if off.load(Ordering::Relaxed) {
+            gst::PadProbeReturn::Drop
+        } else {
+            gst::PadProbeReturn::Ok
+        }
+    });
+}

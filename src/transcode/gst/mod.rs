@@ -42,6 +42,8 @@ struct Graph {
     sinks: Sinks,
     /// Latest encoded timestamp (ns) per rung; the slowest rung is the job's position.
     positions: Vec<Arc<AtomicU64>>,
+    /// Each rung's name and switch, in ladder order (tallest first).
+    switches: Vec<(String, Arc<AtomicBool>)>,
 }
 
 /// Builds the whole graph, branch by branch. decodebin's pads appear once it has found the
@@ -59,12 +61,13 @@ fn build(req: &TranscodeRequest) -> Result<Graph, TranscodeError> {
     let rungs = rungs::video_rungs(&p, req, &vtee, &mut sinks)?;
     images::image_branch(&p, req, &rungs, &vtee, images.clone())?;
     let audio_in = match req.media.audio {
-        Some(_) => Some(audio::audio_branch(&p, req, rungs.iter().map(|r| &r.hls), &mut sinks)?),
+        Some(_) => Some(audio::audio_branch(&p, req, rungs.iter().map(|r| (&r.hls, &r.off)), &mut sinks)?),
         None => None,
     };
     head::connect_decoder(&decode, &p, video_in, audio_in);
     let positions = rungs.iter().map(|r| r.position.clone()).collect();
-    Ok(Graph { pipeline: p, images, sinks, positions })
+    let switches = rungs.iter().map(|r| (r.rendition.name.clone(), r.off.clone())).collect();
+    Ok(Graph { pipeline: p, images, sinks, positions, switches })
 }
 
 impl Transcoder for GstTranscoder {

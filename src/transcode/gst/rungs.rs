@@ -3,7 +3,7 @@
 //! boundaries, then a `tee` into the rung's HLS and CMAF sinks. Keyframe placement lives here
 //! because it alone decides where every rung's segments begin.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use gstreamer as gst;
 use gstreamer_video as gst_video;
 use tracing::warn;
 
-use super::elements::{caps_filter, link_err, make, queue, running_time_ns, startup_boundaries_ns};
+use super::elements::{caps_filter, cut_when, link_err, make, queue, running_time_ns, startup_boundaries_ns};
 use super::sinks::Sinks;
 use crate::ladder::Rendition;
 use crate::transcode::{TranscodeError, TranscodeRequest};
@@ -26,6 +26,10 @@ pub(super) struct Rung<'a> {
     pub(super) position: Arc<AtomicU64>,
     /// The rung's HLS sink (the audio branch feeds it too).
     pub(super) hls: gst::Element,
+    /// Set to stop the rung's encoder for good (live, when the ladder cannot keep up): its
+    /// encoder and its HLS sink's audio get no more buffers; its scaled frames still feed smaller
+    /// rungs.
+    pub(super) off: Arc<AtomicBool>,
 }
 
 /// Adds every rung, in ladder order, with its HLS and CMAF sinks; `vtee` carries the source's
@@ -42,15 +46,17 @@ pub(super) fn video_rungs<'a>(
         let cmaf = sinks.cmaf(req, &r.name)?;
         p.add_many([&hls, &cmaf]).map_err(link_err("sinks"))?;
         let from = req.scale_parent(i).map_or(vtee, |j| &rungs[j].scaled);
-        let (position, scaled) = video_rung(p, req, r, from, &hls, &cmaf)?;
-        rungs.push(Rung { rendition: r, scaled, position, hls });
+        let off = Arc::new(AtomicBool::new(false));
+        let (position, scaled) = video_rung(p, req, r, from, &hls, &cmaf, &off)?;
+        rungs.push(Rung { rendition: r, scaled, position, hls, off });
     }
     Ok(rungs)
 }
 
 /// One rung: scale, encode, then into its HLS and CMAF sinks. `input` is a tee of raw frames:
 /// the source's, or a larger rung's (see `TranscodeRequest::scale_parent`). Returns the rung's
-/// position counter and the tee of its scaled frames, for smaller rungs.
+/// position counter and the tee of its scaled frames, for smaller rungs. Setting `off` cuts the
+/// encoder off the scaled frames.
 fn video_rung(
     p: &gst::Pipeline,
     req: &TranscodeRequest,
@@ -58,6 +64,7 @@ fn video_rung(
     input: &gst::Element,
     hls: &gst::Element,
     cmaf: &gst::Element,
+    off: &Arc<AtomicBool>,
 ) -> Result<(Arc<AtomicU64>, gst::Element), TranscodeError> {
     // A few raw frames per rung (a 1080p frame is 3 MB): enough to keep every encoder busy,
     // without holding seconds of raw video per branch.
@@ -76,6 +83,9 @@ fn video_rung(
         .map_err(link_err("rung"))?;
     gst::Element::link_many([input, &q, &scale, &scaled, &rtee, &q_enc, &enc, &enc_caps, &etee]).map_err(link_err("rung encoder"))?;
     force_startup_keyframes(&enc, startup_boundaries_ns(req));
+    if let Some(tee_pad) = q_enc.static_pad("sink").and_then(|p| p.peer()) {
+        cut_when(&tee_pad, off.clone());
+    }
     gst::Element::link_many([&etee, &q_hls, &parse_hls]).map_err(link_err("rung HLS branch"))?;
     parse_hls.link_pads(None, hls, Some("video")).map_err(link_err("hlssink3 video"))?;
     gst::Element::link_many([&etee, &q_cmaf, &parse_cmaf, &avc, cmaf]).map_err(link_err("rung CMAF branch"))?;
@@ -141,8 +151,14 @@ fn encoder(req: &TranscodeRequest, r: &Rendition) -> Result<(gst::Element, gst::
     if threads > 0 {
         enc.set_property("threads", threads);
     }
-    // Identical GOPs in every rung: fixed keyframe interval, no scene-cut keyframes.
-    enc.set_property("option-string", format!("scenecut=0:keyint-min={gop}:open-gop=0"));
+    // Identical GOPs in every rung: fixed keyframe interval, no scene-cut keyframes. The rung's
+    // own x264 options come after (the ladder refuses those that would change the GOP).
+    let mut options = format!("scenecut=0:keyint-min={gop}:open-gop=0");
+    if let Some(extra) = req.ladder.x264_options(&r.name) {
+        options.push(':');
+        options.push_str(extra);
+    }
+    enc.set_property("option-string", options);
     let enc_caps = caps_filter(
         gst::Caps::builder("video/x-h264")
             .field("profile", req.ladder.video.profile.as_str())
