@@ -7,7 +7,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytes::Bytes;
-
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{info, warn, Instrument};
 

@@ -173,6 +173,8 @@ async function playsPast(page, t, ms) {
 }
 
 let shortId;
+// The uploader's password now (the account scenario changes it).
+let userPassword = PASSWORD;
 await scenario('log in through /login; the header names the user', 60000, async (page) => {
   await page.goto(`${BASE}/upload`);
   await page.locator('#error').filter({ hasText: 'Log in to upload' }).waitFor({ timeout: 20000 });
@@ -434,6 +436,7 @@ await scenario('account page: an API token made, used and revoked; the password 
   await page.locator('#password-done').waitFor({ state: 'visible', timeout: 20000 });
   if (await loginStatus(USER, PASSWORD) !== 401) throw new Error('the old password still works');
   if (await loginStatus(USER, `${PASSWORD} changed`) !== 204) throw new Error('the new password does not work');
+  userPassword = `${PASSWORD} changed`;
   // This session goes on (the page got a new cookie).
   await page.goto(`${BASE}/account`);
   await page.locator('#me-name').filter({ hasText: USER }).waitFor({ timeout: 20000 });
@@ -551,7 +554,7 @@ await scenario('live: the Go live page and the Live now row; dash.js and hls.js 
   const context = liveContext;
   await login.goto(`${BASE}/login?next=/live`);
   await login.fill('#username', USER);
-  await login.fill('#password', PASSWORD);
+  await login.fill('#password', userPassword);
   await login.click('#login-button');
   await login.waitForURL(`${BASE}/live`, { timeout: 20000 });
   const stream = await api('/api/live', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ title: 'Browser live' }) });

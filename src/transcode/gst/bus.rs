@@ -220,8 +220,9 @@ fn segment_added(
 mod tests {
     use super::*;
 
-    /// Runs `Overload` over `seconds` of looks every 500 ms; the encoder runs at `speed` × real
-    /// time after `start` s of start-up (from `encoded0`). Returns the times (s) it said "behind".
+    /// Runs `Overload` over `seconds` of looks every 500 ms while the publisher sends in real time;
+    /// the encoder runs at `speed(t)` × real time after `start` s of start-up. Returns the times
+    /// (s) it said "behind".
     fn run(seconds: f64, start: f64, speed: impl Fn(f64) -> f64) -> Vec<f64> {
         let t0 = Instant::now();
         let mut o = Overload::new(t0);
