@@ -6,7 +6,8 @@ the same run) and writes it as Markdown and JSON under bench/results/. Not a tes
 asserts a time. Run through bench/run.sh, which installs the tools and builds the release binary.
 
 Environment: BENCH_RUNS (3), BENCH_SECONDS (60, source length), BENCH_UPLOAD_MB (2048),
-BENCH_SKIP (comma list of: ladder,ttfp,stream,upload,serve,metrics).
+BENCH_SKIP (comma list of: ladder,ttfp,stream,upload,serve,metrics,live), BENCH_LIVE_SECONDS (75,
+length of each live broadcast).
 """
 import concurrent.futures
 import datetime
@@ -219,7 +220,8 @@ class Server:
                                     capture_output=True, text=True, timeout=60, check=True).stdout.strip()
         self.auth = ["-H", f"Authorization: Bearer {self.token}"]
         e = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{self.port}", CASCADE_RTMP_BIND="127.0.0.1:0", CASCADE_SRT_BIND="off", CASCADE_DATA_DIR=self.data,
-                 CASCADE_PUBLIC_URL=f"http://127.0.0.1:{self.port}", CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn", **env)
+                 CASCADE_PUBLIC_URL=f"http://127.0.0.1:{self.port}", CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn")
+        e.update(env)
         self.log = open(os.path.join(work, f"server{self.port}.log"), "w")
         self.p = subprocess.Popen([BIN, "serve"], cwd=ROOT, env=e, stdout=self.log, stderr=self.log)
         for _ in range(200):
@@ -238,6 +240,21 @@ class Server:
 
     def get(self, path):
         return json.load(urllib.request.urlopen(self.request(path), timeout=10))
+
+    def post_json(self, path, body):
+        req = urllib.request.Request(self.url(path), method="POST", data=json.dumps(body).encode(), headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        return json.load(urllib.request.urlopen(req, timeout=30))
+
+    def text(self, url):
+        return urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"}),
+                                      timeout=10).read().decode()
+
+    def cpu_s(self):
+        """CPU seconds (user + system) the server has used so far."""
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def login(self):
         """Logs in as the bench admin; returns the curl headers of that session."""
@@ -668,6 +685,240 @@ def bench_metrics(src, work):
     bench_webhook_latency(work)
 
 
+LIVE_SECONDS = int(os.environ.get("BENCH_LIVE_SECONDS", "75"))
+
+
+def playlist_segments(text):
+    """(start s, duration s) of every segment of a media playlist."""
+    out, t = [], 0.0
+    for line in text.splitlines():
+        if line.startswith("#EXTINF:"):
+            d = float(line[8:].split(",")[0])
+            out.append((t, d))
+            t += d
+    return out
+
+
+class Lister:
+    """Polls media playlists every 50 ms; records when each segment (by index) is first listed in
+    every one of them (the wall time of the slowest rung)."""
+
+    def __init__(self, fetchers):
+        self.fetchers = fetchers  # one callable per rung returning the playlist text (or None)
+        self.first = [dict() for _ in fetchers]  # per rung: index -> (wall time, start s)
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            for i, fetch in enumerate(self.fetchers):
+                try:
+                    text = fetch()
+                except Exception:
+                    text = None
+                if text:
+                    now = time.time()
+                    for n, (start, _) in enumerate(playlist_segments(text)):
+                        self.first[i].setdefault(n, (now, start))
+            time.sleep(0.05)
+
+    def listed(self):
+        """index -> (wall time listed in every rung, start s)."""
+        self.stop.set()
+        self.t.join(timeout=5)
+        common = set.intersection(*(set(f) for f in self.first)) if self.first else set()
+        return {n: (max(f[n][0] for f in self.first), self.first[0][n][1]) for n in sorted(common)}
+
+
+def live_anchor_cmd(udp_port, out):
+    """A plain ffmpeg live ladder: MPEG-TS from UDP, the ladder's rungs at the live settings (x264
+    preset and tune, GOP = segment), HLS with segments of the live length."""
+    live = LADDER["live"]
+    seg = live["segment_seconds"]
+    rungs = LADDER["rung"]
+    n = len(rungs)
+    split = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n)) + ";" + ";".join(
+        f"[s{i}]scale=-2:{r['height']}[v{i}]" for i, r in enumerate(rungs))
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", f"udp://127.0.0.1:{udp_port}?fifo_size=1000000&overrun_nonfatal=1",
+           "-filter_complex", split]
+    for i, r in enumerate(rungs):
+        os.makedirs(os.path.join(out, f"v{i}"), exist_ok=True)
+        cmd += ["-map", f"[v{i}]", "-map", "0:a", "-c:v", "libx264", "-preset", live["preset"], "-tune", live.get("tune", "zerolatency"),
+                "-b:v", f"{r['bitrate_kbps']}k", "-g", str(30 * seg), "-keyint_min", str(30 * seg), "-sc_threshold", "0", "-bf", "0",
+                "-c:a", "aac", "-b:a", f"{LADDER['audio']['bitrate_kbps']}k", "-f", "hls", "-hls_time", str(seg), "-hls_list_size", "0",
+                "-hls_playlist_type", "event", "-hls_segment_filename", os.path.join(out, f"v{i}", "seg%05d.ts"),
+                os.path.join(out, f"v{i}", "index.m3u8")]
+    return cmd
+
+
+def read_file(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def latencies(listed, t0, until):
+    """Per segment listed before `until`: when it was listed minus when its first frame was sent."""
+    return [when - (t0 + start) for n, (when, start) in listed.items() if when <= until]
+
+
+def publish_cmd(src, target, fmt):
+    """The publisher: the pre-encoded broadcast sent in real time, stream-copied (no encoder load)."""
+    return ["ffmpeg", "-nostdin", "-v", "error", "-re", "-i", src, "-c", "copy", "-f", fmt, target]
+
+
+def wait4(p, timeout):
+    """Waits for a child; returns its CPU seconds (user + system)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, _, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = 0
+            return ru.ru_utime + ru.ru_stime
+        if time.monotonic() > deadline:
+            p.kill()
+        time.sleep(0.05)
+
+
+def live_anchor(src, work):
+    """The anchor: the same broadcast through a UDP relay (which notes its first packet) into a
+    plain ffmpeg HLS ladder. Returns (latencies, CPU cores, publish → first segment of every rung)."""
+    seg = LADDER["live"]["segment_seconds"]
+    relay_in, anchor_port = free_port(), free_port()
+    out = os.path.join(work, "live-anchor")
+    anchor = subprocess.Popen(live_anchor_cmd(anchor_port, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = []
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", relay_in))
+    rx.settimeout(1)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    done = threading.Event()
+
+    def relay():
+        while not done.is_set():
+            try:
+                data = rx.recv(65536)
+            except socket.timeout:
+                continue
+            if not first:
+                first.append(time.time())
+            tx.sendto(data, ("127.0.0.1", anchor_port))
+    t = threading.Thread(target=relay, daemon=True)
+    t.start()
+    time.sleep(1)  # the anchor's socket is open before the first packet
+    lister = Lister([lambda i=i: read_file(os.path.join(out, f"v{i}", "index.m3u8")) for i in range(len(LADDER["rung"]))])
+    pub_start = time.time()
+    publisher = subprocess.Popen(publish_cmd(src, f"udp://127.0.0.1:{relay_in}?pkt_size=1316", "mpegts"),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    publisher.wait(timeout=LIVE_SECONDS + 60)
+    stopped = time.time()
+    time.sleep(seg + 2)  # its last segments
+    done.set()
+    anchor.send_signal(signal.SIGINT)
+    cpu = wait4(anchor, 30) / (stopped - pub_start)
+    listed = lister.listed()
+    if not first or not listed:
+        raise RuntimeError(f"the ffmpeg anchor produced nothing: {anchor.stderr.read().decode()[-1000:]}")
+    return latencies(listed, first[0], stopped), cpu, listed[0][0] - pub_start
+
+
+def bench_live(work):
+    """Live (#19): the same 1080p30 broadcast published in real time to Cascade over RTMP, over
+    SRT, and (one after the other, so each has the machine) to a plain ffmpeg HLS ladder: the
+    glass-to-glass latency of every segment, the ladder's CPU and speed, publish → first
+    playable, publisher stop → ready."""
+    log(f"== live: a {LIVE_SECONDS} s 1080p30 broadcast over RTMP, over SRT, and into an ffmpeg -f hls ladder")
+    seg = LADDER["live"]["segment_seconds"]
+    window = 2
+    src = os.path.join(work, "live-source.ts")
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(LIVE_SECONDS),
+                    "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M", "-g", str(30 * seg), "-bf", "0", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", "-b:a", "128k", src], check=True, timeout=900)
+    anchor_lat, anchor_cpu, anchor_ttfp = live_anchor(src, work)
+    log(f"  ffmpeg: {len(anchor_lat)} segments, p50 {percentile(anchor_lat, 50):.2f} s, {anchor_cpu:.2f} cores")
+    for proto in ("rtmp", "srt"):
+        srt_port = free_port()
+        server = Server(work, CASCADE_RTMP_BIND=f"127.0.0.1:{free_port()}", CASCADE_SRT_BIND=f"127.0.0.1:{srt_port}",
+                        CASCADE_LIVE_RECONNECT_S=str(window))
+        publisher = None
+        try:
+            stream = server.post_json("/api/live", {"title": f"bench {proto}"})
+            key = stream["key"]
+            cmd = publish_cmd(src, f"{stream['rtmp_url']}/{key}", "flv") if proto == "rtmp" else \
+                publish_cmd(src, f"srt://127.0.0.1:{srt_port}?streamid={key}&mode=caller", "mpegts")
+            cpu0 = server.cpu_s()
+            pub_start = time.time()
+            publisher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            vid, rec = None, None
+            while time.time() - pub_start < 60:
+                s = server.get(f"/api/live/{stream['id']}")
+                if s.get("video_id"):
+                    vid = s["video_id"]
+                    rec = server.get(f"/api/videos/{vid}")
+                    if rec["playable"]:
+                        break
+                time.sleep(0.05)
+            if not rec or not rec["playable"]:
+                raise RuntimeError(f"{proto}: the broadcast did not become playable: {rec}")
+            ttfp = time.time() - pub_start
+            absolute = lambda u: server.url(u) if u.startswith("/") else u
+            # The publisher's first media reached Cascade at the live MPD's availabilityStartTime
+            # plus one segment (see packaging); read it while the broadcast is live.
+            ast = re.search(r'availabilityStartTime="([^"]+)"', server.text(absolute(rec["playback"]["dash"]))).group(1)
+            t0 = datetime.datetime.fromisoformat(ast.replace("Z", "+00:00")).timestamp() + seg
+            master_url = absolute(rec["playback"]["hls"])
+            base = master_url.rsplit("/", 1)[0]
+            uris = [l for l in server.text(master_url).splitlines() if l and not l.startswith("#")]
+            lister = Lister([lambda u=u: server.text(f"{base}/{u}") for u in uris])
+            speeds, looked = [], 0.0
+            while publisher.poll() is None:
+                if time.time() - looked >= 1:
+                    looked = time.time()
+                    sp = server.get(f"/api/live/{stream['id']}").get("encoder_speed")
+                    if sp:
+                        speeds.append(sp)
+                time.sleep(0.05)
+            stopped = time.time()
+            cpu = (server.cpu_s() - cpu0) / (stopped - pub_start)
+            if publisher.returncode:
+                raise RuntimeError(f"{proto} publisher failed: {publisher.stderr.read().decode()[-1000:]}")
+            while True:
+                r = server.get(f"/api/videos/{vid}")
+                if r["status"] in ("ready", "failed"):
+                    break
+                time.sleep(0.05)
+            to_ready = time.time() - stopped
+            if r["status"] != "ready":
+                raise RuntimeError(f"{proto}: the broadcast ended {r['status']}: {r.get('error')}")
+            dropped = server.get(f"/api/live/{stream['id']}").get("dropped_renditions")
+            mine = latencies(lister.listed(), t0, stopped)
+            if not mine:
+                raise RuntimeError(f"{proto}: no segments measured")
+            log(f"  {proto}: {len(mine)} segments over {len(uris)} rungs; dropped renditions: {dropped or 'none'}")
+            for p in (50, 95):
+                row("live", f"{proto.upper()} glass-to-glass latency p{p} (segment listed in every rung − its first frame sent)",
+                    percentile(mine, p), percentile(anchor_lat, p), "s", "ffmpeg -f hls ladder, same broadcast",
+                    target=("abs_max", seg + 1.5))
+            row("live", f"{proto.upper()} 1080p30 live ladder CPU (cores)", cpu, anchor_cpu, "cores", "ffmpeg -f hls ladder, same broadcast")
+            row("live", f"{proto.upper()} encoder speed (× real time, median of the stream's figure)",
+                statistics.median(speeds) if speeds else float("nan"), 1.0, "×", "real time", better="higher")
+            row("live", f"{proto.upper()} publish → first playable (every rung)", ttfp, anchor_ttfp, "s",
+                "ffmpeg: publish → first segment of every rung")
+            # An SRT broadcast ends when its caller leaves (no reconnect window on 1.22's srtsrc).
+            wait = window if proto == "rtmp" else 0
+            row("live", f"{proto.upper()} publisher stop → ready ({wait} s reconnect window included)", to_ready, float(wait), "s",
+                "the reconnect window alone")
+        finally:
+            if publisher and publisher.poll() is None:
+                publisher.kill()
+                publisher.wait()
+            server.stop()
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -746,6 +997,8 @@ def main():
             bench_serve(src, work)
         if "metrics" not in SKIP:
             bench_metrics(src, work)
+        if "live" not in SKIP:
+            bench_live(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     now = datetime.datetime.now(datetime.timezone.utc)
