@@ -146,7 +146,7 @@ pub struct Feed {
 /// `first_media` is when the publisher's first media arrived.
 pub async fn start(
     app: &Arc<App>,
-    claim: NewBroadcast,
+    mut claim: NewBroadcast,
     media: MediaInfo,
     caps: &'static str,
     first_media: chrono::DateTime<chrono::Utc>,
@@ -180,6 +180,9 @@ pub async fn start(
         })
         .await?
         .unwrap_or(stream);
+    // The broadcast's copy of its stream is the record as it went live (this broadcast's video,
+    // no dropped renditions yet), for `live.ended` if the stream is deleted meanwhile.
+    claim.stream = stream.clone();
     app.notify(&rec);
     crate::webhooks::emit(app, "video.created", &rec).await;
     crate::webhooks::emit_live(app, "live.started", &stream).await;
