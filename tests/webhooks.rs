@@ -384,34 +384,16 @@ async fn live_broadcasts_send_started_and_ended() {
     let stream: Value = r.json().await.unwrap();
     let key = stream["key"].as_str().unwrap().to_string();
     let publish = format!("{}/{key}", stream["rtmp_url"].as_str().unwrap());
-    let (ok, err) = run(
-        "ffmpeg",
-        &[
-            "-nostdin",
-            "-v",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=30",
-            "-t",
-            "6",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "flv",
-            &publish,
-        ],
-        T,
-    )
-    .await;
+    // ffmpeg publishing a 320x240 picture in real time for `seconds`.
+    let publisher = |seconds: &str| -> Vec<String> {
+        ["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", seconds]
+            .into_iter()
+            .chain(["-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p", "-f", "flv", &publish])
+            .map(String::from)
+            .collect()
+    };
+    let args = publisher("6");
+    let (ok, err) = run("ffmpeg", &args.iter().map(String::as_str).collect::<Vec<_>>(), T).await;
     assert!(ok, "publish: {err}");
     let got = endpoint.wait_for(2, T).await;
     let types: Vec<String> = got.iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
@@ -427,29 +409,7 @@ async fn live_broadcasts_send_started_and_ended() {
 
     // Deleting a stream on air ends its broadcast: the owner still gets `live.ended`.
     let mut again = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=30",
-            "-t",
-            "60",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "flv",
-            &publish,
-        ])
+        .args(publisher("60"))
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
