@@ -733,9 +733,10 @@ class Lister:
 
 def live_anchor_cmd(udp_port, out):
     """A plain ffmpeg live ladder: MPEG-TS from UDP, the ladder's rungs at the live settings (x264
-    preset and tune, GOP = segment), HLS with segments of the live length."""
+    preset and tune, GOP = keyframe_seconds), HLS with segments of the live length."""
     live = LADDER["live"]
     seg = live["segment_seconds"]
+    gop = str(round(30 * live.get("keyframe_seconds", seg)))
     rungs = LADDER["rung"]
     n = len(rungs)
     split = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n)) + ";" + ";".join(
@@ -745,7 +746,7 @@ def live_anchor_cmd(udp_port, out):
     for i, r in enumerate(rungs):
         os.makedirs(os.path.join(out, f"v{i}"), exist_ok=True)
         cmd += ["-map", f"[v{i}]", "-map", "0:a", "-c:v", "libx264", "-preset", live["preset"], "-tune", live.get("tune", "zerolatency"),
-                "-b:v", f"{r['bitrate_kbps']}k", "-g", str(30 * seg), "-keyint_min", str(30 * seg), "-sc_threshold", "0", "-bf", "0",
+                "-b:v", f"{r['bitrate_kbps']}k", "-g", gop, "-keyint_min", gop, "-sc_threshold", "0", "-bf", "0",
                 "-c:a", "aac", "-b:a", f"{LADDER['audio']['bitrate_kbps']}k", "-f", "hls", "-hls_time", str(seg), "-hls_list_size", "0",
                 "-hls_playlist_type", "event", "-hls_segment_filename", os.path.join(out, f"v{i}", "seg%05d.ts"),
                 os.path.join(out, f"v{i}", "index.m3u8")]

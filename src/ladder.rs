@@ -40,19 +40,29 @@ pub struct VideoPreset {
     pub tune: Option<String>,
 }
 
-/// How live broadcasts differ from uploads: short segments (= GOPs) and an encoder tuned for
+/// How live broadcasts differ from uploads: short segments of short GOPs and an encoder tuned for
 /// latency. Everything else (rungs, audio, profile) is the upload ladder's.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LivePreset {
     pub segment_seconds: u32,
+    /// Keyframe interval (GOP length) in seconds; `segment_seconds` must be a whole number of
+    /// GOPs. A live HLS segment is listed once the GOP *after* it is complete (splitmuxsink
+    /// decides where a segment ends when that GOP arrives), so with 1 s GOPs in 2 s segments a
+    /// segment is listed 3 s after its first frame instead of 4 s. Default 1.
+    #[serde(default = "one_second")]
+    pub keyframe_seconds: f64,
     pub preset: String,
     pub tune: String,
 }
 
+fn one_second() -> f64 {
+    1.0
+}
+
 impl Default for LivePreset {
     fn default() -> Self {
-        LivePreset { segment_seconds: 2, preset: "veryfast".into(), tune: "zerolatency".into() }
+        LivePreset { segment_seconds: 2, keyframe_seconds: 1.0, preset: "veryfast".into(), tune: "zerolatency".into() }
     }
 }
 
@@ -169,6 +179,10 @@ pub struct Ladder {
     pub rungs: Vec<Rung>,
     #[serde(default)]
     pub live: LivePreset,
+    /// Keyframe interval in seconds when it is shorter than a segment (live only, from
+    /// `[live] keyframe_seconds`; 0: one GOP per segment).
+    #[serde(skip)]
+    pub keyframe_seconds: f64,
 }
 
 /// A rendition to produce for one particular source.
@@ -201,6 +215,7 @@ impl Ladder {
     pub fn for_live(&self) -> Ladder {
         let mut l = self.clone();
         l.segment_seconds = self.live.segment_seconds;
+        l.keyframe_seconds = self.live.keyframe_seconds;
         l.startup_segment_seconds = 0.0;
         l.video.preset = self.live.preset.clone();
         l.video.tune = Some(self.live.tune.clone());
@@ -208,9 +223,29 @@ impl Ladder {
         l
     }
 
+    /// The ladder without the rungs taller than `max_height` (short side in pixels), as a live
+    /// stream's `max_height` asks; the smallest rung stays whatever the cap.
+    pub fn capped(mut self, max_height: Option<u32>) -> Ladder {
+        if let Some(cap) = max_height {
+            let smallest = self.smallest_rung_height();
+            self.rungs.retain(|r| r.height <= cap.max(smallest));
+        }
+        self
+    }
+
+    /// The short side of the smallest rung.
+    pub fn smallest_rung_height(&self) -> u32 {
+        self.rungs.iter().map(|r| r.height).min().unwrap_or(0)
+    }
+
     fn validate(&self) -> Result<(), String> {
         if !(1..=10).contains(&self.live.segment_seconds) {
             return Err("live.segment_seconds must be between 1 and 10".into());
+        }
+        let k = self.live.keyframe_seconds;
+        let gops = self.live.segment_seconds as f64 / k;
+        if !(0.25..=self.live.segment_seconds as f64).contains(&k) || (gops - gops.round()).abs() > 1e-6 {
+            return Err("live.keyframe_seconds must be at least 0.25 and divide live.segment_seconds into whole GOPs".into());
         }
         if !X264_PRESETS.contains(&self.live.preset.as_str()) {
             return Err(format!("unknown x264 preset {:?} in [live]", self.live.preset));
@@ -373,9 +408,22 @@ impl Ladder {
         self.rungs.iter().find(|r| r.name == name).and_then(|r| r.scale_from.as_deref())
     }
 
-    /// Frames between keyframes: one GOP per segment.
+    /// Frames between keyframes: one GOP per segment, or `keyframe_seconds` (live).
     pub fn gop_frames(&self, fps_num: u32, fps_den: u32) -> u32 {
-        ((self.segment_seconds as f64 * fps_num as f64 / fps_den as f64).round() as u32).max(1)
+        ((self.gop_seconds() * fps_num as f64 / fps_den as f64).round() as u32).max(1)
+    }
+
+    /// GOPs per segment (1 unless `keyframe_seconds` is set).
+    pub fn gops_per_segment(&self) -> u32 {
+        (self.segment_seconds as f64 / self.gop_seconds()).round().max(1.0) as u32
+    }
+
+    fn gop_seconds(&self) -> f64 {
+        if self.keyframe_seconds > 0.0 && self.keyframe_seconds < self.segment_seconds as f64 {
+            self.keyframe_seconds
+        } else {
+            self.segment_seconds as f64
+        }
     }
 }
 
@@ -403,6 +451,36 @@ mod tests {
 
     fn names(r: &[Rendition]) -> Vec<(String, u32, u32)> {
         r.iter().map(|r| (r.name.clone(), r.width, r.height)).collect()
+    }
+
+    #[test]
+    fn live_segments_are_whole_gops_of_keyframe_seconds() {
+        let vod = ladder();
+        assert_eq!((vod.gop_frames(30, 1), vod.gops_per_segment()), (30 * vod.segment_seconds, 1), "uploads: one GOP per segment");
+        let live = vod.for_live();
+        assert_eq!((live.segment_seconds, live.gop_frames(30, 1), live.gops_per_segment()), (2, 30, 2));
+        assert_eq!(live.gop_frames(30000, 1001), 30);
+        let text = include_str!("../pipelines/ladder.toml");
+        for bad in ["keyframe_seconds = 0.75", "keyframe_seconds = 3", "keyframe_seconds = 0", "keyframe_seconds = 0.1"] {
+            let t = text.replace("keyframe_seconds = 1", bad);
+            assert!(Ladder::parse(&t).unwrap_err().contains("keyframe_seconds"), "{bad} is refused");
+        }
+        let half = Ladder::parse(&text.replace("keyframe_seconds = 1", "keyframe_seconds = 0.5")).unwrap().for_live();
+        assert_eq!((half.gop_frames(30, 1), half.gops_per_segment()), (15, 4));
+        let whole = Ladder::parse(&text.replace("keyframe_seconds = 1", "keyframe_seconds = 2")).unwrap().for_live();
+        assert_eq!((whole.gop_frames(30, 1), whole.gops_per_segment()), (60, 1));
+    }
+
+    #[test]
+    fn a_cap_leaves_out_taller_rungs_but_never_the_smallest() {
+        let l = ladder();
+        let heights = |l: &Ladder| l.rungs.iter().map(|r| r.height).collect::<Vec<_>>();
+        assert_eq!(heights(&l.clone().capped(None)), heights(&l));
+        assert_eq!(heights(&l.clone().capped(Some(720))), vec![720, 480, 360]);
+        assert_eq!(heights(&l.clone().capped(Some(500))), vec![480, 360]);
+        assert_eq!(heights(&l.clone().capped(Some(100))), vec![l.smallest_rung_height()]);
+        let r = l.capped(Some(480)).renditions_for(1920, 1080);
+        assert_eq!(names(&r), vec![("480p".into(), 854, 480), ("360p".into(), 640, 360)]);
     }
 
     #[test]

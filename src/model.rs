@@ -402,7 +402,17 @@ pub struct LiveStream {
     /// keep up with the publisher, tallest first.
     #[serde(default)]
     pub dropped_renditions: Vec<String>,
+    /// How long a broadcast waits for its publisher to come back (seconds); `None`: the server's
+    /// `CASCADE_LIVE_RECONNECT_S`.
+    #[serde(default)]
+    pub reconnect_window_s: Option<u32>,
+    /// The tallest rendition (short side in pixels) its broadcasts get; `None`: the whole ladder.
+    #[serde(default)]
+    pub max_height: Option<u32>,
 }
+
+/// The longest reconnect window a stream may set (an hour).
+pub const MAX_RECONNECT_WINDOW_S: u32 = 3600;
 
 impl LiveStream {
     /// A new idle stream with a fresh key.
@@ -421,6 +431,8 @@ impl LiveStream {
             last_error: None,
             encoder_speed: None,
             dropped_renditions: Vec::new(),
+            reconnect_window_s: None,
+            max_height: None,
         }
     }
 }

@@ -141,6 +141,13 @@ async fn a_broadcast_plays_live_and_ends_as_a_video() {
     assert_eq!(p.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod));
     let total = extinf_sum(&p);
     assert!((total - seconds as f64).abs() <= 0.5, "published {seconds} s, recorded {total} s:\n{text}");
+    // 2 s segments of two 1 s GOPs (`[live] keyframe_seconds`): a segment is listed one GOP,
+    // not one segment, after it ends.
+    let last = p.segments.len() - 1;
+    assert!(p.segments[..last].iter().all(|s| (s.duration - 2.0).abs() < 0.05), "2 s segments:\n{text}");
+    let keys = keyframe_times(v["playback"]["hls"].as_str().unwrap()).await;
+    assert!(keys.len() >= seconds as usize - 1, "a keyframe a second: {keys:?}");
+    assert!(keys.windows(2).all(|w| (w[1] - w[0] - 1.0).abs() < 0.05), "a keyframe every second: {keys:?}");
     let vod_mpd = mpd(&server, v["playback"]["dash"].as_str().unwrap()).await;
     assert_eq!(vod_mpd.mpdtype.as_deref(), Some("static"));
     assert!((v["source"]["duration_s"].as_f64().unwrap() - seconds as f64).abs() <= 0.5, "{v}");
@@ -456,6 +463,56 @@ async fn srt_callers_are_checked_in_the_handshake_and_broadcast() {
 }
 
 #[tokio::test]
+async fn srt_floods_and_silent_callers_are_cut_off() {
+    let port = free_udp_port();
+    let bind = format!("127.0.0.1:{port}");
+    let server = Server::start(&[QUICK_END, ("CASCADE_SRT_BIND", &bind), ("CASCADE_LIVE_MAX_KBPS", "6000")]).await;
+    let stream = new_stream(&server, "SRT field camera").await;
+    let id = stream["id"].as_str().unwrap();
+    let url = stream["srt_url"].as_str().unwrap().to_string();
+
+    // A caller over CASCADE_LIVE_MAX_KBPS (6000; this one sends 25 Mb/s) is disconnected and its
+    // broadcast ends; the server serves on.
+    let mut flood = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "30"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "25M", "-minrate", "25M", "-maxrate", "25M", "-bufsize", "2M"])
+        .args(["-x264-params", "nal-hrd=cbr:filler=1", "-pix_fmt", "yuv420p", "-f", "mpegts", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let cut = wait_until(T, async || server.log().contains("bit rate over CASCADE_LIVE_MAX_KBPS")).await;
+    assert!(cut, "a flooding SRT caller is disconnected:\n{}", server.log());
+    let _ = flood.kill().await;
+    let vid = get_stream(&server, id).await["video_id"].as_str().expect("the flood went on air").to_string();
+    let v = server.wait_final(&vid, T).await;
+    assert_ne!(v["status"], "processing", "{v}");
+    assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "idle").await);
+    assert_eq!(server.raw_get("/healthz").await.0, 200);
+
+    // A caller that stops sending (its process frozen) is disconnected, and its broadcast ends as a
+    // video; the listener takes the next caller.
+    let frozen = publish_srt(&url, 60);
+    let vid = wait_on_air(&server, id).await;
+    let pid = frozen.id().expect("ffmpeg runs").to_string();
+    let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stopped.success());
+    let v = server.wait_final(&vid, T).await;
+    let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    let log = server.log();
+    assert!(log.contains("SRT caller left") || log.contains("silent for 10 s"), "the log says why:\n{log}");
+    assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "idle").await);
+    let next = publish_srt(&url, 4);
+    let again = wait_on_air(&server, id).await;
+    assert_ne!(again, vid, "a new broadcast");
+    let (ok, err) = exited(next, T).await;
+    assert!(ok, "the next caller is served: {err}");
+}
+
+#[tokio::test]
 async fn a_broadcast_ends_as_a_video_at_the_longest_allowed() {
     let server = Server::start(&[QUICK_END, ("CASCADE_LIVE_MAX_S", "10")]).await;
     let stream = new_stream(&server, "Endless").await;
@@ -566,4 +623,57 @@ async fn a_ladder_that_cannot_keep_up_drops_its_top_rung() {
     );
     ffmpeg_decode(&hls).await.expect("the recording plays");
     assert_eq!(get_stream(&server, id).await["dropped_renditions"], json!(dropped), "the record keeps what was dropped");
+}
+
+#[tokio::test]
+async fn stream_settings_are_checked_and_shape_the_next_broadcast() {
+    // The server's window is an hour: a broadcast that ends within the test's time used the
+    // stream's own window.
+    let server = Server::start(&[("CASCADE_LIVE_RECONNECT_S", "3600")]).await;
+    let create = async |body: Value| server.client.post(server.url("/api/live")).json(&body).send().await.unwrap();
+    let count =
+        async || server.client.get(server.url("/api/live")).send().await.unwrap().json::<Value>().await.unwrap().as_array().unwrap().len();
+    for bad in [
+        json!({ "reconnect_window_s": 3601 }),
+        json!({ "max_height": 100 }),
+        json!({ "max_height": 4321 }),
+        json!({ "reconnect_window_s": -1 }),
+    ] {
+        let r = create(bad.clone()).await;
+        assert_eq!(r.status().as_u16(), 400, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "bad_request", "{bad}: {body}");
+    }
+    assert_eq!(count().await, 0, "nothing created by a refused request");
+
+    let plain = new_stream(&server, "Defaults").await;
+    assert_eq!(plain["reconnect_window_s"], 3600, "the server's window: {plain}");
+    assert!(plain["max_height"].is_null(), "{plain}");
+    let r = create(json!({ "title": "Small", "reconnect_window_s": 1, "max_height": 480 })).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let stream: Value = r.json().await.unwrap();
+    assert_eq!((stream["reconnect_window_s"].as_u64(), stream["max_height"].as_u64()), (Some(1), Some(480)), "{stream}");
+    let id = stream["id"].as_str().unwrap();
+    let patch = async |body: Value| server.client.patch(server.url(&format!("/api/live/{id}"))).json(&body).send().await.unwrap();
+    assert_eq!(patch(json!({ "reconnect_window_s": 7200 })).await.status().as_u16(), 400);
+    assert_eq!(patch(json!({ "max_height": 0 })).await.json::<Value>().await.unwrap()["max_height"], Value::Null, "0 removes the cap");
+    let s: Value = patch(json!({ "max_height": 480 })).await.json().await.unwrap();
+    assert_eq!((s["reconnect_window_s"].as_u64(), s["max_height"].as_u64()), (Some(1), Some(480)), "a refused PATCH changes nothing: {s}");
+
+    // A 720p publisher on a stream capped at 480p gets 480p and 360p; it ends one second after
+    // its publisher leaves.
+    let seconds = 8;
+    let ffmpeg = publish_sized(&publish_url(&stream), "1280x720", seconds, H264, true);
+    let vid = wait_on_air(&server, id).await;
+    let names = |v: &Value| v["renditions"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let v = server.get_video(&vid).await;
+    assert_eq!(names(&v), ["480p", "360p"], "{v}");
+    let m = master(&server, v["playback"]["hls"].as_str().unwrap()).await;
+    assert_eq!(m.variants.len(), 2, "{m:?}");
+    let (ok, err) = exited(ffmpeg, T).await;
+    assert!(ok, "the publisher ran to its end: {err}");
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    assert_eq!(names(&v), ["480p", "360p"], "{v}");
+    assert!(server.log().contains("window_s=1"), "the stream's window was used:\n{}", server.log());
 }

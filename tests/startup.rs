@@ -88,20 +88,6 @@ const T: Duration = Duration::from_secs(300);
 const STARTUP: f64 = 0.5;
 const SEGMENT: f64 = 4.0;
 
-/// Keyframe times (seconds, from the first frame) of a stream ffprobe can read.
-async fn keyframe_times(url: &str) -> Vec<f64> {
-    let (ok, out) = run(
-        "ffprobe",
-        &["-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey", "-show_entries", "frame=pts_time", "-of", "csv=p=0", url],
-        Duration::from_secs(120),
-    )
-    .await;
-    assert!(ok, "ffprobe keyframes of {url}: {out}");
-    let times: Vec<f64> = out.lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect();
-    assert!(!times.is_empty(), "no keyframes in {url}: {out}");
-    times.iter().map(|t| t - times[0]).collect()
-}
-
 /// PSNR (dB) of a rendition against the source scaled to its size with ffmpeg's bicubic, frames
 /// paired by index (MPEG-TS timestamps jitter by a tick after x264enc's offset).
 async fn psnr(url: &str, src: &str, w: u64, h: u64) -> f64 {

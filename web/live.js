@@ -1,6 +1,6 @@
 // Go live: the caller's live streams, each with the server URL and stream key for OBS (the key
-// hidden until asked), copy buttons, its status (refreshed every 2 s) and a preview of the
-// broadcast on air.
+// hidden until asked), copy buttons, its status (refreshed every 2 s), its settings and a preview
+// of the broadcast on air.
 'use strict';
 (async () => {
   const $ = (id) => document.getElementById(id);
@@ -40,6 +40,30 @@
       if (!confirm(`Delete “${stream.title}”? A broadcast on air ends (its video is kept).`)) return;
       try { await Cascade.send(`/api/live/${encodeURIComponent(stream.id)}`, 'DELETE'); node.remove(); panels.delete(stream.id); } catch (e) { fail(e.message); }
     });
+    // Settings for the next broadcasts: the reconnect window and the tallest rendition.
+    const windowInput = el('input', { type: 'number', class: 'reconnect-window', min: 0, max: 3600, step: 1, required: true });
+    const capSelect = el('select', { class: 'max-height' },
+      [0, 2160, 1440, 1080, 720, 480, 360].map((h) => el('option', { value: h }, h ? `${h}p` : 'The whole ladder')));
+    const saved = el('span', { class: 'muted', role: 'status' });
+    const settings = el('form', { class: 'settings' },
+      el('label', {}, 'Reconnect window (seconds) ', windowInput), ' ',
+      el('label', {}, 'Tallest rendition ', capSelect), ' ',
+      el('button', { type: 'submit', class: 'secondary' }, 'Save settings'), ' ', saved);
+    const showSettings = () => {
+      windowInput.value = String(stream.reconnect_window_s);
+      capSelect.value = String(stream.max_height || 0);
+    };
+    settings.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      saved.textContent = '';
+      try {
+        update(await Cascade.send(`/api/live/${encodeURIComponent(stream.id)}`, 'PATCH',
+          { reconnect_window_s: Number(windowInput.value), max_height: Number(capSelect.value) }));
+        showSettings();
+        saved.textContent = 'Saved: they apply from the next broadcast.';
+      } catch (err) { fail(`Settings not saved: ${err.message}`); }
+    });
+    showSettings();
     const preview = el('div', { class: 'preview-live' });
     let previewOf = null;
     const srt = stream.srt_url ? el('p', {}, 'SRT (MPEG-TS): ', el('code', {}, stream.srt_url.replace(/streamid=.*/, 'streamid=…')), ' ',
@@ -51,6 +75,7 @@
       srt,
       el('p', { class: 'muted' }, 'OBS: Settings → Stream → Service “Custom…”, Server and Stream Key as above. ',
         'Settings → Output: H.264 (x264 or hardware), keyframe interval 2 s, AAC audio.'),
+      settings,
       preview,
       el('p', { class: 'actions' }, rotate, ' ', del));
     function update(next) {

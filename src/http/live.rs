@@ -28,14 +28,51 @@ pub struct NewLive {
     pub title: Option<String>,
     /// Who may watch its broadcasts (default: `CASCADE_DEFAULT_VISIBILITY`).
     pub visibility: Option<Visibility>,
+    /// Seconds a broadcast waits for its publisher to come back with the same key before it ends
+    /// as a video (0–3600; default: the server's `CASCADE_LIVE_RECONNECT_S`).
+    #[schema(minimum = 0, maximum = 3600)]
+    pub reconnect_window_s: Option<u32>,
+    /// The tallest rendition its broadcasts get, as the short side in pixels (e.g. 720: no 1080p
+    /// rung); 0 or absent: the whole ladder. At least the ladder's smallest rung, at most 4320.
+    #[schema(minimum = 0, maximum = 4320)]
+    pub max_height: Option<u32>,
 }
 
-/// `PATCH /api/live/{id}` body.
+/// `PATCH /api/live/{id}` body. Settings apply from the stream's next broadcast.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LiveEdit {
     pub title: Option<String>,
     pub visibility: Option<Visibility>,
+    /// As in `NewLive`.
+    #[schema(minimum = 0, maximum = 3600)]
+    pub reconnect_window_s: Option<u32>,
+    /// As in `NewLive`; 0 removes the cap.
+    #[schema(minimum = 0, maximum = 4320)]
+    pub max_height: Option<u32>,
+}
+
+/// The largest `max_height` (8K's short side).
+const MAX_HEIGHT: u32 = 4320;
+
+/// A reconnect window as asked for, checked.
+fn reconnect_window(s: u32) -> Result<u32, AppError> {
+    if s > crate::model::MAX_RECONNECT_WINDOW_S {
+        return Err(AppError::BadRequest(format!("reconnect_window_s must be 0–{}", crate::model::MAX_RECONNECT_WINDOW_S)));
+    }
+    Ok(s)
+}
+
+/// A rendition cap as asked for, checked (0: none).
+fn max_height(app: &App, h: u32) -> Result<Option<u32>, AppError> {
+    let smallest = app.ladder.smallest_rung_height();
+    match h {
+        0 => Ok(None),
+        h if (smallest..=MAX_HEIGHT).contains(&h) => Ok(Some(h)),
+        _ => Err(AppError::BadRequest(format!(
+            "max_height must be 0 (no cap) or {smallest}–{MAX_HEIGHT} (the ladder's smallest rung is {smallest})"
+        ))),
+    }
 }
 
 /// A live stream as the API shows it.
@@ -72,6 +109,11 @@ pub struct LiveView {
     /// Why the last broadcast failed or its publisher was refused (owner and admins only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorInfo>,
+    /// Seconds a broadcast waits for its publisher to come back (the stream's setting, else the
+    /// server's default). Changes apply from the next broadcast.
+    pub reconnect_window_s: u64,
+    /// The tallest rendition its broadcasts get (short side in pixels); null: the whole ladder.
+    pub max_height: Option<u32>,
 }
 
 /// The host publishers should connect to: `CASCADE_PUBLIC_URL`'s host, else the listener's own
@@ -111,6 +153,8 @@ pub fn view(
         encoder_speed: l.encoder_speed,
         dropped_renditions: l.dropped_renditions.clone(),
         last_error: if manager_view { l.last_error.clone() } else { None },
+        reconnect_window_s: l.reconnect_window_s.map_or(config.live_reconnect.as_secs(), u64::from),
+        max_height: l.max_height,
     }
 }
 
@@ -149,7 +193,7 @@ async fn managed(app: &App, caller: &Caller, origin: &RequestOrigin, id: &str) -
 /// `POST /api/live`: a new stream with a fresh key.
 #[utoipa::path(post, path = "/api/live", tag = "live", request_body = NewLive,
     responses((status = 201, description = "The stream, with its key", body = LiveView),
-        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an empty title", body = ErrorBody),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field, an empty title or a setting out of range", body = ErrorBody),
         (status = 401, description = "`unauthorized`: not logged in, or a bad token", body = ErrorBody),
         (status = 403, description = "`forbidden`: a token without `upload`, or a cross-site request", body = ErrorBody),
         (status = 409, description = "`conflict`: too many streams", body = ErrorBody),
@@ -169,7 +213,10 @@ pub async fn create(
         Some(t) => title(t)?,
         None => "Live stream".to_string(),
     };
-    let l = LiveStream::new(&uuid::Uuid::new_v4().to_string(), &user.id, title, form.visibility.unwrap_or(app.config.default_visibility));
+    let mut l =
+        LiveStream::new(&uuid::Uuid::new_v4().to_string(), &user.id, title, form.visibility.unwrap_or(app.config.default_visibility));
+    l.reconnect_window_s = form.reconnect_window_s.map(reconnect_window).transpose()?;
+    l.max_height = form.max_height.map(|h| max_height(&app, h)).transpose()?.flatten();
     let l2 = l.clone();
     app.store
         .run(move |s| {
@@ -210,10 +257,10 @@ pub async fn get(app: Arc<App>, caller: Caller, id: String) -> Result<warp::repl
     Ok(json(&show(&app, &caller, &l), StatusCode::OK))
 }
 
-/// `PATCH /api/live/{id}`: title and visibility (for later broadcasts).
+/// `PATCH /api/live/{id}`: title, visibility and settings (for later broadcasts).
 #[utoipa::path(patch, path = "/api/live/{id}", tag = "live", params(("id" = String, Path, description = "The stream's id")), request_body = LiveEdit,
     responses((status = 200, description = "The changed stream", body = LiveView),
-        (status = 400, description = "`bad_request`: invalid JSON, an unknown field or an empty title", body = ErrorBody),
+        (status = 400, description = "`bad_request`: invalid JSON, an unknown field, an empty title or a setting out of range", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`: not the owner or an admin, a token without `manage`, or a cross-site request", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -230,6 +277,8 @@ pub async fn edit(
     managed(&app, &caller, &origin, &id).await?;
     let e = e?;
     let new_title = e.title.as_deref().map(title).transpose()?;
+    let window = e.reconnect_window_s.map(reconnect_window).transpose()?;
+    let cap = e.max_height.map(|h| max_height(&app, h)).transpose()?;
     let id2 = id.clone();
     let l = app
         .store
@@ -240,6 +289,12 @@ pub async fn edit(
                 }
                 if let Some(v) = e.visibility {
                     l.visibility = v;
+                }
+                if window.is_some() {
+                    l.reconnect_window_s = window;
+                }
+                if let Some(cap) = cap {
+                    l.max_height = cap;
                 }
             })?;
             s.flush()?;

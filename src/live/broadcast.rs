@@ -92,9 +92,10 @@ pub fn claim_blocking(app: &Arc<App>, key: &str) -> Result<Claim, Refusal> {
 }
 
 /// The publisher of a broadcast left (closed, went silent, broke the protocol): the broadcast
-/// waits `CASCADE_LIVE_RECONNECT_S` for it to come back with the same key, then ends.
+/// waits its reconnect window (the stream's, else `CASCADE_LIVE_RECONNECT_S`) for it to come back
+/// with the same key, then ends.
 pub async fn park(app: &Arc<App>, stream_id: &str, feed: Feed, next_ts: u32) {
-    let window = app.config.live_reconnect;
+    let window = feed.reconnect;
     if window.is_zero() {
         return;
     }
@@ -138,6 +139,13 @@ pub struct Feed {
     pub clock: Arc<ArrivalClock>,
     /// Set before closing `tx` when the broadcast must fail instead of finishing.
     pub failure: Arc<std::sync::Mutex<Option<JobFailure>>>,
+    /// How long the broadcast waits for its publisher to come back, as set when it started.
+    pub reconnect: std::time::Duration,
+}
+
+/// The reconnect window of a stream's broadcasts: its own setting, else the server's.
+pub fn reconnect_window(app: &App, stream: &LiveStream) -> std::time::Duration {
+    stream.reconnect_window_s.map_or(app.config.live_reconnect, |s| std::time::Duration::from_secs(s.into()))
 }
 
 /// Records the broadcast's video, marks the stream live and starts the live ladder on a new feed.
@@ -188,6 +196,7 @@ pub async fn start(
     crate::webhooks::emit_live(app, "live.started", &stream).await;
     info!(stream_id = %stream.id, video_id = %video_id, media = ?media.video, audio = media.audio.is_some(), "broadcast started");
 
+    let reconnect = reconnect_window(app, &stream);
     let (tx, rx) = mpsc::channel(FEED_DEPTH);
     let clock = Arc::new(ArrivalClock::since(first_media));
     let spec = JobSpec {
@@ -196,16 +205,16 @@ pub async fn start(
         live: Some(Arc::new(LiveInput { caps, rx: std::sync::Mutex::new(Some(rx)), first_media, clock: clock.clone() })),
         out_dir: app.media_dir(&video_id),
         scratch_dir: app.upload_dir(&video_id).join("scratch"),
-        ladder: app.ladder.for_live(),
+        ladder: app.ladder.for_live().capped(stream.max_height),
         key: Some(key),
         backend: BackendChoice::Gstreamer,
         // No data comes during a reconnect window: that is not a stall. The broadcast is ended at
         // CASCADE_LIVE_MAX_S by disconnecting its publisher (it is then packaged as a video); the
         // pipeline's own limit, which fails the job, is only a backstop behind that.
         limits: Limits {
-            stall_timeout: app.config.stall_timeout + app.config.live_reconnect,
+            stall_timeout: app.config.stall_timeout + reconnect,
             wall_factor: 0.0,
-            min_wall: app.config.live_max + app.config.live_reconnect + std::time::Duration::from_secs(600),
+            min_wall: app.config.live_max + reconnect + std::time::Duration::from_secs(600),
         },
         keep_work: false,
         utc_timing_url: "/api/time".into(),
@@ -213,7 +222,7 @@ pub async fn start(
     let failure = Arc::new(std::sync::Mutex::new(None));
     let span = tracing::info_span!("broadcast", stream_id = %stream.id, video_id = %video_id);
     tokio::spawn(run(app.clone(), claim, spec, media, video_id.clone(), failure.clone()).instrument(span));
-    Ok(Feed { video_id, tx, clock, failure })
+    Ok(Feed { video_id, tx, clock, failure, reconnect })
 }
 
 /// Runs the live ladder until the feed ends, then records the video as ready (or failed) and the

@@ -226,11 +226,12 @@ mod tests {
 #[cfg(test)]
 mod reconnect_tests {
     use super::*;
+    use std::time::Duration;
 
     fn feed() -> (broadcast::Feed, tokio::sync::mpsc::Receiver<bytes::Bytes>) {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let clock = std::sync::Arc::new(crate::transcode::ArrivalClock::since(chrono::Utc::now()));
-        (broadcast::Feed { video_id: "v".into(), tx, clock, failure: Default::default() }, rx)
+        (broadcast::Feed { video_id: "v".into(), tx, clock, failure: Default::default(), reconnect: Duration::from_secs(60) }, rx)
     }
 
     #[test]

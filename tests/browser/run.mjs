@@ -544,6 +544,42 @@ await scenario('another site plays public and private videos and embeds the play
 await guest.close();
 for (const s of foreignSites) s.close();
 
+// Each player opens the watch page of broadcast `rec`, starts near the live edge and, while it
+// plays on for 10 s, never falls more than 3 segments behind the edge the server has published.
+const LIVE_SEGMENT = 2;
+async function playsNearLiveEdge(context, rec) {
+  for (const kind of ['dash', 'hls']) {
+    const page = await context.newPage();
+    try {
+      await page.goto(`${BASE}/watch/${rec.id}?player=${kind}`);
+      const first = await playsPast(page, 0.5, 60000);
+      const startLag = (await publishedEdge(kind, rec)) - first.t;
+      // The player settles at its live delay (catching up from where it started) first.
+      const from = (await playsPast(page, first.t + 4, 60000)).t;
+      let worst = 0;
+      await waitFor(`${kind} to play 10 s of the broadcast`, async () => {
+        const edge = await publishedEdge(kind, rec);
+        const s = await page.evaluate(() => ({ t: document.getElementById('video').currentTime, errors: window.cascadePlayer.errors.slice(),
+          badge: !document.getElementById('live-badge').hidden, behind: document.getElementById('behind-live').textContent }));
+        if (s.errors.length) throw new Error(`player errors: ${s.errors.join(' | ')}`);
+        if (!s.badge) throw new Error('no LIVE badge while the broadcast is on air');
+        worst = Math.max(worst, edge - s.t);
+        if (edge - s.t > 3 * LIVE_SEGMENT) {
+          const events = await page.evaluate(() => (window.testSeeks || []).slice(-12).join(' '));
+          throw new Error(`${kind} fell ${(edge - s.t).toFixed(1)} s behind the published edge ${edge.toFixed(1)} s (started at ${first.t.toFixed(1)} s; events: ${events})`);
+        }
+        return s.t > from + 10 && /behind live/.test(s.behind);
+      }, 90000);
+      const recoveries = await page.evaluate(() => (window.cascadePlayer.recoveries ? window.cascadePlayer.recoveries() : 0));
+      console.log(`#   ${kind}: started at ${first.t.toFixed(1)} s of the broadcast (about ${startLag.toFixed(1)} s behind its edge); ` +
+        `then at most ${worst.toFixed(1)} s behind the published edge while playing from ${from.toFixed(1)} s to ${(from + 10).toFixed(1)} s` +
+        (recoveries ? `; the stall watchdog reloaded the stream ${recoveries}x` : ''));
+    } finally {
+      await page.close();
+    }
+  }
+}
+
 // A live broadcast: ffmpeg publishes over RTMP in real time; each player opens the watch page,
 // starts near the live edge and, while it plays on for 10 s, never falls more than 3 segments
 // (6 s) behind the edge the server has published (the shortest track of the manifest that player
@@ -561,7 +597,6 @@ await scenario('live: the Go live page and the Live now row; dash.js and hls.js 
   const ff = spawn('ffmpeg', ['-nostdin', '-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i',
     'sine=frequency=440:sample_rate=48000', '-t', '200', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '60',
     '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', `${stream.rtmp_url}/${stream.key}`], { stdio: 'ignore' });
-  const LIVE_SEGMENT = 2;
   try {
     const rec = await waitFor('the broadcast to be playable', async () => {
       const s = await api(`/api/live/${stream.id}`);
@@ -581,6 +616,14 @@ await scenario('live: the Go live page and the Live now row; dash.js and hls.js 
       if (!(await panel.textContent()).includes(stream.rtmp_url)) throw new Error('no server URL on the Go live page');
       await panel.getByRole('button', { name: 'Show key' }).click();
       await waitFor('the key to show', async () => (await panel.locator('code.key').textContent()) === stream.key, 5000);
+      // Settings for the next broadcasts, saved from the page.
+      if (await panel.locator('input.reconnect-window').inputValue() !== String(stream.reconnect_window_s)) throw new Error('the page does not show the reconnect window');
+      await panel.locator('input.reconnect-window').fill('5');
+      await panel.locator('select.max-height').selectOption('720');
+      await panel.getByRole('button', { name: 'Save settings' }).click();
+      await panel.getByText('Saved: they apply from the next broadcast.').waitFor({ timeout: 10000 });
+      const saved = await api(`/api/live/${stream.id}`);
+      if (saved.reconnect_window_s !== 5 || saved.max_height !== 720) throw new Error(`settings not saved: ${JSON.stringify(saved)}`);
       await panel.locator('.badge.live').waitFor({ timeout: 20000 });
       await panel.locator('iframe').waitFor({ timeout: 20000 });
       // The preview is the embed player, at the live edge with its LIVE badge.
@@ -590,36 +633,7 @@ await scenario('live: the Go live page and the Live now row; dash.js and hls.js 
     } finally {
       await go.close();
     }
-    for (const kind of ['dash', 'hls']) {
-      const page = await context.newPage();
-      try {
-        await page.goto(`${BASE}/watch/${rec.id}?player=${kind}`);
-        const first = await playsPast(page, 0.5, 60000);
-        const startLag = (await publishedEdge(kind, rec)) - first.t;
-        // The player settles at its live delay (catching up from where it started) first.
-        const from = (await playsPast(page, first.t + 4, 60000)).t;
-        let worst = 0;
-        await waitFor(`${kind} to play 10 s of the broadcast`, async () => {
-          const edge = await publishedEdge(kind, rec);
-          const s = await page.evaluate(() => ({ t: document.getElementById('video').currentTime, errors: window.cascadePlayer.errors.slice(),
-            badge: !document.getElementById('live-badge').hidden, behind: document.getElementById('behind-live').textContent }));
-          if (s.errors.length) throw new Error(`player errors: ${s.errors.join(' | ')}`);
-          if (!s.badge) throw new Error('no LIVE badge while the broadcast is on air');
-          worst = Math.max(worst, edge - s.t);
-          if (edge - s.t > 3 * LIVE_SEGMENT) {
-            const events = await page.evaluate(() => (window.testSeeks || []).slice(-12).join(' '));
-            throw new Error(`${kind} fell ${(edge - s.t).toFixed(1)} s behind the published edge ${edge.toFixed(1)} s (started at ${first.t.toFixed(1)} s; events: ${events})`);
-          }
-          return s.t > from + 10 && /behind live/.test(s.behind);
-        }, 90000);
-        const recoveries = await page.evaluate(() => (window.cascadePlayer.recoveries ? window.cascadePlayer.recoveries() : 0));
-        console.log(`#   ${kind}: started at ${first.t.toFixed(1)} s of the broadcast (about ${startLag.toFixed(1)} s behind its edge); ` +
-          `then at most ${worst.toFixed(1)} s behind the published edge while playing from ${from.toFixed(1)} s to ${(from + 10).toFixed(1)} s` +
-          (recoveries ? `; the stall watchdog reloaded the stream ${recoveries}x` : ''));
-      } finally {
-        await page.close();
-      }
-    }
+    await playsNearLiveEdge(context, rec);
   } finally {
     ff.kill('SIGKILL');
   }
@@ -628,6 +642,40 @@ await scenario('live: the Go live page and the Live now row; dash.js and hls.js 
   const page = await context.newPage();
   try {
     await page.goto(`${BASE}/watch/${vod.id}?player=hls`);
+    await playsPast(page, 1, 60000);
+    if (!(await page.locator('#live-badge').isHidden())) throw new Error('a LIVE badge on a finished broadcast');
+  } finally {
+    await page.close();
+  }
+}, liveContext);
+
+// The same over SRT (MPEG-TS, the key as the streamid): the players stay near the live edge, and
+// the broadcast becomes a video when its caller leaves (SRT has no reconnect window).
+await scenario('live over SRT: dash.js and hls.js play within 3 segments of the live edge, then as a video', 300000, async () => {
+  const context = liveContext;
+  const stream = await api('/api/live', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ title: 'Browser SRT' }) });
+  if (!stream.srt_url) throw new Error(`no srt_url for the owner: ${JSON.stringify(stream)}`);
+  const ff = spawn('ffmpeg', ['-nostdin', '-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i',
+    'sine=frequency=440:sample_rate=48000', '-t', '200', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '60',
+    '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-b:a', '96k', '-f', 'mpegts', stream.srt_url], { stdio: 'ignore' });
+  let id;
+  try {
+    const rec = await waitFor('the SRT broadcast to be playable', async () => {
+      const s = await api(`/api/live/${stream.id}`);
+      if (!s.video_id) return false;
+      const r = await api(`/api/videos/${s.video_id}`);
+      if (r.status === 'failed') throw new Error(`failed: ${JSON.stringify(r.error)}`);
+      return r.playable && r;
+    }, 60000, 200);
+    id = rec.id;
+    await playsNearLiveEdge(context, rec);
+  } finally {
+    ff.kill('SIGKILL');
+  }
+  const vod = await ready(id, 120000);
+  const page = await context.newPage();
+  try {
+    await page.goto(`${BASE}/watch/${vod.id}?player=dash`);
     await playsPast(page, 1, 60000);
     if (!(await page.locator('#live-badge').isHidden())) throw new Error('a LIVE badge on a finished broadcast');
   } finally {

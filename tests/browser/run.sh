@@ -37,7 +37,8 @@ port=$(free_port)
 # Two other origins for the cross-origin scenario (pages that run.mjs serves itself): one that
 # may play and frame Cascade's videos, one that may not.
 allowed_port=$(free_port) other_port=$(free_port)
-CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND=127.0.0.1:0 CASCADE_SRT_BIND=off CASCADE_LIVE_RECONNECT_S=2 CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 CASCADE_SIGNUP=invite \
+srt_port=$(python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+CASCADE_BIND="127.0.0.1:$port" CASCADE_RTMP_BIND=127.0.0.1:0 CASCADE_SRT_BIND="127.0.0.1:$srt_port" CASCADE_LIVE_RECONNECT_S=2 CASCADE_DATA_DIR="$work/data" CASCADE_MIN_FREE_BYTES=0 CASCADE_SIGNUP=invite \
   CASCADE_CORS_ORIGINS="http://127.0.0.1:$allowed_port" CASCADE_EMBED_ORIGINS="'self' http://127.0.0.1:$allowed_port" \
   "$bin" serve >"$work/server.log" 2>&1 &
 server_pid=$!

@@ -282,6 +282,20 @@ pub async fn ffmpeg_decode(url: &str) -> Result<(), String> {
     }
 }
 
+/// Keyframe times (seconds, from the first frame) of a stream ffprobe can read.
+pub async fn keyframe_times(url: &str) -> Vec<f64> {
+    let (ok, out) = run(
+        "ffprobe",
+        &["-v", "error", "-select_streams", "v:0", "-skip_frame", "nokey", "-show_entries", "frame=pts_time", "-of", "csv=p=0", url],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(ok, "ffprobe keyframes of {url}: {out}");
+    let times: Vec<f64> = out.lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect();
+    assert!(!times.is_empty(), "no keyframes in {url}: {out}");
+    times.iter().map(|t| t - times[0]).collect()
+}
+
 /// Duration ffprobe reports for a URL or file.
 pub async fn ffprobe_duration(url: &str) -> f64 {
     let (ok, out) =

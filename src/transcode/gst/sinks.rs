@@ -188,6 +188,17 @@ fn hls_sink(req: &TranscodeRequest, r: &Rendition, writers: &Writers) -> Result<
             Some(split) => split.set_property("max-size-time", gst::ClockTime::from_nseconds(first)),
             None => return Err(TranscodeError::Build("hlssink3 has no split_mux_sink child".into())),
         }
+    } else if req.ladder.gops_per_segment() > 1 {
+        // Segments of k GOPs (live): the limit sits half a GOP past k GOPs, so k GOPs fit and the
+        // next one does not, whatever the frame rate rounds a GOP to (at 29.97 fps, 30 frames).
+        let (n, d) = req.fps();
+        let gop_ns = u64::from(req.ladder.gop_frames(n, d)) * 1_000_000_000 * u64::from(d.max(1)) / u64::from(n.max(1));
+        let limit = gop_ns * u64::from(req.ladder.gops_per_segment()) + gop_ns / 2;
+        let split = sink.downcast_ref::<gst::Bin>().and_then(|b| b.by_name("split_mux_sink"));
+        match split {
+            Some(split) => split.set_property("max-size-time", gst::ClockTime::from_nseconds(limit)),
+            None => return Err(TranscodeError::Build("hlssink3 has no split_mux_sink child".into())),
+        }
     }
     own_sink_output(&sink, Some((writers.clone(), req.key.clone())));
     live_handles_own_preroll(req, &sink);
