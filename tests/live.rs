@@ -381,8 +381,13 @@ fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// ffmpeg publishing a generated clip as MPEG-TS over SRT in real time.
+/// ffmpeg publishing a generated clip as MPEG-TS over SRT in real time (H.264 and AAC).
 fn publish_srt(url: &str, seconds: u32) -> Child {
+    publish_srt_with(url, seconds, &["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"], &["-c:a", "aac", "-b:a", "96k"])
+}
+
+/// `publish_srt` with the given video and audio encoder arguments.
+fn publish_srt_with(url: &str, seconds: u32, video: &[&str], audio: &[&str]) -> Child {
     let secs = seconds.to_string();
     let args = [
         "-nostdin",
@@ -399,25 +404,19 @@ fn publish_srt(url: &str, seconds: u32) -> Child {
         "sine=frequency=440:sample_rate=48000",
         "-t",
         &secs,
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-tune",
-        "zerolatency",
-        "-g",
-        "60",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "96k",
-        "-f",
-        "mpegts",
-        url,
     ];
-    Command::new("ffmpeg").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap()
+    let tail = ["-g", "60", "-pix_fmt", "yuv420p", "-f", "mpegts", url];
+    Command::new("ffmpeg")
+        .args(args)
+        .args(video)
+        .args(audio)
+        .args(tail)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -460,6 +459,39 @@ async fn srt_callers_are_checked_in_the_handshake_and_broadcast() {
     assert!((total - seconds as f64).abs() <= 0.5, "published {seconds} s, recorded {total} s:\n{text}");
     ffmpeg_decode(v["playback"]["hls"].as_str().unwrap()).await.expect("the recording decodes");
     assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "idle").await);
+}
+
+#[tokio::test]
+async fn srt_takes_hevc_with_opus() {
+    let port = free_udp_port();
+    let bind = format!("127.0.0.1:{port}");
+    let server = Server::start(&[QUICK_END, ("CASCADE_SRT_BIND", &bind)]).await;
+    let stream = new_stream(&server, "HEVC camera").await;
+    let url = stream["srt_url"].as_str().unwrap().to_string();
+    let seconds = 8;
+    let hevc = ["-c:v", "libx265", "-preset", "ultrafast", "-tune", "zerolatency", "-x265-params", "log-level=error"];
+    let ffmpeg = publish_srt_with(&url, seconds, &hevc, &["-c:a", "libopus", "-b:a", "96k"]);
+    let vid = wait_on_air(&server, stream["id"].as_str().unwrap()).await;
+    let v = server.get_video(&vid).await;
+    assert_eq!(
+        (v["source"]["video_codec"].as_str(), v["source"]["audio_codec"].as_str()),
+        (Some("video/x-h265"), Some("audio/x-opus")),
+        "{v}"
+    );
+    let (ok, err) = exited(ffmpeg, T).await;
+    assert!(ok, "the publisher ran to its end: {err}");
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    let hls = v["playback"]["hls"].as_str().unwrap();
+    let m = master(&server, hls).await;
+    let (p, text) = media_playlist(&server, &sibling(hls, &m.variants[0].uri)).await;
+    let total = extinf_sum(&p);
+    assert!((total - seconds as f64).abs() <= 0.5, "published {seconds} s, recorded {total} s:\n{text}");
+    let audio =
+        run("ffprobe", &["-v", "error", "-select_streams", "a", "-show_entries", "stream=codec_name", "-of", "csv=p=0", hls], T).await;
+    let codecs: Vec<&str> = audio.1.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert!(audio.0 && !codecs.is_empty() && codecs.iter().all(|c| *c == "aac"), "Opus in, AAC out: {audio:?}");
+    ffmpeg_decode(hls).await.expect("the recording decodes");
 }
 
 #[tokio::test]
