@@ -85,8 +85,14 @@ async fn every_command_answers_help() {
 }
 
 const T: Duration = Duration::from_secs(300);
-const STARTUP: f64 = 0.5;
-const SEGMENT: f64 = 4.0;
+/// The shipped ladder's startup segment and segment lengths.
+fn lengths() -> (f64, f64) {
+    let ladder: toml::Table = include_str!("../pipelines/ladder.toml").parse().expect("the shipped ladder parses");
+    let startup = ladder["startup_segment_seconds"].as_float().expect("startup_segment_seconds");
+    let segment = ladder["segment_seconds"].as_integer().expect("segment_seconds") as f64;
+    assert!(startup > 0.0, "the shipped ladder has startup segments");
+    (startup, segment)
+}
 
 /// PSNR (dB) of a rendition against the source scaled to its size with ffmpeg's bicubic, frames
 /// paired by index (MPEG-TS timestamps jitter by a tick after x264enc's offset).
@@ -112,6 +118,7 @@ async fn startup_segments_are_short_aligned_and_start_with_keyframes() {
     let hls = v["playback"]["hls"].as_str().unwrap().to_string();
     let dash = v["playback"]["dash"].as_str().unwrap().to_string();
     let frame = 1001.0 / 30000.0;
+    let (startup, segment) = lengths();
 
     // HLS: the same segment durations in every rung: two startup segments, then full ones.
     let m = master(&server, &hls).await;
@@ -122,7 +129,7 @@ async fn startup_segments_are_short_aligned_and_start_with_keyframes() {
         let (pl, text) = media_playlist(&server, &url).await;
         let d: Vec<f64> = pl.segments.iter().map(|s| s.duration as f64).collect();
         assert!(d.len() >= 4, "{text}");
-        for (i, want) in [STARTUP, STARTUP, SEGMENT].iter().enumerate() {
+        for (i, want) in [startup, startup, segment].iter().enumerate() {
             assert!((d[i] - want).abs() <= frame + 0.002, "{}: segment {i} lasts {} s, expected {want}\n{text}", var.uri, d[i]);
         }
         assert!(d.iter().all(|x| *x <= pl.target_duration as f64 + 0.5), "{text}");
@@ -154,8 +161,8 @@ async fn startup_segments_are_short_aligned_and_start_with_keyframes() {
             }
             let id = rep.id.clone().unwrap();
             assert!(d.len() >= 4, "{id}: {d:?}");
-            assert!((d[0] - STARTUP).abs() <= frame + 0.03 && (d[1] - STARTUP).abs() <= frame + 0.03, "{id}: {d:?}");
-            assert!((d[2] - SEGMENT).abs() <= frame + 0.03, "{id}: {d:?}");
+            assert!((d[0] - startup).abs() <= frame + 0.03 && (d[1] - startup).abs() <= frame + 0.03, "{id}: {d:?}");
+            assert!((d[2] - segment).abs() <= frame + 0.03, "{id}: {d:?}");
         }
     }
     ffmpeg_decode(&dash).await.unwrap_or_else(|e| panic!("DASH does not decode: {e}"));

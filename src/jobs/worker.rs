@@ -260,6 +260,7 @@ pub(crate) async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sy
         if let Ok(Some(r)) = res {
             app.notify(&r);
             if playable {
+                info!("recorded playable");
                 crate::webhooks::emit(&app, "video.playable", &r).await;
             }
         }

@@ -168,6 +168,14 @@ impl Packager {
             return Ok(false);
         }
         let bytes = std::fs::metadata(path)?.len();
+        let first = match track {
+            Track::Hls(rung) => self.hls.get(rung).is_none_or(|s| s.is_empty()),
+            Track::Dash(rep) => self.dash.get(rep).is_none_or(|t| t.segments.is_empty()),
+        };
+        if first && !self.playable {
+            // The time-to-first-playable trace (#18): when each track's first segment arrives.
+            tracing::info!(?track, duration_s, bytes, "first segment");
+        }
         match track {
             Track::Hls(rung) => {
                 let segs = self.hls.entry(rung.clone()).or_default();
@@ -190,6 +198,7 @@ impl Packager {
             self.write_master()?;
             self.write_mpd(false)?;
             self.playable = true;
+            tracing::info!("playable: every track has its first segment; master playlist and MPD published");
             return Ok(true);
         }
         Ok(false)

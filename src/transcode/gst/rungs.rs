@@ -89,7 +89,7 @@ fn video_rung(
     gst::Element::link_many([&etee, &q_hls, &parse_hls]).map_err(link_err("rung HLS branch"))?;
     parse_hls.link_pads(None, hls, Some("video")).map_err(link_err("hlssink3 video"))?;
     gst::Element::link_many([&etee, &q_cmaf, &parse_cmaf, &avc, cmaf]).map_err(link_err("rung CMAF branch"))?;
-    Ok((encoded_position(&enc_caps), rtee))
+    Ok((encoded_position(&enc_caps, &r.name), rtee))
 }
 
 /// The rung's scaler and the caps filter that sets its size: libswscale's bicubic (`swscale`,
@@ -170,11 +170,16 @@ fn encoder(req: &TranscodeRequest, r: &Rendition) -> Result<(gst::Element, gst::
 }
 
 /// A counter of the latest stream time (ns) leaving the encoder's caps filter `enc_caps`.
-fn encoded_position(enc_caps: &gst::Element) -> Arc<AtomicU64> {
+fn encoded_position(enc_caps: &gst::Element, rendition: &str) -> Arc<AtomicU64> {
     let position = Arc::new(AtomicU64::new(0));
     if let Some(pad) = enc_caps.static_pad("src") {
         let pos = position.clone();
+        let (rendition, first) = (rendition.to_string(), std::sync::atomic::AtomicBool::new(true));
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if first.swap(false, Ordering::Relaxed) {
+                // The time-to-first-playable trace (#18): x264's start-up shows here.
+                tracing::info!(rendition, "first frame encoded");
+            }
             // x264enc offsets its timestamps (by 1000 h on 1.22, to keep DTS positive) and its
             // segment with them: the stream time is what tells how far into the source we are.
             let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
