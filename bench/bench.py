@@ -6,7 +6,7 @@ the same run) and writes it as Markdown and JSON under bench/results/. Not a tes
 asserts a time. Run through bench/run.sh, which installs the tools and builds the release binary.
 
 Environment: BENCH_RUNS (3), BENCH_SECONDS (60, source length), BENCH_UPLOAD_MB (2048),
-BENCH_SKIP (comma list of: ladder,ttfp,noisy,stream,upload,serve,metrics,live), BENCH_LIVE_SECONDS (75,
+BENCH_SKIP (comma list of: ladder,ttfp,noisy,pair,stream,upload,serve,metrics,live), BENCH_LIVE_SECONDS (75,
 length of each live broadcast).
 """
 import concurrent.futures
@@ -326,6 +326,67 @@ class Server:
             self.p.kill()
         if not keep_data:
             shutil.rmtree(self.data, ignore_errors=True)
+
+
+def timed_together(cmds, timeout=1800, **kw):
+    """Runs commands at the same time; returns (wall s until the last ends, cpu s of all)."""
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw) for c in cmds]
+    cpu, left = 0.0, {p.pid: p for p in procs}
+    while left:
+        if time.monotonic() > t0 + timeout:
+            for p in left.values():
+                p.kill()
+            raise RuntimeError("timeout: concurrent ladders")
+        pid, status, ru = os.wait4(-1, os.WNOHANG)
+        if not pid:
+            time.sleep(0.02)
+            continue
+        p = left.pop(pid, None)
+        if p is None:
+            continue
+        if status != 0:
+            raise RuntimeError(f"{p.args[:3]} failed: {p.stderr.read().decode()[-2000:]}")
+        cpu += ru.ru_utime + ru.ru_stime
+    return time.monotonic() - t0, cpu
+
+
+def bench_pair(src, work):
+    """#18: two 60 s ladders at once against one after the other, Cascade's GStreamer back end
+    and the plain ffmpeg command; what a second worker gives on this machine's cores."""
+    log(f"== two ladders at once ({os.cpu_count()} cores)")
+    res = {k: [] for k in ["gst together", "gst in turn", "ff together", "ff in turn"]}
+
+    def cmds(name, run):
+        out = []
+        for j in range(2):
+            o = os.path.join(work, f"pair-{name}{run}{j}")
+            shutil.rmtree(o, ignore_errors=True)
+            if name == "ff":
+                for i in range(len(LADDER["rung"])):
+                    os.makedirs(os.path.join(o, f"v{i}"), exist_ok=True)
+                out.append(ffmpeg_ladder_cmd(src, o))
+            else:
+                out.append([BIN, "transcode", src, "--out", o, "--backend", "gstreamer"])
+        return out
+
+    env = dict(os.environ, CASCADE_LOG="warn")
+    for run in range(RUNS):
+        for name in ["gst", "ff"]:
+            res[f"{name} together"].append(timed_together(cmds(name, run), env=env))
+            a, b = cmds(name, run)
+            one, two = timed(a, env=env), timed(b, env=env)
+            res[f"{name} in turn"].append((one[0] + two[0], one[1] + two[1]))
+            log(f"  run {run} {name}: together {res[f'{name} together'][-1][0]:.1f} s, in turn {res[f'{name} in turn'][-1][0]:.1f} s")
+    med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in res.items()}
+    row("pair", "two 60 s ladders at once: total wall, GStreamer back end", med["gst together"][0], med["ff together"][0], "s",
+        "two ffmpeg commands at once")
+    row("pair", "two 60 s ladders at once: total CPU, GStreamer back end", med["gst together"][1], med["ff together"][1], "s",
+        "two ffmpeg commands at once")
+    row("pair", "Cascade: two at once vs one after the other (total wall)", med["gst together"][0], med["gst in turn"][0], "s",
+        "the same two, one after the other")
+    row("pair", "ffmpeg: two at once vs one after the other (total wall)", med["ff together"][0], med["ff in turn"][0], "s",
+        "the same two, one after the other")
 
 
 def make_noisy_source(work):
@@ -1051,6 +1112,8 @@ def main():
             bench_ladder(src, work)
         if "ttfp" not in SKIP:
             bench_ttfp(src, work)
+        if "pair" not in SKIP:
+            bench_pair(src, work)
         if "stream" not in SKIP:
             bench_stream(src, work)
         if "upload" not in SKIP:
