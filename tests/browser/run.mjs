@@ -544,6 +544,28 @@ await scenario('another site plays public and private videos and embeds the play
 await guest.close();
 for (const s of foreignSites) s.close();
 
+// The broadcast of live stream `streamId` once it is playable (its video record).
+const livePlayable = (streamId, what) => waitFor(what, async () => {
+  const s = await api(`/api/live/${streamId}`);
+  if (!s.video_id) return false;
+  const r = await api(`/api/videos/${s.video_id}`);
+  if (r.status === 'failed') throw new Error(`failed: ${JSON.stringify(r.error)}`);
+  return r.playable && r;
+}, 60000, 200);
+
+// A finished broadcast plays in `player` as a normal video, with no LIVE badge.
+async function playsAsVideo(context, id, player) {
+  const vod = await ready(id, 120000);
+  const page = await context.newPage();
+  try {
+    await page.goto(`${BASE}/watch/${vod.id}?player=${player}`);
+    await playsPast(page, 1, 60000);
+    if (!(await page.locator('#live-badge').isHidden())) throw new Error('a LIVE badge on a finished broadcast');
+  } finally {
+    await page.close();
+  }
+}
+
 // Each player opens the watch page of broadcast `rec`, starts near the live edge and, while it
 // plays on for 10 s, never falls more than 3 segments behind the edge the server has published.
 const LIVE_SEGMENT = 2;
@@ -598,13 +620,7 @@ await scenario('live: the Go live page and the Live now row; dash.js and hls.js 
     'sine=frequency=440:sample_rate=48000', '-t', '200', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '60',
     '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', `${stream.rtmp_url}/${stream.key}`], { stdio: 'ignore' });
   try {
-    const rec = await waitFor('the broadcast to be playable', async () => {
-      const s = await api(`/api/live/${stream.id}`);
-      if (!s.video_id) return false;
-      const r = await api(`/api/videos/${s.video_id}`);
-      if (r.status === 'failed') throw new Error(`failed: ${JSON.stringify(r.error)}`);
-      return r.playable && r;
-    }, 60000, 200);
+    const rec = await livePlayable(stream.id, 'the broadcast to be playable');
     // The Go live page: the key hidden until asked, the status on air, a preview; the library's
     // "Live now" row.
     const go = await context.newPage();
@@ -638,15 +654,7 @@ await scenario('live: the Go live page and the Live now row; dash.js and hls.js 
     ff.kill('SIGKILL');
   }
   // The publisher is gone: after the reconnect window the same video is a normal one.
-  const vod = await ready((await api(`/api/live/${stream.id}`)).video_id, 120000);
-  const page = await context.newPage();
-  try {
-    await page.goto(`${BASE}/watch/${vod.id}?player=hls`);
-    await playsPast(page, 1, 60000);
-    if (!(await page.locator('#live-badge').isHidden())) throw new Error('a LIVE badge on a finished broadcast');
-  } finally {
-    await page.close();
-  }
+  await playsAsVideo(context, (await api(`/api/live/${stream.id}`)).video_id, 'hls');
 }, liveContext);
 
 // The same over SRT (MPEG-TS, the key as the streamid): the players stay near the live edge, and
@@ -660,27 +668,13 @@ await scenario('live over SRT: dash.js and hls.js play within 3 segments of the 
     '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-b:a', '96k', '-f', 'mpegts', stream.srt_url], { stdio: 'ignore' });
   let id;
   try {
-    const rec = await waitFor('the SRT broadcast to be playable', async () => {
-      const s = await api(`/api/live/${stream.id}`);
-      if (!s.video_id) return false;
-      const r = await api(`/api/videos/${s.video_id}`);
-      if (r.status === 'failed') throw new Error(`failed: ${JSON.stringify(r.error)}`);
-      return r.playable && r;
-    }, 60000, 200);
+    const rec = await livePlayable(stream.id, 'the SRT broadcast to be playable');
     id = rec.id;
     await playsNearLiveEdge(context, rec);
   } finally {
     ff.kill('SIGKILL');
   }
-  const vod = await ready(id, 120000);
-  const page = await context.newPage();
-  try {
-    await page.goto(`${BASE}/watch/${vod.id}?player=dash`);
-    await playsPast(page, 1, 60000);
-    if (!(await page.locator('#live-badge').isHidden())) throw new Error('a LIVE badge on a finished broadcast');
-  } finally {
-    await page.close();
-  }
+  await playsAsVideo(context, id, 'dash');
 }, liveContext);
 await liveContext.close();
 
