@@ -419,12 +419,20 @@ fn publish_srt_with(url: &str, seconds: u32, video: &[&str], audio: &[&str]) -> 
         .unwrap()
 }
 
-#[tokio::test]
-async fn srt_callers_are_checked_in_the_handshake_and_broadcast() {
+/// A server with an SRT listener on a free UDP port (and `extra` settings), and a new stream on it.
+async fn srt_server(title: &str, extra: &[(&str, &str)]) -> (Server, Value, u16) {
     let port = free_udp_port();
     let bind = format!("127.0.0.1:{port}");
-    let server = Server::start(&[QUICK_END, ("CASCADE_SRT_BIND", &bind)]).await;
-    let stream = new_stream(&server, "Field camera").await;
+    let mut env = vec![QUICK_END, ("CASCADE_SRT_BIND", bind.as_str())];
+    env.extend_from_slice(extra);
+    let server = Server::start(&env).await;
+    let stream = new_stream(&server, title).await;
+    (server, stream, port)
+}
+
+#[tokio::test]
+async fn srt_callers_are_checked_in_the_handshake_and_broadcast() {
+    let (server, stream, port) = srt_server("Field camera", &[]).await;
     let id = stream["id"].as_str().unwrap();
     let url = stream["srt_url"].as_str().expect("srt_url for the owner").to_string();
     assert_eq!(url, format!("srt://127.0.0.1:{port}?streamid={}", stream["key"].as_str().unwrap()));
@@ -463,10 +471,7 @@ async fn srt_callers_are_checked_in_the_handshake_and_broadcast() {
 
 #[tokio::test]
 async fn srt_takes_hevc_with_opus() {
-    let port = free_udp_port();
-    let bind = format!("127.0.0.1:{port}");
-    let server = Server::start(&[QUICK_END, ("CASCADE_SRT_BIND", &bind)]).await;
-    let stream = new_stream(&server, "HEVC camera").await;
+    let (server, stream, _) = srt_server("HEVC camera", &[]).await;
     let url = stream["srt_url"].as_str().unwrap().to_string();
     let seconds = 8;
     let hevc = ["-c:v", "libx265", "-preset", "ultrafast", "-tune", "zerolatency", "-x265-params", "log-level=error"];
@@ -496,10 +501,7 @@ async fn srt_takes_hevc_with_opus() {
 
 #[tokio::test]
 async fn srt_floods_and_silent_callers_are_cut_off() {
-    let port = free_udp_port();
-    let bind = format!("127.0.0.1:{port}");
-    let server = Server::start(&[QUICK_END, ("CASCADE_SRT_BIND", &bind), ("CASCADE_LIVE_MAX_KBPS", "6000")]).await;
-    let stream = new_stream(&server, "SRT field camera").await;
+    let (server, stream, _) = srt_server("SRT field camera", &[("CASCADE_LIVE_MAX_KBPS", "6000")]).await;
     let id = stream["id"].as_str().unwrap();
     let url = stream["srt_url"].as_str().unwrap().to_string();
 

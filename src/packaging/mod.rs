@@ -168,11 +168,12 @@ impl Packager {
             return Ok(false);
         }
         let bytes = std::fs::metadata(path)?.len();
-        let first = match track {
-            Track::Hls(rung) => self.hls.get(rung).is_none_or(|s| s.is_empty()),
-            Track::Dash(rep) => self.dash.get(rep).is_none_or(|t| t.segments.is_empty()),
-        };
-        if first && !self.playable {
+        let first = !self.playable
+            && match track {
+                Track::Hls(rung) => self.hls.get(rung).is_none_or(|s| s.is_empty()),
+                Track::Dash(rep) => self.dash.get(rep).is_none_or(|t| t.segments.is_empty()),
+            };
+        if first {
             // The time-to-first-playable trace (#18): when each track's first segment arrives.
             tracing::info!(?track, duration_s, bytes, "first segment");
         }

@@ -176,24 +176,8 @@ fn hls_sink(req: &TranscodeRequest, r: &Rendition, writers: &Writers) -> Result<
     sink.set_property("max-files", 0u32);
     sink.set_property_from_str("playlist-type", "vod");
     sink.set_property("send-keyframe-requests", false);
-    if let Some(&first) = startup_boundaries_ns(req).first() {
-        // splitmuxsink starts a new file when the GOP just completed would push the current one
-        // past max-size-time. At the startup length, every GOP becomes its own segment: keyframe
-        // placement (forced at the startup boundaries, then every GOP) alone decides segments.
-        // cmafmux splits at the same keyframes as long as nothing else asks the encoders for a
-        // keyframe: its own requests are off (cmaf_sink), and so are hlssink3's.
+    if let Some(limit) = segment_limit_ns(req) {
         // target-duration only takes whole seconds, so the inner splitmuxsink is set directly.
-        let split = sink.downcast_ref::<gst::Bin>().and_then(|b| b.by_name("split_mux_sink"));
-        match split {
-            Some(split) => split.set_property("max-size-time", gst::ClockTime::from_nseconds(first)),
-            None => return Err(TranscodeError::Build("hlssink3 has no split_mux_sink child".into())),
-        }
-    } else if req.ladder.gops_per_segment() > 1 {
-        // Segments of k GOPs (live): the limit sits half a GOP past k GOPs, so k GOPs fit and the
-        // next one does not, whatever the frame rate rounds a GOP to (at 29.97 fps, 30 frames).
-        let (n, d) = req.fps();
-        let gop_ns = u64::from(req.ladder.gop_frames(n, d)) * 1_000_000_000 * u64::from(d.max(1)) / u64::from(n.max(1));
-        let limit = gop_ns * u64::from(req.ladder.gops_per_segment()) + gop_ns / 2;
         let split = sink.downcast_ref::<gst::Bin>().and_then(|b| b.by_name("split_mux_sink"));
         match split {
             Some(split) => split.set_property("max-size-time", gst::ClockTime::from_nseconds(limit)),
@@ -203,6 +187,26 @@ fn hls_sink(req: &TranscodeRequest, r: &Rendition, writers: &Writers) -> Result<
     own_sink_output(&sink, Some((writers.clone(), req.key.clone())));
     live_handles_own_preroll(req, &sink);
     Ok(sink)
+}
+
+/// splitmuxsink's `max-size-time` (ns) when target-duration is not the right limit. It starts a
+/// new file when the GOP just completed would push the current one past that limit.
+/// - Startup segments: at the startup length every GOP becomes its own segment, so keyframe
+///   placement (forced at the startup boundaries, then every GOP) alone decides segments. cmafmux
+///   splits at the same keyframes as long as nothing else asks the encoders for a keyframe: its
+///   own requests are off (cmaf_sink), and so are hlssink3's.
+/// - Segments of k GOPs (live): half a GOP past k GOPs, so k GOPs fit and the next one does not,
+///   whatever the frame rate rounds a GOP to (at 29.97 fps, 30 frames).
+fn segment_limit_ns(req: &TranscodeRequest) -> Option<u64> {
+    if let Some(&first) = startup_boundaries_ns(req).first() {
+        return Some(first);
+    }
+    let k = u64::from(req.ladder.gops_per_segment());
+    (k > 1).then(|| {
+        let (n, d) = req.fps();
+        let gop_ns = u64::from(req.ladder.gop_frames(n, d)) * 1_000_000_000 * u64::from(d.max(1)) / u64::from(n.max(1));
+        gop_ns * k + gop_ns / 2
+    })
 }
 
 /// Live: the sink bin prerolls on its own instead of holding the pipeline's way to PLAYING.
