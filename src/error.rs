@@ -51,6 +51,10 @@ pub enum AppError {
     RangeNotSatisfiable(u64),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Not available yet; asking again later may succeed (a blocking playlist request that
+    /// timed out).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Token(#[from] crate::auth::token::TokenError),
     #[error("storage error: {0}")]
@@ -85,6 +89,7 @@ impl AppError {
             AppError::TooManyAttempts => "too_many_attempts",
             AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             AppError::ShuttingDown => "shutting_down",
+            AppError::Unavailable(_) => "unavailable",
             AppError::Token(_) => "forbidden",
             AppError::Store(_) => "store_error",
             AppError::Internal(_) => "internal_error",
@@ -112,7 +117,7 @@ impl AppError {
             AppError::InsufficientStorage { .. } | AppError::QuotaFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             AppError::Forbidden(_) | AppError::Token(_) => StatusCode::FORBIDDEN,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::ShuttingDown | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

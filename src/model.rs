@@ -409,6 +409,9 @@ pub struct LiveStream {
     /// The tallest rendition (short side in pixels) its broadcasts get; `None`: the whole ladder.
     #[serde(default)]
     pub max_height: Option<u32>,
+    /// Low-latency HLS parts for its broadcasts (`None`: on, the default).
+    #[serde(default)]
+    pub low_latency: Option<bool>,
 }
 
 /// The longest reconnect window a stream may set (an hour).
@@ -433,6 +436,7 @@ impl LiveStream {
             dropped_renditions: Vec::new(),
             reconnect_window_s: None,
             max_height: None,
+            low_latency: None,
         }
     }
 }

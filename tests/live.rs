@@ -711,3 +711,318 @@ async fn stream_settings_are_checked_and_shape_the_next_broadcast() {
     assert_eq!(names(&v), ["480p", "360p"], "{v}");
     assert!(server.log().contains("window_s=1"), "the stream's window was used:\n{}", server.log());
 }
+
+/// One part of a low-latency playlist.
+#[derive(Debug, Clone)]
+struct LlPart {
+    uri: String,
+    duration: f64,
+    independent: bool,
+}
+
+/// One segment of a low-latency playlist (the last may have parts only: in progress).
+#[derive(Debug, Clone)]
+struct LlSegment {
+    uri: Option<String>,
+    duration: f64,
+    parts: Vec<LlPart>,
+    date: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+/// A low-latency media playlist, as a strict reader of RFC 8216bis sees it.
+#[derive(Debug, Default)]
+struct LlPlaylist {
+    target: f64,
+    part_target: f64,
+    part_hold_back: f64,
+    can_skip_until: f64,
+    skipped: usize,
+    segments: Vec<LlSegment>,
+    hint: Option<String>,
+    reports: Vec<(String, u64, u64)>,
+    iv: Option<String>,
+    ended: bool,
+}
+
+/// The attributes of a tag (`A=1,B="x,y",C=YES`).
+fn ll_attrs(s: &str) -> std::collections::HashMap<String, String> {
+    let (mut out, mut rest) = (std::collections::HashMap::new(), s);
+    while !rest.is_empty() {
+        let (k, after) = rest.split_once('=').unwrap_or_else(|| panic!("attribute without a value in {s}"));
+        let (v, next) = match after.strip_prefix('"') {
+            Some(q) => {
+                let end = q.find('"').unwrap_or_else(|| panic!("unterminated string in {s}"));
+                (q[..end].to_string(), q[end + 1..].strip_prefix(',').unwrap_or(&q[end + 1..]))
+            }
+            None => match after.split_once(',') {
+                Some((v, n)) => (v.to_string(), n),
+                None => (after.to_string(), ""),
+            },
+        };
+        assert!(out.insert(k.to_string(), v).is_none(), "attribute {k} twice in {s}");
+        rest = next;
+    }
+    out
+}
+
+/// Reads a low-latency media playlist strictly: every line is a known tag with the attributes
+/// the spec gives it, or a segment URI after its EXTINF; then checks the rules between them.
+fn ll_parse(text: &str) -> LlPlaylist {
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("#EXTM3U"), "{text}");
+    let mut p = LlPlaylist::default();
+    let mut cur = LlSegment { uri: None, duration: 0.0, parts: Vec::new(), date: None };
+    let mut extinf: Option<f64> = None;
+    for line in lines {
+        let (tag, value) = line.split_once(':').unwrap_or((line, ""));
+        let f = |v: &str| v.parse::<f64>().unwrap_or_else(|_| panic!("not a number in {line}"));
+        if !line.starts_with('#') {
+            let d = extinf.take().unwrap_or_else(|| panic!("URI {line} without EXTINF\n{text}"));
+            cur.uri = Some(line.to_string());
+            cur.duration = d;
+            p.segments.push(std::mem::replace(&mut cur, LlSegment { uri: None, duration: 0.0, parts: Vec::new(), date: None }));
+            continue;
+        }
+        match tag {
+            "#EXT-X-VERSION" => assert!(f(value) >= 9.0, "{line}"),
+            "#EXT-X-TARGETDURATION" => p.target = f(value),
+            "#EXT-X-MEDIA-SEQUENCE" => assert_eq!(value, "0"),
+            "#EXT-X-PLAYLIST-TYPE" => assert!(value == "EVENT" || value == "VOD", "{line}"),
+            "#EXT-X-INDEPENDENT-SEGMENTS" | "#EXT-X-ENDLIST" => p.ended |= tag == "#EXT-X-ENDLIST",
+            "#EXT-X-MAP" => assert!(ll_attrs(value)["URI"].ends_with("/init00000.mp4"), "{line}"),
+            "#EXT-X-KEY" => {
+                let a = ll_attrs(value);
+                assert_eq!(a["METHOD"], "AES-128", "{line}");
+                p.iv = Some(a["IV"].clone());
+            }
+            "#EXT-X-SERVER-CONTROL" => {
+                let a = ll_attrs(value);
+                assert_eq!(a["CAN-BLOCK-RELOAD"], "YES");
+                p.part_hold_back = f(&a["PART-HOLD-BACK"]);
+                p.can_skip_until = f(&a["CAN-SKIP-UNTIL"]);
+                assert_eq!(a.len(), 3, "{line}");
+            }
+            "#EXT-X-PART-INF" => p.part_target = f(&ll_attrs(value)["PART-TARGET"]),
+            "#EXT-X-SKIP" => {
+                assert!(p.segments.is_empty() && cur.parts.is_empty(), "EXT-X-SKIP comes before the segments");
+                p.skipped = ll_attrs(value)["SKIPPED-SEGMENTS"].parse().unwrap();
+            }
+            "#EXT-X-PROGRAM-DATE-TIME" => {
+                cur.date = Some(chrono::DateTime::parse_from_rfc3339(value).unwrap_or_else(|e| panic!("{line}: {e}")))
+            }
+            "#EXT-X-PART" => {
+                assert!(p.part_target > 0.0, "EXT-X-PART before EXT-X-PART-INF");
+                let a = ll_attrs(value);
+                assert!(a.keys().all(|k| ["DURATION", "URI", "INDEPENDENT"].contains(&k.as_str())), "{line}");
+                let independent = a.get("INDEPENDENT").map(|v| v == "YES").unwrap_or(false);
+                cur.parts.push(LlPart { uri: a["URI"].clone(), duration: f(&a["DURATION"]), independent });
+            }
+            "#EXTINF" => extinf = Some(f(value.trim_end_matches(','))),
+            "#EXT-X-PRELOAD-HINT" => {
+                let a = ll_attrs(value);
+                assert_eq!(a["TYPE"], "PART");
+                p.hint = Some(a["URI"].clone());
+            }
+            "#EXT-X-RENDITION-REPORT" => {
+                let a = ll_attrs(value);
+                p.reports.push((a["URI"].clone(), a["LAST-MSN"].parse().unwrap(), a["LAST-PART"].parse().unwrap()));
+            }
+            _ => panic!("unknown tag {line}"),
+        }
+    }
+    if !cur.parts.is_empty() {
+        p.segments.push(cur);
+    }
+    // The rules between the lines.
+    assert!(p.ended || p.part_hold_back >= 3.0 * p.part_target - 1e-9, "PART-HOLD-BACK is at least three part targets:\n{text}");
+    assert!(p.ended || p.can_skip_until >= 6.0 * p.target, "CAN-SKIP-UNTIL is at least six target durations:\n{text}");
+    for (i, s) in p.segments.iter().enumerate() {
+        let n = p.skipped + i;
+        assert!(s.date.is_some(), "segment {n} has a date:\n{text}");
+        if let Some(uri) = &s.uri {
+            assert!(uri.ends_with(&format!("/seg{n:05}.m4s")), "segment {n} is {uri}");
+            assert!((s.duration.round()) <= p.target, "EXTINF {} over the target {}", s.duration, p.target);
+        }
+        for (k, part) in s.parts.iter().enumerate() {
+            assert!(part.uri.ends_with(&format!("/seg{n:05}.{k}.m4s")), "part {n}.{k} is {}", part.uri);
+            assert!(
+                part.duration <= p.part_target + 1e-6,
+                "part {} of {} s is over PART-TARGET {}",
+                part.uri,
+                part.duration,
+                p.part_target
+            );
+        }
+        if let (Some(_), false) = (&s.uri, s.parts.is_empty()) {
+            let sum: f64 = s.parts.iter().map(|x| x.duration).sum();
+            assert!((sum - s.duration).abs() < 0.01, "segment {n}: parts of {sum} s, EXTINF {}", s.duration);
+        }
+        if let Some(first) = s.parts.first() {
+            assert!(first.independent, "segment {n} starts with an independent part:\n{text}");
+        }
+    }
+    for w in p.segments.windows(2) {
+        let (a, b) = (w[0].date.unwrap(), w[1].date.unwrap());
+        let gap = (b - a).num_milliseconds() as f64 / 1000.0;
+        assert!((gap - w[0].duration).abs() < 0.01, "dates {a} → {b} for a segment of {} s", w[0].duration);
+    }
+    p
+}
+
+/// `seg00012.3.m4s` at the end of a URI → (12, 3).
+fn ll_part_number(uri: &str) -> (u64, usize) {
+    let name = uri.rsplit('/').next().unwrap();
+    let (s, p) = name.strip_prefix("seg").unwrap().strip_suffix(".m4s").unwrap().split_once('.').unwrap();
+    (s.parse().unwrap(), p.parse().unwrap())
+}
+
+fn aes_decrypt(data: &[u8], key: &[u8], iv_hex: &str) -> Vec<u8> {
+    use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
+    let iv = hex::decode(iv_hex.trim_start_matches("0x")).unwrap();
+    let dec = cbc::Decryptor::<aes::Aes128>::new_from_slices(key, &iv).unwrap();
+    dec.decrypt_padded_vec_mut::<Pkcs7>(data).expect("decrypts with the video's key")
+}
+
+async fn get_bytes(server: &Server, url: &str) -> (u16, bytes::Bytes) {
+    let r = server.client.get(url).send().await.unwrap();
+    (r.status().as_u16(), r.bytes().await.unwrap())
+}
+
+#[tokio::test]
+async fn low_latency_hls_parts_blocking_reload_and_delta_updates() {
+    let server = Server::start(&[]).await;
+    let r = server.client.post(server.url("/api/live")).json(&json!({ "title": "LL", "reconnect_window_s": 60 })).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let stream: Value = r.json().await.unwrap();
+    assert_eq!(stream["low_latency"], true, "low latency is on by default: {stream}");
+    let id = stream["id"].as_str().unwrap();
+    let ffmpeg = publish(&publish_url(&stream), 24, H264, true);
+    let vid = wait_on_air(&server, id).await;
+    let v = server.get_video(&vid).await;
+    let ll = v["playback"]["hls_low_latency"].as_str().unwrap_or_else(|| panic!("no low-latency URL on air: {v}")).to_string();
+    let m = master(&server, &ll).await;
+    assert_eq!(m.variants.len(), 1, "{m:?}");
+    assert_eq!(m.alternatives.len(), 1, "the audio is a rendition of its own: {m:?}");
+    assert_eq!(m.variants[0].audio.as_deref(), Some(m.alternatives[0].group_id.as_str()));
+    let video = sibling(&ll, &m.variants[0].uri);
+    let audio = sibling(&ll, m.alternatives[0].uri.as_deref().unwrap());
+
+    // The playlists, read strictly: parts with a hint at the next, dates, reports of the other.
+    let (status, text) = server.get_text(&video).await;
+    assert_eq!(status, 200, "{text}");
+    let p = ll_parse(&text);
+    assert!(!p.ended && p.part_target > 0.3 && p.part_target < 0.4, "parts of a third of a second:\n{text}");
+    // Parts of a third of a GOP: every third one starts with a keyframe (1 s GOPs).
+    for s in &p.segments {
+        let flags: Vec<bool> = s.parts.iter().map(|x| x.independent).collect();
+        assert!(flags.iter().enumerate().all(|(k, i)| *i == (k % 3 == 0)), "INDEPENDENT on parts 0 and 3 of each segment:\n{text}");
+    }
+    assert_eq!(p.reports.len(), 1, "{text}");
+    assert!(p.reports[0].0.ends_with("audio.m3u8"), "{text}");
+    let (status, text) = server.get_text(&audio).await;
+    assert_eq!(status, 200, "{text}");
+    ll_parse(&text);
+
+    // Blocking reload: asked for the part its hint names, the playlist comes once it lists it.
+    let (msn, part) = ll_part_number(p.hint.as_deref().unwrap());
+    let (status, text) = server.get_text(&format!("{video}?_HLS_msn={msn}&_HLS_part={part}")).await;
+    assert_eq!(status, 200, "{text}");
+    let q = ll_parse(&text);
+    let listed = |q: &LlPlaylist, msn: u64, part: usize| {
+        q.segments.iter().flat_map(|s| &s.parts).any(|x| ll_part_number(&x.uri) == (msn, part))
+            || q.segments.iter().any(|s| s.uri.as_deref().is_some_and(|u| u.ends_with(&format!("seg{:05}.m4s", msn + 1))))
+    };
+    assert!(listed(&q, msn, part), "part {msn}.{part} is listed:\n{text}");
+    // The part its new hint names is held until written, then served whole.
+    let hinted = sibling(&video, q.hint.as_deref().unwrap());
+    let (status, data) = get_bytes(&server, &hinted).await;
+    assert_eq!(status, 200, "{hinted}");
+    let (_, key) = get_bytes(&server, &sibling(&ll, "../hls/key")).await;
+    assert_eq!(key.len(), 16);
+    let iv = q.iv.clone().expect("an IV");
+    let clear = aes_decrypt(&data, &key, &iv);
+    assert_eq!(&clear[4..8], b"moof", "a part is a CMAF chunk (moof + mdat)");
+
+    // Each part and each whole segment decrypts; the parts of a segment are the segment, which is
+    // the clear DASH segment.
+    let done =
+        q.segments.iter().enumerate().rev().find(|(_, s)| s.uri.is_some() && !s.parts.is_empty()).map(|(i, s)| (q.skipped + i, s.clone()));
+    let (n, seg) = done.unwrap_or_else(|| panic!("a complete segment with parts:\n{text}"));
+    let mut joined = Vec::new();
+    for part in &seg.parts {
+        let (status, data) = get_bytes(&server, &sibling(&video, &part.uri)).await;
+        assert_eq!(status, 200);
+        joined.extend(aes_decrypt(&data, &key, &iv));
+    }
+    let (_, whole) = get_bytes(&server, &sibling(&video, seg.uri.as_deref().unwrap())).await;
+    assert_eq!(aes_decrypt(&whole, &key, &iv), joined, "segment {n} is its parts");
+    let rung = m.variants[0].uri.trim_end_matches(".m3u8");
+    let (status, dash_seg) = get_bytes(&server, &sibling(&ll, &format!("../dash/{rung}/seg{n:05}.m4s"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(dash_seg.as_ref(), joined.as_slice(), "the DASH segment {n} is the same CMAF, clear");
+
+    // Bad directives are refused with JSON.
+    let last = q.segments.len() as u64 + q.skipped as u64 - 1;
+    for (query, why) in [("_HLS_part=1", "a part without msn"), ("_HLS_msn=x", "not a number")] {
+        let r = server.client.get(format!("{video}?{query}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{why}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{why}");
+    }
+    let r = server.client.get(format!("{video}?_HLS_msn={}", last + 5)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400, "more than two segments ahead");
+
+    // Delta updates: once the playlist is longer than CAN-SKIP-UNTIL, the old segments are
+    // skipped and the rest is the same as in the full playlist.
+    let mut full = String::new();
+    assert!(
+        wait_until(T, async || {
+            full = server.get_text(&video).await.1;
+            ll_parse(&full).segments.iter().filter(|s| s.uri.is_some()).count() >= 9
+        })
+        .await,
+        "9 segments listed:\n{full}"
+    );
+    let f = ll_parse(&full);
+    let next = f.segments.len() as u64 - 1;
+    let (status, text) = server.get_text(&format!("{video}?_HLS_msn={next}&_HLS_skip=YES")).await;
+    assert_eq!(status, 200, "{text}");
+    let d = ll_parse(&text);
+    assert!(d.skipped > 0, "a delta update skips segments:\n{text}");
+    let uris = |p: &LlPlaylist, from: usize| p.segments.iter().skip(from).filter_map(|s| s.uri.clone()).take(3).collect::<Vec<_>>();
+    assert_eq!(uris(&d, 0), uris(&f, d.skipped), "the delta continues where the skip ends");
+
+    // The publisher leaves; the broadcast waits for it (reconnect window): nothing new comes, so
+    // a blocking request for the next part is answered 503 after three target durations.
+    let (ok, err) = exited(ffmpeg, T).await;
+    assert!(ok, "{err}");
+    assert!(wait_until(T, async || get_stream(&server, id).await["status"] == "reconnecting").await);
+    // (The muxers may still flush what they held when the feed stopped: ask again until the
+    // playlist stops growing.)
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let (_, text) = server.get_text(&video).await;
+        let (msn, part) = ll_part_number(ll_parse(&text).hint.as_deref().unwrap());
+        let r = server.client.get(format!("{video}?_HLS_msn={msn}&_HLS_part={part}")).send().await.unwrap();
+        answers.push(r.status().as_u16());
+        if r.status().as_u16() == 503 {
+            assert_eq!(r.headers()["content-type"], "application/json");
+            break;
+        }
+    }
+    assert_eq!(answers.last(), Some(&503), "nothing came for three target durations: {answers:?}");
+
+    // The broadcast ends: the same playlists are VOD playlists of whole segments, and the parts
+    // are gone.
+    assert_eq!(server.client.delete(server.url(&format!("/api/live/{id}"))).send().await.unwrap().status().as_u16(), 204);
+    let v = server.wait_final(&vid, T).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", server.log());
+    assert!(v["playback"].get("hls_low_latency").is_none(), "no low-latency URL off air: {v}");
+    let (status, text) = server.get_text(&video).await;
+    assert_eq!(status, 200, "{text}");
+    let end = ll_parse(&text);
+    assert!(end.ended && end.hint.is_none() && end.segments.iter().all(|s| s.parts.is_empty() && s.uri.is_some()), "{text}");
+    let total: f64 = end.segments.iter().map(|s| s.duration).sum();
+    assert!((total - 24.0).abs() <= 0.5, "published 24 s, listed {total} s:\n{text}");
+    let (status, _) = get_bytes(&server, &hinted).await;
+    assert_eq!(status, 404, "parts are removed at the end");
+}

@@ -109,7 +109,8 @@
       const behind = liveEdge() - video.currentTime;
       $('live-badge').hidden = !live;
       $('behind-live').hidden = !live || !(behind >= 0);
-      if (live && behind >= 0) $('behind-live').textContent = `${behind.toFixed(1)} s behind live`;
+      const latency = window.cascadePlayer.latency ? window.cascadePlayer.latency() : NaN;
+      if (live && behind >= 0) $('behind-live').textContent = `${behind.toFixed(1)} s behind live` + (latency > 0 ? ` · ${latency.toFixed(1)} s after the camera` : '');
       $('jump-live').hidden = !live || !(behind > 3 * segmentSeconds);
     };
     $('jump-live').addEventListener('click', () => {
@@ -179,7 +180,9 @@
   const forced = new URLSearchParams(location.search).get('player');
   const hasMse = !!(window.MediaSource || window.ManagedMediaSource);
   const nativeHls = video.canPlayType('application/vnd.apple.mpegurl') !== '';
-  const kind = forced === 'dash' || forced === 'hls' ? forced : hasMse ? 'dash' : nativeHls ? 'native' : 'hls';
+  // A low-latency broadcast on air plays its LL-HLS playlists in hls.js's low-latency mode.
+  const lowLatency = !!(v.live && v.status === 'processing' && v.playback.hls_low_latency && hasMse && window.Hls && Hls.isSupported());
+  const kind = forced === 'dash' || forced === 'hls' ? forced : lowLatency ? 'llhls' : hasMse ? 'dash' : nativeHls ? 'native' : 'hls';
 
   if (kind === 'dash') {
     state.kind = 'dash';
@@ -260,13 +263,20 @@
         }
       }
     }, 1000);
-  } else if (kind === 'hls' && window.Hls && Hls.isSupported()) {
-    state.kind = 'hls';
+  } else if ((kind === 'hls' || kind === 'llhls') && window.Hls && Hls.isSupported()) {
+    state.kind = kind;
     // A broadcast plays 3 s behind the end of its playlist, speeds up (at most 1.5x) when behind
     // and jumps back when 6 s (3 segments) behind; an upload still encoding plays from its start.
-    const hls = new Hls(v.live && v.status === 'processing'
+    // Low latency: hls.js plays PART-HOLD-BACK behind the last part and loads parts as they are
+    // published (blocking playlist reload).
+    const hls = new Hls(kind === 'llhls'
+      ? { enableWorker: true, lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, backBufferLength: 30 }
+      : v.live && v.status === 'processing'
       ? { enableWorker: true, liveSyncDuration: 3, liveMaxLatencyDuration: 6, maxLiveSyncPlaybackRate: 1.5 }
       : { startPosition: 0, enableWorker: true, liveDurationInfinity: false });
+    // Glass-to-glass latency: the wall-clock time of the frame shown (EXT-X-PROGRAM-DATE-TIME)
+    // against the clock.
+    window.cascadePlayer.latency = () => (hls.playingDate ? (Date.now() - hls.playingDate.getTime()) / 1000 : NaN);
     // Non-fatal stall reports are hls.js saying it is waiting for data (at the encoder's edge, or on
     // a slow network) and nudging playback on; it recovers by itself, so they are not errors.
     const stallDetails = [Hls.ErrorDetails.BUFFER_STALLED_ERROR, Hls.ErrorDetails.BUFFER_NUDGE_ON_STALL, Hls.ErrorDetails.BUFFER_SEEK_OVER_HOLE];
@@ -287,7 +297,7 @@
       const l = hls.levels[data.level];
       if (l) setCurrent(nameFor(l.width, l.height), l.bitrate);
     });
-    hls.loadSource(Cascade.abs(v.playback.hls));
+    hls.loadSource(Cascade.abs(kind === 'llhls' ? v.playback.hls_low_latency : v.playback.hls));
     hls.attachMedia(video);
     window.cascadePlayer.hls = hls;
     video.play().catch(() => {});
@@ -297,7 +307,7 @@
     fillMenu((v.renditions || []).map((r) => ({ key: r.name, name: r.name, bandwidth: r.bandwidth })), () => {});
     video.play().catch(() => {});
   }
-  $('player-kind').textContent = `· ${state.kind === 'dash' ? 'dash.js' : state.kind === 'hls' ? 'hls.js' : 'native HLS'}`;
+  $('player-kind').textContent = `· ${state.kind === 'dash' ? 'dash.js' : state.kind === 'hls' ? 'hls.js' : state.kind === 'llhls' ? 'hls.js, low latency' : 'native HLS'}`;
   video.addEventListener('error', () => state.errors.push(`video element: ${video.error && video.error.message}`));
 
   // Seek bar with storyboard previews.

@@ -36,6 +36,9 @@ pub struct NewLive {
     /// rung); 0 or absent: the whole ladder. At least the ladder's smallest rung, at most 4320.
     #[schema(minimum = 0, maximum = 4320)]
     pub max_height: Option<u32>,
+    /// Low-latency HLS for its broadcasts (parts of 1/3 s with blocking playlist reload, played
+    /// 1–2 s behind the publisher by hls.js in low-latency mode); default true.
+    pub low_latency: Option<bool>,
 }
 
 /// `PATCH /api/live/{id}` body. Settings apply from the stream's next broadcast.
@@ -50,6 +53,8 @@ pub struct LiveEdit {
     /// As in `NewLive`; 0 removes the cap.
     #[schema(minimum = 0, maximum = 4320)]
     pub max_height: Option<u32>,
+    /// As in `NewLive`.
+    pub low_latency: Option<bool>,
 }
 
 /// The largest `max_height` (8K's short side).
@@ -114,6 +119,8 @@ pub struct LiveView {
     pub reconnect_window_s: u64,
     /// The tallest rendition its broadcasts get (short side in pixels); null: the whole ladder.
     pub max_height: Option<u32>,
+    /// Whether its broadcasts are low-latency HLS (see `NewLive`).
+    pub low_latency: bool,
 }
 
 /// The host publishers should connect to: `CASCADE_PUBLIC_URL`'s host, else the listener's own
@@ -155,6 +162,7 @@ pub fn view(
         last_error: if manager_view { l.last_error.clone() } else { None },
         reconnect_window_s: l.reconnect_window_s.map_or(config.live_reconnect.as_secs(), u64::from),
         max_height: l.max_height,
+        low_latency: l.low_latency.unwrap_or(true),
     }
 }
 
@@ -217,6 +225,7 @@ pub async fn create(
         LiveStream::new(&uuid::Uuid::new_v4().to_string(), &user.id, title, form.visibility.unwrap_or(app.config.default_visibility));
     l.reconnect_window_s = form.reconnect_window_s.map(reconnect_window).transpose()?;
     l.max_height = form.max_height.map(|h| max_height(&app, h)).transpose()?.flatten();
+    l.low_latency = form.low_latency;
     let l2 = l.clone();
     app.store
         .run(move |s| {
@@ -295,6 +304,9 @@ pub async fn edit(
                 }
                 if let Some(cap) = cap {
                     l.max_height = cap;
+                }
+                if e.low_latency.is_some() {
+                    l.low_latency = e.low_latency;
                 }
             })?;
             s.flush()?;

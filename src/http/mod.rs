@@ -226,8 +226,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(with_app(app.clone()))
         .and(header_text("range"))
         .and(origin())
-        .then(|token: String, tail: warp::path::Tail, head, app: Arc<App>, range, origin: Option<String>| async move {
-            let reply = media::serve(app.clone(), token, tail.as_str().to_string(), range, head).await.unwrap_or_else(|e| error_reply(&e));
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .then(|token: String, tail: warp::path::Tail, head, app: Arc<App>, range, origin: Option<String>, query: String| async move {
+            let reply =
+                media::serve(app.clone(), token, tail.as_str().to_string(), range, head, &query).await.unwrap_or_else(|e| error_reply(&e));
             cors::apply(&app.config.cors_origins, origin.as_deref(), reply)
         });
     let cors = app.config.cors_origins.clone();

@@ -13,6 +13,10 @@ use crate::packaging::{DASH_MPD, HLS_MASTER};
 pub struct Playback {
     pub hls: String,
     pub dash: String,
+    /// Low-Latency HLS (fMP4 parts, blocking playlist reload) of a broadcast on air that has it;
+    /// play it with a low-latency player (hls.js `lowLatencyMode`). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls_low_latency: Option<String>,
     pub token: String,
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
@@ -46,6 +50,7 @@ pub fn playback(app: &App, id: &str, base: &str) -> Playback {
     Playback {
         hls: format!("{base}/play/{token}/{HLS_MASTER}"),
         dash: format!("{base}/play/{token}/{DASH_MPD}"),
+        hls_low_latency: app.live.ll.get(id).map(|_| format!("{base}/play/{token}/{}", crate::packaging::llhls::LL_MASTER)),
         expires_at: chrono::DateTime::from_timestamp(exp as i64, 0).unwrap_or_default(),
         token,
     }

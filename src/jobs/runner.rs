@@ -14,7 +14,8 @@ use crate::config::BackendChoice;
 use crate::ladder::Ladder;
 use crate::model::{KeyMaterial, RenditionSummary};
 use crate::packaging::hls::KeyLine;
-use crate::packaging::{PackageSpec, Packager, KEY_URI};
+use crate::packaging::llhls::LlSpec;
+use crate::packaging::{PackageSpec, Packager, AUDIO_REP, KEY_URI};
 use crate::probe::{self, MediaInfo, ProbeError};
 use crate::transcode::ffmpeg::FfmpegTranscoder;
 use crate::transcode::gst::GstTranscoder;
@@ -183,7 +184,21 @@ pub fn execute(
         source_duration: media.duration_s,
         utc_timing_url: spec.utc_timing_url.clone(),
         live_start: spec.live.as_ref().map(|l| l.first_media),
+        ll: req.low_latency().cloned(),
     };
+    if let (Some(ll), Some(live)) = (req.low_latency(), req.live.as_ref()) {
+        // PART-TARGET: the part length (header durations never exceed it) with 5 % of headroom
+        // for a last part of a segment that ends on a keyframe a frame late; parts then stay
+        // above the spec's 85 % of it.
+        let part_s = req.part_ns() as f64 / 1e9;
+        ll.configure(LlSpec {
+            segment_seconds: spec.ladder.segment_seconds,
+            part_target: (part_s * 1.05 * 1000.0).ceil() / 1000.0,
+            key: package.key.clone(),
+            start: live.first_media,
+            tracks: package.renditions.iter().map(|r| r.name.clone()).chain(package.has_audio.then(|| AUDIO_REP.to_string())).collect(),
+        });
+    }
     let mut packager = Packager::new(package).map_err(|e| TranscodeError::Packaging(e.to_string()))?;
     let mut fraction = FractionReport::new(media.duration_s);
     let mut last_position = f64::NEG_INFINITY;

@@ -202,7 +202,13 @@ pub async fn start(
     let spec = JobSpec {
         input: app.upload_dir(&video_id).join("live"),
         growing: None,
-        live: Some(Arc::new(LiveInput { caps, rx: std::sync::Mutex::new(Some(rx)), first_media, clock: clock.clone() })),
+        live: Some(Arc::new(LiveInput {
+            caps,
+            rx: std::sync::Mutex::new(Some(rx)),
+            first_media,
+            clock: clock.clone(),
+            ll: stream.low_latency.unwrap_or(true).then(|| app.live.ll.open(&video_id)),
+        })),
         out_dir: app.media_dir(&video_id),
         scratch_dir: app.upload_dir(&video_id).join("scratch"),
         ladder: app.ladder.for_live().capped(stream.max_height),
@@ -277,6 +283,9 @@ async fn run(
     limit.abort();
     let _ = progress.await;
     let _ = speed.await;
+    // Its low-latency playlists are final now (on disk when the job succeeded); the waiters are
+    // answered.
+    app.live.ll.close(&id);
     if let Ok(mut r) = app.running.lock() {
         r.remove(&id);
     }

@@ -33,6 +33,8 @@ pub struct Live {
     rtmp_addr: OnceLock<SocketAddr>,
     /// Where the SRT listener listens.
     srt_addr: OnceLock<SocketAddr>,
+    /// Low-latency HLS state of the broadcasts on air.
+    pub ll: crate::packaging::llhls::Registry,
 }
 
 impl Live {
@@ -42,6 +44,7 @@ impl Live {
             on_air: Mutex::new(HashMap::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(max_live)),
             rtmp_addr: OnceLock::new(),
+            ll: Default::default(),
             srt_addr: OnceLock::new(),
         }
     }

@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod dash;
 pub mod hls;
 pub mod images;
+pub mod llhls;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -58,6 +59,9 @@ pub struct PackageSpec {
     /// A live broadcast, and when its first media arrived: the dynamic MPD's availability start
     /// is fixed there, and its window keeps everything since (full DVR).
     pub live_start: Option<DateTime<Utc>>,
+    /// A low-latency broadcast: the tracks' parts are listed there by the back end; the packager
+    /// writes its master playlist and, at the end, its final playlists.
+    pub ll: Option<std::sync::Arc<llhls::LlStream>>,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +123,9 @@ impl Packager {
         if spec.has_audio {
             std::fs::create_dir_all(spec.out_dir.join("dash").join(AUDIO_REP))?;
         }
+        if spec.ll.is_some() {
+            std::fs::create_dir_all(spec.out_dir.join(llhls::LL_DIR))?;
+        }
         Ok(Packager {
             spec,
             started: Utc::now(),
@@ -143,6 +150,9 @@ impl Packager {
         self.dropped.push(rung.to_string());
         self.hls.remove(rung);
         self.dash.remove(rung);
+        if let Some(ll) = &self.spec.ll {
+            ll.drop_track(rung);
+        }
         if self.playable {
             self.write_master()?;
             self.write_mpd(false)?;
@@ -278,7 +288,37 @@ impl Packager {
                 frame_rate: self.fps(),
             })
             .collect();
+        if self.spec.ll.is_some() {
+            let ll: Vec<hls::Variant> = variants
+                .iter()
+                .map(|v| hls::Variant { uri: format!("{}.m3u8", v.uri.split('/').next().unwrap_or_default()), ..v.clone() })
+                .collect();
+            write_atomic(&self.spec.out_dir.join(llhls::LL_MASTER), &llhls::master_playlist(&ll, self.spec.has_audio))?;
+        }
         write_atomic(&self.spec.out_dir.join(HLS_MASTER), &hls::master_playlist(&variants))
+    }
+
+    /// The end of a low-latency broadcast: its playlists become VOD playlists of whole segments,
+    /// written to disk (where they are served from once the broadcast's state is gone), and the
+    /// part files, listed nowhere now, are removed.
+    fn finish_low_latency(&self) -> io::Result<()> {
+        let Some(ll) = &self.spec.ll else { return Ok(()) };
+        ll.finish();
+        let dir = self.spec.out_dir.join(llhls::LL_DIR);
+        let reps = self.spec.renditions.iter().map(|r| r.name.as_str()).chain(self.spec.has_audio.then_some(AUDIO_REP));
+        for rep in reps {
+            if let Some(text) = ll.render(rep, false) {
+                write_atomic(&dir.join(format!("{rep}.m3u8")), text.as_bytes())?;
+            }
+            for entry in std::fs::read_dir(dir.join(rep))? {
+                let entry = entry?;
+                let name = entry.file_name();
+                if name.to_str().is_some_and(|n| n.matches('.').count() > 1) {
+                    std::fs::remove_file(entry.path())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The end (in `dash::TIMESCALE` units) up to which every DASH track has segments on disk.
@@ -367,7 +407,9 @@ impl Packager {
         for rung in &self.dropped {
             crate::app::remove_dir(&self.spec.out_dir.join("hls").join(rung))?;
             crate::app::remove_dir(&self.spec.out_dir.join("dash").join(rung))?;
+            crate::app::remove_dir(&self.spec.out_dir.join(llhls::LL_DIR).join(rung))?;
         }
+        self.finish_low_latency()?;
         self.write_mpd(true)?;
         self.write_master()?;
         self.playable = true;

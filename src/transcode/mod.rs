@@ -54,7 +54,31 @@ impl TranscodeRequest {
         let from = self.ladder.scale_from(&r.name)?;
         self.renditions[..i].iter().position(|m| m.name == from && m.width >= r.width && m.height >= r.height)
     }
+
+    /// The low-latency broadcast this job writes parts for, if any.
+    pub fn low_latency(&self) -> Option<&std::sync::Arc<crate::packaging::llhls::LlStream>> {
+        self.live.as_ref().and_then(|l| l.ll.as_ref())
+    }
+
+    /// Length (ns) of a low-latency part: a third of a GOP, so that parts start at every keyframe
+    /// (1/3 s with the live ladder's 1 s GOPs; the spec advises parts of 1/3 s to 1 s, and the
+    /// playlists' PART-HOLD-BACK is three of them).
+    pub fn part_ns(&self) -> u64 {
+        let (n, d) = self.fps();
+        let gop_ns = u64::from(self.ladder.gop_frames(n, d)) * 1_000_000_000 * u64::from(d.max(1)) / u64::from(n.max(1));
+        gop_ns / PARTS_PER_GOP
+    }
+
+    /// Length (ns) of a low-latency segment as its muxer is told: a whole number of parts. (A
+    /// segment of 2 s would be 2 ns longer than six parts of 333 333 333 ns, and cmafmux would then
+    /// end it only at the next GOP's end, one GOP later.)
+    pub fn ll_segment_ns(&self) -> u64 {
+        self.part_ns() * PARTS_PER_GOP * u64::from(self.ladder.gops_per_segment())
+    }
 }
+
+/// Low-latency parts per GOP (see `TranscodeRequest::part_ns`).
+const PARTS_PER_GOP: u64 = 3;
 
 /// How much media a live publisher has sent, by the wall clock: the time during which its data
 /// kept arriving (a publisher sends in real time, so this is about the media time it has sent).
@@ -105,6 +129,8 @@ pub struct LiveInput {
     pub first_media: chrono::DateTime<chrono::Utc>,
     /// Kept by the publisher's connection; read to tell whether the ladder keeps up.
     pub clock: std::sync::Arc<ArrivalClock>,
+    /// Set when the broadcast is low-latency: its CMAF tracks are written in parts, listed here.
+    pub ll: Option<std::sync::Arc<crate::packaging::llhls::LlStream>>,
 }
 
 impl std::fmt::Debug for LiveInput {

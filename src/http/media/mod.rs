@@ -2,6 +2,7 @@
 //! video the token was minted for, with explicit MIME types, Cache-Control and Range support.
 
 pub mod cache;
+pub mod lowlatency;
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -127,6 +128,7 @@ pub async fn serve(
     tail: String,
     range: Option<String>,
     head_only: bool,
+    query: &str,
 ) -> Result<warp::reply::Response, AppError> {
     let video_id = app.signer.verify(&token, now_unix())?;
     if app.config.metrics {
@@ -135,6 +137,14 @@ pub async fn serve(
     let rel = safe_relative(&tail).ok_or_else(not_found)?;
     if rel == Path::new("hls").join("key") {
         return key_response(&app, video_id).await;
+    }
+    if app.is_deleted(&video_id) {
+        return Err(not_found());
+    }
+    // A low-latency broadcast on air: its media playlists are rendered here (blocking until they
+    // hold what is asked for), and a part named by a preload hint is awaited; then served below.
+    if let Some(reply) = lowlatency::answer(&app, &video_id, &rel, query).await? {
+        return Ok(reply);
     }
     let (mime, is_manifest) = media_type(&rel).ok_or_else(not_found)?;
     // Manifests need the record (their caching depends on whether the job is finished);
@@ -375,7 +385,7 @@ mod tests {
         std::fs::create_dir_all(seg.parent().unwrap()).unwrap();
         std::fs::write(&seg, vec![7u8; 100]).unwrap();
         let token = app.signer.mint("v1", now_unix() + 60);
-        let get = |range: &str| serve(app.clone(), token.clone(), "hls/720p/seg00000.ts".into(), Some(range.into()), false);
+        let get = |range: &str| serve(app.clone(), token.clone(), "hls/720p/seg00000.ts".into(), Some(range.into()), false, "");
 
         let r = get("bytes=10-19").await.unwrap();
         assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);

@@ -14,6 +14,7 @@ mod bus;
 mod elements;
 mod head;
 mod images;
+mod llcmaf;
 mod rungs;
 mod sinks;
 

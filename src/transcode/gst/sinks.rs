@@ -16,6 +16,7 @@ use gstreamer as gst;
 use tracing::warn;
 
 use super::elements::{make, running_time_ns, startup_boundaries_ns};
+use super::llcmaf::{ll_cmaf_sink, LlCmafSpec};
 use crate::ladder::Rendition;
 use crate::packaging::crypto::{KeyMaterial, SegmentWriter};
 use crate::packaging::AUDIO_REP;
@@ -51,7 +52,22 @@ impl Sinks {
 
     /// The CMAF sink of representation `rep` (a rung or `AUDIO_REP`), registered as `SinkKind::Cmaf`.
     pub(super) fn cmaf(&mut self, req: &TranscodeRequest, rep: &str) -> Result<gst::Element, TranscodeError> {
-        let sink = cmaf_sink(req, rep)?;
+        let sink = match req.low_latency() {
+            Some(stream) => {
+                let spec = LlCmafSpec {
+                    rep: rep.to_string(),
+                    out_dir: req.out_dir.clone(),
+                    segment: gst::ClockTime::from_nseconds(req.ll_segment_ns()),
+                    chunk: gst::ClockTime::from_nseconds(req.part_ns()),
+                    key: req.key.clone(),
+                    stream: stream.clone(),
+                };
+                let (sink, mux) = ll_cmaf_sink(spec)?;
+                split_at_startup(req, rep, &sink, mux);
+                sink
+            }
+            None => cmaf_sink(req, rep)?,
+        };
         self.kinds.insert(sink.clone().upcast::<gst::Object>(), SinkKind::Cmaf(rep.to_string()));
         Ok(sink)
     }
@@ -239,6 +255,14 @@ fn cmaf_sink(req: &TranscodeRequest, rep: &str) -> Result<gst::Element, Transcod
     // rung. cmafmux would otherwise ask the shared encoder for keyframes at its own fragment
     // boundaries, and a request that arrives late becomes an immediate keyframe in one rung only.
     mux.set_property("send-force-keyunit", false);
+    split_at_startup(req, rep, &sink, mux);
+    own_sink_output(&sink, None);
+    live_handles_own_preroll(req, &sink);
+    Ok(sink)
+}
+
+/// Makes the CMAF muxer `mux` of `sink` end fragments at the startup boundaries, if any.
+fn split_at_startup(req: &TranscodeRequest, rep: &str, sink: &gst::Element, mux: gst::Element) {
     let boundaries = startup_boundaries_ns(req);
     if let (false, Some(pad)) = (boundaries.is_empty(), sink.static_pad("sink")) {
         if rep != AUDIO_REP {
@@ -247,9 +271,6 @@ fn cmaf_sink(req: &TranscodeRequest, rep: &str) -> Result<gst::Element, Transcod
             split_audio_at(&pad, mux, boundaries, u64::from(req.ladder.audio.sample_rate.max(1)));
         }
     }
-    own_sink_output(&sink, None);
-    live_handles_own_preroll(req, &sink);
-    Ok(sink)
 }
 
 /// Asks `cmafmux` to end a fragment at running time `t` (ns).
