@@ -883,6 +883,21 @@ fn aes_decrypt(data: &[u8], key: &[u8], iv_hex: &str) -> Vec<u8> {
     dec.decrypt_padded_vec_mut::<Pkcs7>(data).expect("decrypts with the video's key")
 }
 
+/// The top-level ISO BMFF boxes of `data` (a leading `styp` left out); panics unless they fill it.
+fn chunk_boxes(data: &[u8]) -> Vec<String> {
+    let (mut at, mut out) = (0, Vec::new());
+    while at < data.len() {
+        let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        assert!(size >= 8 && at + size <= data.len(), "a box of {size} bytes at {at} of {}", data.len());
+        out.push(String::from_utf8_lossy(&data[at + 4..at + 8]).to_string());
+        at += size;
+    }
+    if out.first().is_some_and(|b| b == "styp") {
+        out.remove(0);
+    }
+    out
+}
+
 async fn get_bytes(server: &Server, url: &str) -> (u16, bytes::Bytes) {
     let r = server.client.get(url).send().await.unwrap();
     (r.status().as_u16(), r.bytes().await.unwrap())
@@ -941,7 +956,7 @@ async fn low_latency_hls_parts_blocking_reload_and_delta_updates() {
     assert_eq!(key.len(), 16);
     let iv = q.iv.clone().expect("an IV");
     let clear = aes_decrypt(&data, &key, &iv);
-    assert_eq!(&clear[4..8], b"moof", "a part is a CMAF chunk (moof + mdat)");
+    assert_eq!(chunk_boxes(&clear), ["moof", "mdat"], "a part is a CMAF chunk (moof + mdat, styp first in a segment's first)");
 
     // Each part and each whole segment decrypts; the parts of a segment are the segment, which is
     // the clear DASH segment.
@@ -960,6 +975,36 @@ async fn low_latency_hls_parts_blocking_reload_and_delta_updates() {
     let (status, dash_seg) = get_bytes(&server, &sibling(&ll, &format!("../dash/{rung}/seg{n:05}.m4s"))).await;
     assert_eq!(status, 200);
     assert_eq!(dash_seg.as_ref(), joined.as_slice(), "the DASH segment {n} is the same CMAF, clear");
+
+    // Low-latency DASH: the same segments by number, each announced from its first chunk on.
+    let lldash = v["playback"]["dash_low_latency"].as_str().unwrap_or_else(|| panic!("no low-latency DASH URL on air: {v}")).to_string();
+    let ld = mpd(&server, &lldash).await;
+    assert_eq!(ld.mpdtype.as_deref(), Some("dynamic"));
+    let latency = ld.ServiceDescription.first().and_then(|s| s.Latency.as_ref()).and_then(|l| l.target);
+    assert_eq!(latency, Some(1500.0), "a target latency: {ld:?}");
+    assert!(ld.UTCTiming.iter().any(|u| u.value.as_deref().is_some_and(|v| v.ends_with("/api/time"))), "{ld:?}");
+    for set in &ld.periods[0].adaptations {
+        for rep in &set.representations {
+            let st = rep.SegmentTemplate.as_ref().unwrap();
+            assert_eq!((st.duration, st.timescale, st.startNumber), (Some(2000.0), Some(1000), Some(0)), "{st:?}");
+            let ato = st.availabilityTimeOffset.unwrap_or_default();
+            assert!((ato - (2.0 - p.part_target / 1.05)).abs() < 0.01, "availabilityTimeOffset = segment − chunk: {ato}");
+            assert_eq!(st.availabilityTimeComplete, Some(false));
+        }
+    }
+    // The segment after the one being written is sent while it is written (chunked, no length),
+    // and what arrives is the segment.
+    let (_, text) = server.get_text(&video).await;
+    let next = ll_parse(&text).segments.len() as u64 + ll_parse(&text).skipped as u64;
+    let rung_dir = sibling(&lldash, &format!("{}/seg{next:05}.m4s", m.variants[0].uri.trim_end_matches(".m3u8")));
+    let r = server.client.get(&rung_dir).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.content_length().is_none() && r.headers()["transfer-encoding"] == "chunked", "sent as written: {:?}", r.headers());
+    let streamed = r.bytes().await.unwrap();
+    let (status, stored) = get_bytes(&server, &rung_dir).await;
+    assert_eq!(status, 200);
+    assert_eq!(streamed, stored, "the streamed segment is the segment");
+    assert_eq!(chunk_boxes(&streamed)[..2], ["moof", "mdat"], "CMAF chunks");
 
     // Bad directives are refused with JSON.
     let last = q.segments.len() as u64 + q.skipped as u64 - 1;

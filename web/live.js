@@ -44,21 +44,24 @@
     const windowInput = el('input', { type: 'number', class: 'reconnect-window', min: 0, max: 3600, step: 1, required: true });
     const capSelect = el('select', { class: 'max-height' },
       [0, 2160, 1440, 1080, 720, 480, 360].map((h) => el('option', { value: h }, h ? `${h}p` : 'The whole ladder')));
+    const lowLatency = el('input', { type: 'checkbox', class: 'low-latency' });
     const saved = el('span', { class: 'muted', role: 'status' });
     const settings = el('form', { class: 'settings' },
       el('label', {}, 'Reconnect window (seconds) ', windowInput), ' ',
       el('label', {}, 'Tallest rendition ', capSelect), ' ',
+      el('label', { title: 'Low-Latency HLS: viewers about 1–2 s behind the camera instead of 3–4 s' }, lowLatency, ' Low latency'), ' ',
       el('button', { type: 'submit', class: 'secondary' }, 'Save settings'), ' ', saved);
     const showSettings = () => {
       windowInput.value = String(stream.reconnect_window_s);
       capSelect.value = String(stream.max_height || 0);
+      lowLatency.checked = stream.low_latency !== false;
     };
     settings.addEventListener('submit', async (e) => {
       e.preventDefault();
       saved.textContent = '';
       try {
         update(await Cascade.send(`/api/live/${encodeURIComponent(stream.id)}`, 'PATCH',
-          { reconnect_window_s: Number(windowInput.value), max_height: Number(capSelect.value) }));
+          { reconnect_window_s: Number(windowInput.value), max_height: Number(capSelect.value), low_latency: lowLatency.checked }));
         showSettings();
         saved.textContent = 'Saved: they apply from the next broadcast.';
       } catch (err) { fail(`Settings not saved: ${err.message}`); }

@@ -182,14 +182,22 @@
   const nativeHls = video.canPlayType('application/vnd.apple.mpegurl') !== '';
   // A low-latency broadcast on air plays its LL-HLS playlists in hls.js's low-latency mode.
   const lowLatency = !!(v.live && v.status === 'processing' && v.playback.hls_low_latency && hasMse && window.Hls && Hls.isSupported());
-  const kind = forced === 'dash' || forced === 'hls' ? forced : lowLatency ? 'llhls' : hasMse ? 'dash' : nativeHls ? 'native' : 'hls';
+  // ?player=lldash: its low-latency DASH in dash.js (low-latency mode from the MPD's
+  // availabilityTimeOffset, target latency from its ServiceDescription).
+  const lowLatencyDash = !!(v.live && v.status === 'processing' && v.playback.dash_low_latency && hasMse);
+  const kind = forced === 'dash' || forced === 'hls' ? forced : forced === 'lldash' && lowLatencyDash ? 'lldash'
+    : lowLatency ? 'llhls' : hasMse ? 'dash' : nativeHls ? 'native' : 'hls';
 
-  if (kind === 'dash') {
-    state.kind = 'dash';
+  if (kind === 'dash' || kind === 'lldash') {
+    state.kind = kind;
+    const dashUrl = Cascade.abs(kind === 'lldash' ? v.playback.dash_low_latency : v.playback.dash);
     const player = dashjs.MediaPlayer().create();
     player.updateSettings({
       debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
-      streaming: v.live ? {
+      streaming: kind === 'lldash' ? {
+        liveCatchup: { enabled: true },
+        abr: { autoSwitchBitrate: { video: true } },
+      } : v.live ? {
         // A broadcast: play 3 s (1.5 segments) behind the live edge and speed up (at most 1.5x)
         // when behind. No seeking catch-up (maxDrift): under CPU load it seeked in a loop to a
         // position it never buffered.
@@ -226,9 +234,12 @@
       const cur = player.getCurrentRepresentationForType('video');
       if (cur) setCurrent(cur.id, cur.bandwidth);
     });
-    if (v.live && v.status === 'processing') player.initialize(video, Cascade.abs(v.playback.dash), true);
-    else player.initialize(video, Cascade.abs(v.playback.dash), true, 0);
+    if (v.live && v.status === 'processing') player.initialize(video, dashUrl, true);
+    else player.initialize(video, dashUrl, true, 0);
     window.cascadePlayer.dash = player;
+    // Glass-to-glass latency: dash.js maps media time to the wall clock (availabilityStartTime,
+    // synchronised with Cascade's /api/time).
+    if (v.live) window.cascadePlayer.latency = () => player.getCurrentLiveLatency();
     // Stall watchdog: if playback makes no progress for 5 s while not paused and more video than
     // that is already encoded, the stream is loaded again at that position. dash.js has stopped for
     // good on the growing MPD with later segments listed, for a cause not pinned down. Waiting at
@@ -256,10 +267,10 @@
         state.recoveries += 1;
         if (live) {
           console.warn(`dash: no progress at ${t.toFixed(2)} s of the broadcast for ${5 * 2 ** (state.recoveries - 1)} s; reloading it at its live edge`);
-          player.attachSource(Cascade.abs(v.playback.dash));
+          player.attachSource(dashUrl);
         } else {
           console.warn(`dash: no progress at ${t.toFixed(2)} s for ${5 * 2 ** (state.recoveries - 1)} s with ${encoded.toFixed(1)} s encoded; reloading the stream there`);
-          player.attachSource(Cascade.abs(v.playback.dash), t);
+          player.attachSource(dashUrl, t);
         }
       }
     }, 1000);
@@ -307,7 +318,7 @@
     fillMenu((v.renditions || []).map((r) => ({ key: r.name, name: r.name, bandwidth: r.bandwidth })), () => {});
     video.play().catch(() => {});
   }
-  $('player-kind').textContent = `· ${state.kind === 'dash' ? 'dash.js' : state.kind === 'hls' ? 'hls.js' : state.kind === 'llhls' ? 'hls.js, low latency' : 'native HLS'}`;
+  $('player-kind').textContent = `· ${state.kind === 'dash' ? 'dash.js' : state.kind === 'hls' ? 'hls.js' : state.kind === 'llhls' ? 'hls.js, low latency' : state.kind === 'lldash' ? 'dash.js, low latency' : 'native HLS'}`;
   video.addEventListener('error', () => state.errors.push(`video element: ${video.error && video.error.message}`));
 
   // Seek bar with storyboard previews.

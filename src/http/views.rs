@@ -17,6 +17,10 @@ pub struct Playback {
     /// play it with a low-latency player (hls.js `lowLatencyMode`). Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hls_low_latency: Option<String>,
+    /// Low-latency DASH (chunks announced with availabilityTimeOffset and sent while written) of
+    /// the same broadcast; play it with dash.js's low-latency mode. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dash_low_latency: Option<String>,
     pub token: String,
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
@@ -51,6 +55,7 @@ pub fn playback(app: &App, id: &str, base: &str) -> Playback {
         hls: format!("{base}/play/{token}/{HLS_MASTER}"),
         dash: format!("{base}/play/{token}/{DASH_MPD}"),
         hls_low_latency: app.live.ll.get(id).map(|_| format!("{base}/play/{token}/{}", crate::packaging::llhls::LL_MASTER)),
+        dash_low_latency: app.live.ll.get(id).map(|_| format!("{base}/play/{token}/{}", crate::packaging::LL_MPD)),
         expires_at: chrono::DateTime::from_timestamp(exp as i64, 0).unwrap_or_default(),
         token,
     }

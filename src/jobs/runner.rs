@@ -194,6 +194,7 @@ pub fn execute(
         ll.configure(LlSpec {
             segment_seconds: spec.ladder.segment_seconds,
             part_target: (part_s * 1.05 * 1000.0).ceil() / 1000.0,
+            part_s,
             key: package.key.clone(),
             start: live.first_media,
             tracks: package.renditions.iter().map(|r| r.name.clone()).chain(package.has_audio.then(|| AUDIO_REP.to_string())).collect(),

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dash_mpd::{AdaptationSet, Period, Representation, SegmentTemplate, SegmentTimeline, UTCTiming, MPD, S};
+use dash_mpd::{
+    AdaptationSet, Latency, Period, PlaybackRate, Representation, SegmentTemplate, SegmentTimeline, ServiceDescription, UTCTiming, MPD, S,
+};
 
 /// Timescale of the SegmentTimeline (milliseconds).
 pub const TIMESCALE: u64 = 1000;
@@ -37,6 +39,19 @@ pub enum Presentation {
     Dynamic { availability_start: DateTime<Utc>, window: Duration, update_seconds: u32, utc_timing_url: String },
     /// Finished: `type="static"` with the real duration.
     Static { duration: Duration },
+    /// Low-latency DASH of a broadcast on air: segments addressed by number
+    /// (`SegmentTemplate@duration`, segment N is media [N·d, (N+1)·d), whose wall-clock time is
+    /// `availability_start` + media time), each announced from its first chunk on
+    /// (`availabilityTimeOffset` = d − chunk, `availabilityTimeComplete="false"`) and served
+    /// while it is written; a `ServiceDescription` with the target latency.
+    LowLatency {
+        availability_start: DateTime<Utc>,
+        window: Duration,
+        segment_s: f64,
+        chunk_s: f64,
+        target_latency_s: f64,
+        utc_timing_url: String,
+    },
 }
 
 fn timeline(segments: &[DashSegment]) -> SegmentTimeline {
@@ -54,8 +69,18 @@ fn timeline(segments: &[DashSegment]) -> SegmentTimeline {
     SegmentTimeline { segments: out }
 }
 
-fn representation(rep: &DashRep) -> Representation {
+fn representation(rep: &DashRep, presentation: &Presentation) -> Representation {
     let start = rep.segments.first().map(|s| s.number).unwrap_or(0);
+    let template = match presentation {
+        Presentation::LowLatency { segment_s, chunk_s, .. } => SegmentTemplate {
+            startNumber: Some(0),
+            duration: Some((segment_s * TIMESCALE as f64).round()),
+            availabilityTimeOffset: Some(((segment_s - chunk_s) * 1000.0).floor() / 1000.0),
+            availabilityTimeComplete: Some(false),
+            ..Default::default()
+        },
+        _ => SegmentTemplate { startNumber: Some(start), SegmentTimeline: Some(timeline(&rep.segments)), ..Default::default() },
+    };
     Representation {
         id: Some(rep.id.clone()),
         bandwidth: Some(rep.bandwidth),
@@ -67,10 +92,8 @@ fn representation(rep: &DashRep) -> Representation {
         SegmentTemplate: Some(SegmentTemplate {
             initialization: Some(format!("{}/{}", rep.id, super::DASH_INIT)),
             media: Some(format!("{}/seg$Number%05d$.m4s", rep.id)),
-            startNumber: Some(start),
             timescale: Some(TIMESCALE),
-            SegmentTimeline: Some(timeline(&rep.segments)),
-            ..Default::default()
+            ..template
         }),
         ..Default::default()
     }
@@ -86,7 +109,7 @@ pub fn mpd(video: &[DashRep], audio: Option<&DashRep>, presentation: &Presentati
         startWithSAP: Some(1),
         maxWidth: video.iter().filter_map(|r| r.width).max().map(u64::from),
         maxHeight: video.iter().filter_map(|r| r.height).max().map(u64::from),
-        representations: video.iter().map(representation).collect(),
+        representations: video.iter().map(|r| representation(r, presentation)).collect(),
         ..Default::default()
     }];
     if let Some(a) = audio {
@@ -97,7 +120,7 @@ pub fn mpd(video: &[DashRep], audio: Option<&DashRep>, presentation: &Presentati
             lang: Some("und".into()),
             segmentAlignment: Some(true),
             startWithSAP: Some(1),
-            representations: vec![representation(a)],
+            representations: vec![representation(a, presentation)],
             ..Default::default()
         });
     }
@@ -117,15 +140,37 @@ pub fn mpd(video: &[DashRep], audio: Option<&DashRep>, presentation: &Presentati
             publishTime: Some(Utc::now()),
             minimumUpdatePeriod: Some(Duration::from_secs(*update_seconds as u64)),
             timeShiftBufferDepth: Some(*window),
-            UTCTiming: vec![UTCTiming {
-                schemeIdUri: "urn:mpeg:dash:utc:http-iso:2014".into(),
-                value: Some(utc_timing_url.clone()),
+            UTCTiming: vec![utc_timing(utc_timing_url)],
+            ..base
+        },
+        Presentation::LowLatency { availability_start, window, target_latency_s, utc_timing_url, .. } => MPD {
+            mpdtype: Some("dynamic".into()),
+            availabilityStartTime: Some(*availability_start),
+            publishTime: Some(Utc::now()),
+            // Segments are addressed by number: the MPD changes only when a rung is dropped or
+            // the broadcast ends.
+            minimumUpdatePeriod: Some(Duration::from_secs(2)),
+            timeShiftBufferDepth: Some(*window),
+            ServiceDescription: vec![ServiceDescription {
+                id: Some("0".into()),
+                Latency: Some(Latency {
+                    target: Some((target_latency_s * 1000.0).round()),
+                    min: Some((target_latency_s * 500.0).round()),
+                    max: Some((target_latency_s * 2000.0).round()),
+                    referenceId: Some("0".into()),
+                }),
+                PlaybackRate: Some(PlaybackRate { min: 0.95, max: 1.05 }),
                 ..Default::default()
             }],
+            UTCTiming: vec![utc_timing(utc_timing_url)],
             ..base
         },
     };
     mpd.to_string()
+}
+
+fn utc_timing(url: &str) -> UTCTiming {
+    UTCTiming { schemeIdUri: "urn:mpeg:dash:utc:http-iso:2014".into(), value: Some(url.to_string()), ..Default::default() }
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ pub struct Part {
     pub duration: f64,
     /// Starts with a keyframe (`INDEPENDENT=YES`).
     pub independent: bool,
+    /// Its length in the clear DASH segment (the encrypted part file is padded).
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +77,8 @@ pub struct LlSpec {
     pub segment_seconds: u32,
     /// `PART-TARGET`: no part is longer.
     pub part_target: f64,
+    /// The length of a part (a cmafmux chunk), seconds.
+    pub part_s: f64,
     pub key: Option<KeyLine>,
     /// Wall-clock time of media time 0 (`EXT-X-PROGRAM-DATE-TIME`).
     pub start: DateTime<Utc>,
@@ -89,6 +93,19 @@ struct State {
     /// Tracks dropped from the broadcast: what still comes for them is ignored.
     dropped: Vec<String>,
     finished: bool,
+}
+
+/// How far the clear DASH copy of a segment is written (low-latency DASH serves it as it grows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Complete: `bytes` long, under its final name.
+    Complete(u64),
+    /// Being written: its first `bytes` are complete chunks.
+    Writing(u64),
+    /// Not started, but the next one.
+    Next,
+    /// Not of this broadcast (any more), or not the next.
+    Unknown,
 }
 
 /// Where a blocking request stands.
@@ -200,6 +217,11 @@ impl LlStream {
         }
     }
 
+    /// The length of a part (seconds), once configured.
+    pub fn part_seconds(&self) -> Option<f64> {
+        self.read(|s| s.spec.as_ref().map(|sp| sp.part_s)).flatten()
+    }
+
     /// How long a blocking request may wait: three target durations (RFC 8216bis §6.2.5.2).
     pub fn block_timeout(&self) -> std::time::Duration {
         let target = self.read(|s| s.spec.as_ref().map_or(2, |sp| sp.segment_seconds)).unwrap_or(2);
@@ -252,6 +274,24 @@ impl LlStream {
             }
         })
         .unwrap_or(Wait::Unknown)
+    }
+
+    /// How far segment `segment` of `rep` is written.
+    pub fn progress(&self, rep: &str, segment: u64) -> Progress {
+        self.read(|s| {
+            let Some(segs) = s.tracks.get(rep) else { return Progress::Unknown };
+            if let Some(x) = segs.iter().rev().find(|x| x.number == segment) {
+                let bytes = x.parts.iter().map(|p| p.bytes).sum();
+                return if x.duration.is_some() { Progress::Complete(bytes) } else { Progress::Writing(bytes) };
+            }
+            let next = segs.last().map_or(0, |l| l.number + 1);
+            if !s.finished && segment == next {
+                Progress::Next
+            } else {
+                Progress::Unknown
+            }
+        })
+        .unwrap_or(Progress::Unknown)
     }
 
     /// The media playlist of `rep`; with `skip`, a delta update (`EXT-X-SKIP`) if it is long
@@ -429,6 +469,7 @@ mod tests {
         s.configure(LlSpec {
             segment_seconds: 2,
             part_target: 0.5,
+            part_s: 0.5,
             key: Some(KeyLine { uri: KEY_URI.into(), iv_hex: "0x000102030405060708090a0b0c0d0e0f".into() }),
             start: DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z").unwrap().with_timezone(&Utc),
             tracks: tracks.iter().map(|t| t.to_string()).collect(),
@@ -440,7 +481,7 @@ mod tests {
     fn segments(s: &LlStream, rep: &str, from: u64, n: u64) {
         for seg in from..from + n {
             for k in 0..4 {
-                s.add_part(rep, seg, k, Part { duration: 0.5, independent: k % 2 == 0 }).unwrap();
+                s.add_part(rep, seg, k, Part { duration: 0.5, independent: k % 2 == 0, bytes: 100 }).unwrap();
             }
             s.complete_segment(rep, seg, 2.0);
         }
@@ -454,7 +495,7 @@ mod tests {
     fn a_live_playlist_lists_recent_parts_a_hint_and_reports() {
         let s = stream(&["360p", "audio"]);
         segments(&s, "360p", 0, 6);
-        s.add_part("360p", 6, 0, Part { duration: 0.5, independent: true }).unwrap();
+        s.add_part("360p", 6, 0, Part { duration: 0.5, independent: true, bytes: 100 }).unwrap();
         segments(&s, "audio", 0, 2);
         let text = s.render("360p", false).unwrap();
         assert!(text.starts_with("#EXTM3U\n"), "{text}");
@@ -501,18 +542,22 @@ mod tests {
         assert_eq!(s.wait_state("360p", 0, Some(0)), Wait::Pending);
         assert_eq!(s.wait_state("360p", 3, None), Wait::TooFar);
         assert_eq!(s.wait_state("720p", 0, None), Wait::Unknown);
-        s.add_part("360p", 0, 0, Part { duration: 0.5, independent: true }).unwrap();
+        s.add_part("360p", 0, 0, Part { duration: 0.5, independent: true, bytes: 100 }).unwrap();
         assert_eq!(s.wait_state("360p", 0, Some(0)), Wait::Ready);
         assert_eq!(s.wait_state("360p", 0, Some(1)), Wait::Pending);
         assert_eq!(s.wait_state("360p", 0, None), Wait::Pending);
         assert_eq!(s.part_state("360p", 0, 1), Wait::Pending);
         assert_eq!(s.part_state("360p", 0, 2), Wait::Unknown);
+        assert_eq!(s.progress("360p", 0), Progress::Writing(100));
+        assert_eq!(s.progress("360p", 1), Progress::Next);
         s.complete_segment("360p", 0, 0.5);
+        assert_eq!(s.progress("360p", 0), Progress::Complete(100));
+        assert_eq!(s.progress("360p", 2), Progress::Unknown);
         assert_eq!(s.wait_state("360p", 0, None), Wait::Ready);
         assert_eq!(s.part_state("360p", 1, 0), Wait::Pending);
         // Out of order is refused, and changes nothing.
-        assert!(s.add_part("360p", 2, 0, Part { duration: 0.5, independent: true }).is_err());
-        assert!(s.add_part("360p", 1, 1, Part { duration: 0.5, independent: true }).is_err());
+        assert!(s.add_part("360p", 2, 0, Part { duration: 0.5, independent: true, bytes: 100 }).is_err());
+        assert!(s.add_part("360p", 1, 1, Part { duration: 0.5, independent: true, bytes: 100 }).is_err());
         s.finish();
         assert_eq!(s.wait_state("360p", 9, Some(0)), Wait::Ready);
         assert_eq!(s.part_state("360p", 1, 0), Wait::Unknown);
@@ -522,7 +567,7 @@ mod tests {
     fn a_finished_broadcast_is_a_vod_playlist_of_whole_segments() {
         let s = stream(&["360p"]);
         segments(&s, "360p", 0, 2);
-        s.add_part("360p", 2, 0, Part { duration: 0.5, independent: true }).unwrap();
+        s.add_part("360p", 2, 0, Part { duration: 0.5, independent: true, bytes: 100 }).unwrap();
         s.finish();
         let text = s.render("360p", false).unwrap();
         assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD") && text.trim_end().ends_with("#EXT-X-ENDLIST"), "{text}");
@@ -550,7 +595,7 @@ mod tests {
                 })
             })
             .collect();
-        s.add_part("360p", 0, 0, Part { duration: 0.5, independent: true }).unwrap();
+        s.add_part("360p", 0, 0, Part { duration: 0.5, independent: true, bytes: 100 }).unwrap();
         for w in waiters {
             tokio::time::timeout(std::time::Duration::from_secs(10), w).await.unwrap().unwrap();
         }

@@ -28,6 +28,11 @@ pub const HLS_MASTER: &str = "hls/master.m3u8";
 pub const DASH_MPD: &str = "dash/manifest.mpd";
 /// Initialization segment name inside each DASH representation dir.
 pub const DASH_INIT: &str = "init00000.mp4";
+/// Low-latency DASH MPD of a broadcast on air (the same segments, announced from their first
+/// chunk); the VOD MPD once it has ended.
+pub const LL_MPD: &str = "dash/ll.mpd";
+/// The latency dash.js aims at on `LL_MPD` (its ServiceDescription).
+const LL_DASH_TARGET_S: f64 = 1.5;
 /// HLS media playlist name inside each rung dir.
 pub const HLS_MEDIA: &str = "index.m3u8";
 /// URI of the key relative to a media playlist (`hls/{rung}/index.m3u8` → `hls/key`).
@@ -156,6 +161,7 @@ impl Packager {
         if self.playable {
             self.write_master()?;
             self.write_mpd(false)?;
+            self.write_ll_mpd()?;
         }
         match std::fs::remove_file(self.spec.out_dir.join("hls").join(rung).join(HLS_MEDIA)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -208,6 +214,7 @@ impl Packager {
         if !self.playable && self.all_tracks_started() {
             self.write_master()?;
             self.write_mpd(false)?;
+            self.write_ll_mpd()?;
             self.playable = true;
             tracing::info!("playable: every track has its first segment; master playlist and MPD published");
             return Ok(true);
@@ -346,12 +353,8 @@ impl Packager {
         }
     }
 
-    fn write_mpd(&self, finished: bool) -> io::Result<()> {
-        // While encoding, no track is listed beyond the others: the audio encoder runs many seconds
-        // ahead of the video rungs, and a player given that much more audio plays on with the
-        // picture frozen at the video's edge (Chromium keeps the clock running on audio), then
-        // waits with its position seconds past the video it has.
-        let until = (!finished).then(|| self.dash_common_end());
+    /// An MPD of the tracks, listed up to `until` (`dash::TIMESCALE` units) when set.
+    fn mpd_body(&self, presentation: &Presentation, until: Option<u64>) -> String {
         let video: Vec<DashRep> = self
             .spec
             .renditions
@@ -365,6 +368,15 @@ impl Packager {
             .spec
             .has_audio
             .then(|| self.dash_rep(AUDIO_REP, self.spec.audio_bitrate_kbps as u64 * 1000, AUDIO_CODECS.into(), None, true, until));
+        dash::mpd(&video, audio.as_ref(), presentation, self.spec.segment_seconds.min(4))
+    }
+
+    fn write_mpd(&self, finished: bool) -> io::Result<()> {
+        // While encoding, no track is listed beyond the others: the audio encoder runs many seconds
+        // ahead of the video rungs, and a player given that much more audio plays on with the
+        // picture frozen at the video's edge (Chromium keeps the clock running on audio), then
+        // waits with its position seconds past the video it has.
+        let until = (!finished).then(|| self.dash_common_end());
         let presentation = if finished {
             let dur = self.dash.values().map(|t| t.total_s).fold(0.0, f64::max);
             Presentation::Static { duration: Duration::from_secs_f64(dur.max(0.001)) }
@@ -392,8 +404,29 @@ impl Packager {
                 utc_timing_url: self.spec.utc_timing_url.clone(),
             }
         };
-        let body = dash::mpd(&video, audio.as_ref(), &presentation, self.spec.segment_seconds.min(4));
-        write_atomic(&self.spec.out_dir.join(DASH_MPD), body.as_bytes())
+        let body = self.mpd_body(&presentation, until);
+        write_atomic(&self.spec.out_dir.join(DASH_MPD), body.as_bytes())?;
+        if finished && self.spec.ll.is_some() {
+            // The low-latency MPD of an ended broadcast is its VOD MPD.
+            write_atomic(&self.spec.out_dir.join(LL_MPD), body.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The low-latency MPD of a broadcast on air: number-addressed segments, so it changes only
+    /// when its representations do (playable, a rung dropped).
+    fn write_ll_mpd(&self) -> io::Result<()> {
+        let (Some(ll), Some(start)) = (&self.spec.ll, self.spec.live_start) else { return Ok(()) };
+        let Some(chunk_s) = ll.part_seconds() else { return Ok(()) };
+        let presentation = Presentation::LowLatency {
+            availability_start: start,
+            window: Duration::from_secs(LIVE_WINDOW_S),
+            segment_s: self.spec.segment_seconds as f64,
+            chunk_s,
+            target_latency_s: LL_DASH_TARGET_S,
+            utc_timing_url: self.spec.utc_timing_url.clone(),
+        };
+        write_atomic(&self.spec.out_dir.join(LL_MPD), self.mpd_body(&presentation, None).as_bytes())
     }
 
     /// Publishes the final VOD playlists, static MPD and master with measured bandwidths.

@@ -12,6 +12,7 @@
 //! in the broadcast's `LlStream` the moment its file is complete; cmafmux emits a chunk only once
 //! the chunk is whole, so a part is written in one go.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -112,7 +113,6 @@ pub(super) fn ll_cmaf_sink(spec: LlCmafSpec) -> Result<(gst::Element, gst::Eleme
 }
 
 fn write_all<'a>(w: &mut SegmentWriter, buffers: impl Iterator<Item = &'a gst::BufferRef>) -> std::io::Result<()> {
-    use std::io::Write;
     for b in buffers {
         let map = b.map_readable().map_err(|_| std::io::Error::other("unreadable buffer"))?;
         w.write_all(&map)?;
@@ -148,11 +148,19 @@ impl Writer {
         for w in [&mut open.clear, &mut open.whole, &mut part] {
             write_all(w, list.iter().skip(skip)).map_err(|e| format!("segment {}: {e}", open.number))?;
         }
+        // The clear copy is served while it grows (low-latency DASH): its chunk goes to disk now.
+        open.clear.flush().map_err(|e| format!("segment {}: {e}", open.number))?;
         part.finish().map_err(|e| format!("{}: {e}", part_path.display()))?;
+        let bytes = list.iter().skip(skip).map(|b| b.size() as u64).sum();
         let (number, index) = (open.number, open.parts);
         open.parts += 1;
         open.duration += duration;
-        self.spec.stream.add_part(&self.spec.rep, number, index, Part { duration: duration.nseconds() as f64 / 1e9, independent })?;
+        self.spec.stream.add_part(
+            &self.spec.rep,
+            number,
+            index,
+            Part { duration: duration.nseconds() as f64 / 1e9, independent, bytes },
+        )?;
         Ok(gst::FlowSuccess::Ok)
     }
 
