@@ -6,9 +6,10 @@ the same run) and writes it as Markdown and JSON under bench/results/. Not a tes
 asserts a time. Run through bench/run.sh, which installs the tools and builds the release binary.
 
 Environment: BENCH_RUNS (3), BENCH_SECONDS (60, source length), BENCH_UPLOAD_MB (2048),
-BENCH_SKIP (comma list of: ladder,ttfp,noisy,pair,stream,upload,serve,metrics,live), BENCH_LIVE_SECONDS (75,
-length of each live broadcast).
+BENCH_SKIP (comma list of: ladder,ttfp,noisy,pair,stream,upload,serve,metrics,live,lowlatency), BENCH_LIVE_SECONDS (75,
+length of each live broadcast), BENCH_LL_SECONDS (120, playback per low-latency player).
 """
+import collections
 import concurrent.futures
 import datetime
 import http.server
@@ -1042,6 +1043,125 @@ def bench_live(work):
             server.stop()
 
 
+LL_PLAY_SECONDS = int(os.environ.get("BENCH_LL_SECONDS", "120"))
+
+
+def held_requests(port, path, n, answered):
+    """`n` GETs of `path` sent at once (the server holds them: blocking playlist reload); each
+    answer's (time, status) is appended to `answered`."""
+    import asyncio
+
+    async def one():
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        await w.drain()
+        head = (await r.readline()).split()
+        answered.append((time.time(), head[1].decode() if len(head) > 1 else "?"))
+        await r.read()
+        w.close()
+
+    async def run():
+        await asyncio.gather(*[one() for _ in range(n)])
+    asyncio.run(run())
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_lowlatency(work):
+    """Low latency (#20): one 720p30 broadcast over RTMP (low latency is on by default), played in
+    Chromium for BENCH_LL_SECONDS each by hls.js in low-latency mode (LL-HLS), by dash.js in
+    low-latency mode (LL-DASH) and by dash.js on the standard MPD (the live issue's path); each
+    player reports its own glass-to-glass latency every half second (PROGRAM-DATE-TIME / the MPD's
+    wall-clock mapping against the clock) and its stalls. Then 1,000 blocking playlist requests
+    held at once: the server's extra memory while they wait, and how long one part's arrival
+    takes to answer them all (with the CPU it costs)."""
+    log(f"== low latency: a 720p30 broadcast over RTMP, {LL_PLAY_SECONDS} s in each player; 1,000 blocked playlist requests")
+    src = os.path.join(work, "ll-source.ts")
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "60",
+                    "-c:v", "libx264", "-preset", "veryfast", "-b:v", "3M", "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", "-b:a", "128k", src], check=True, timeout=900)
+    server = Server(work, CASCADE_LIVE_RECONNECT_S="1")
+    publisher = None
+    try:
+        stream = server.post_json("/api/live", {"title": "bench low latency"})
+        # The source looped, in real time, for as long as the players need.
+        publisher = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i", src, "-c", "copy",
+                                      "-f", "flv", f"{stream['rtmp_url']}/{stream['key']}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        rec = None
+        for _ in range(1200):
+            s = server.get(f"/api/live/{stream['id']}")
+            if s.get("video_id"):
+                rec = server.get(f"/api/videos/{s['video_id']}")
+                if rec["playable"]:
+                    break
+            time.sleep(0.05)
+        if not rec or not rec["playable"] or not rec["playback"].get("hls_low_latency"):
+            raise RuntimeError(f"the low-latency broadcast did not become playable: {rec}")
+        results = {}
+        for name, query in (("LL-HLS (hls.js low-latency mode)", ""), ("LL-DASH (dash.js low-latency mode)", "?player=lldash"),
+                            ("standard DASH (dash.js, live issue's MPD)", "?player=dash")):
+            out = subprocess.run(["node", os.path.join(ROOT, "bench", "player_latency.mjs"), server.url(""), rec["id"], query,
+                                  str(LL_PLAY_SECONDS)], capture_output=True, text=True, timeout=LL_PLAY_SECONDS + 180)
+            got = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {"samples": [], "stalls": [], "errors": [out.stderr[-500:]]}
+            results[name] = got
+            log(f"  {name}: {got.get('kind')}, {len(got['samples'])} samples, stalls {got['stalls'][:5]}, errors {got['errors'][:3]}")
+        base = results["standard DASH (dash.js, live issue's MPD)"]["samples"]
+        for name, got in results.items():
+            if not got["samples"]:
+                continue
+            for p, goal in ((50, 2.0), (95, 3.0)):
+                row("lowlatency", f"{name} glass-to-glass latency p{p}, in the player", percentile(got["samples"], p),
+                    percentile(base, p) if base else float("nan"), "s", "standard DASH in the same run",
+                    target=("abs_max", goal) if name.startswith("LL-") else None)
+            row("lowlatency", f"{name} stalls in {LL_PLAY_SECONDS} s", float(len(got["stalls"])), 0.0, "", "none",
+                target=("abs_max", 0) if name.startswith("LL-") else None)
+
+        # 1,000 blocking requests for a part two segments ahead, held until it lands.
+        ll = rec["playback"]["hls_low_latency"]
+        master = server.text(ll)
+        rung = [l for l in master.splitlines() if l and not l.startswith("#")][0]
+        media = ll.rsplit("/", 1)[0] + "/" + rung
+        last = max(int(m) for m in re.findall(r"seg(\d{5})\.\d+\.m4s", server.text(media)))
+        path = media.replace(server.url(""), "") + f"?_HLS_msn={last + 2}&_HLS_part=0"
+        before = []
+        for _ in range(60):
+            before.append(rss_mib(server.p.pid))
+            time.sleep(0.05)
+        answered, n = [], 1000
+        sent = time.time()
+        cpu0 = server.cpu_s()
+        t = threading.Thread(target=held_requests, args=(server.port, path, n, answered))
+        t.start()
+        held = []
+        while t.is_alive():
+            if not answered:
+                held.append(rss_mib(server.p.pid))
+            time.sleep(0.02)
+        cpu = server.cpu_s() - cpu0
+        ok = sum(1 for _, st in answered if st == "200")
+        times = sorted(a for a, _ in answered)
+        log(f"  held {n}: {ok} answered 200 after {times[0] - sent:.2f}–{times[-1] - sent:.2f} s; RSS {max(before):.0f} → {max(held):.0f} MiB")
+        row("lowlatency", f"{n} blocked playlist requests: extra server memory while held", max(held) - max(before), 50.0, "MiB",
+            "the issue's limit", target=("abs_max", 50))
+        row("lowlatency", f"{n} blocked playlist requests: first → last answer when the part lands", (times[-1] - times[0]) * 1000, 0.0, "ms",
+            "instant", better="lower")
+        row("lowlatency", f"{n} blocked playlist requests: server CPU from sending them to the last answer (ladder included)", cpu,
+            times[-1] - sent, "core·s", "the same time on one core")
+        if ok != n:
+            raise RuntimeError(f"only {ok} of {n} held requests were answered 200: {collections.Counter(st for _, st in answered)}")
+    finally:
+        if publisher and publisher.poll() is None:
+            publisher.kill()
+        server.stop()
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -1124,6 +1244,8 @@ def main():
             bench_metrics(src, work)
         if "live" not in SKIP:
             bench_live(work)
+        if "lowlatency" not in SKIP:
+            bench_lowlatency(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     now = datetime.datetime.now(datetime.timezone.utc)

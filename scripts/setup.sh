@@ -9,9 +9,9 @@ with_browser=0
 [[ "${1:-}" == "--with-browser" ]] && with_browser=1
 
 pkgs=(ca-certificates build-essential pkg-config curl
-  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice
   ffmpeg nodejs npm)
 ((with_browser)) && pkgs+=(chromium)
 

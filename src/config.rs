@@ -182,6 +182,10 @@ pub struct ServeArgs {
     /// Where publishers send live streams over SRT (`srt://HOST:PORT?streamid=KEY`, MPEG-TS), or `off`
     #[arg(long, env = "CASCADE_SRT_BIND", value_name = "ADDR|off", default_value = "0.0.0.0:8890", value_parser = optional_addr)]
     pub srt_bind: OptionalAddr,
+    /// The public address of this host for WebRTC (WHIP) publishers behind a 1:1 NAT: each of the
+    /// server's host ICE candidates is also offered with this address
+    #[arg(long, env = "CASCADE_WEBRTC_PUBLIC_IP", value_name = "IP")]
+    pub webrtc_public_ip: Option<std::net::IpAddr>,
     /// Live broadcasts at once (each runs a live ladder; uploads have their own slots)
     #[arg(long, env = "CASCADE_MAX_LIVE", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_live: u32,
@@ -369,6 +373,8 @@ pub struct Config {
     pub rtmp_bind: Option<SocketAddr>,
     /// `CASCADE_SRT_BIND`: the SRT listener, if any.
     pub srt_bind: Option<SocketAddr>,
+    /// `CASCADE_WEBRTC_PUBLIC_IP`: an address added to WHIP answers' host candidates.
+    pub webrtc_public_ip: Option<std::net::IpAddr>,
     /// `CASCADE_MAX_LIVE`: broadcasts at once.
     pub max_live: usize,
     /// `CASCADE_LIVE_MAX_KBPS`: a publisher's bit rate cap.
@@ -427,6 +433,7 @@ impl From<ServeArgs> for Config {
             webhook_allow_private: a.webhook_allow_private,
             rtmp_bind: a.rtmp_bind.0,
             srt_bind: a.srt_bind.0,
+            webrtc_public_ip: a.webrtc_public_ip,
             max_live: a.max_live as usize,
             live_max_kbps: a.live_max_kbps,
             live_max: Duration::from_secs(a.live_max_s),

@@ -55,6 +55,9 @@ pub enum AppError {
     /// timed out).
     #[error("{0}")]
     Unavailable(String),
+    /// Well-formed but not something the server can take (a WHIP offer without usable video).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     Token(#[from] crate::auth::token::TokenError),
     #[error("storage error: {0}")]
@@ -90,6 +93,7 @@ impl AppError {
             AppError::RangeNotSatisfiable(_) => "range_not_satisfiable",
             AppError::ShuttingDown => "shutting_down",
             AppError::Unavailable(_) => "unavailable",
+            AppError::Unprocessable(_) => "unprocessable",
             AppError::Token(_) => "forbidden",
             AppError::Store(_) => "store_error",
             AppError::Internal(_) => "internal_error",
@@ -118,6 +122,7 @@ impl AppError {
             AppError::Forbidden(_) | AppError::Token(_) => StatusCode::FORBIDDEN,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::ShuttingDown | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -1071,3 +1071,68 @@ async fn low_latency_hls_parts_blocking_reload_and_delta_updates() {
     let (status, _) = get_bytes(&server, &hinted).await;
     assert_eq!(status, 404, "parts are removed at the end");
 }
+
+/// A WHIP offer as Chromium makes one (fingerprint and ICE credentials made up), with `video`
+/// and `audio` sections as asked.
+fn whip_offer(video: bool, audio: bool) -> String {
+    let ice = "c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:actpass\r\na=sendonly\r\na=rtcp-mux\r\n";
+    let mut sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_string();
+    if audio {
+        sdp += &format!("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{ice}a=mid:0\r\na=rtpmap:111 opus/48000/2\r\n");
+    }
+    if video {
+        sdp += &format!("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n{ice}a=mid:1\r\na=rtpmap:96 VP8/90000\r\n");
+    }
+    sdp
+}
+
+#[tokio::test]
+async fn whip_offers_are_checked_before_anything_is_created() {
+    let server = Server::start(&[]).await;
+    let stream = new_stream(&server, "WHIP").await;
+    let (id, key) = (stream["id"].as_str().unwrap(), stream["key"].as_str().unwrap());
+    let url = server.url(&format!("/api/live/{id}/whip"));
+    let plain = reqwest::Client::new();
+    let post = |auth: Option<String>, content_type: &'static str, body: String| {
+        let mut r = plain.post(&url).header("content-type", content_type).body(body);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    let bearer = |k: &str| Some(format!("Bearer {k}"));
+    for (auth, content_type, body, want, why) in [
+        (None, "application/sdp", whip_offer(true, true), 401, "no key"),
+        (bearer("0123456789abcdef0123456789abcdef"), "application/sdp", whip_offer(true, true), 403, "a wrong key"),
+        (Some(format!("Basic {key}")), "application/sdp", whip_offer(true, true), 401, "not a bearer"),
+        (bearer(key), "text/plain", whip_offer(true, true), 415, "not SDP"),
+        (bearer(key), "application/sdp", "v=0\r\nthis is not SDP\r\n".to_string(), 400, "malformed SDP"),
+        (bearer(key), "application/sdp", "hello".to_string(), 400, "not SDP at all"),
+        (bearer(key), "application/sdp", whip_offer(false, true), 422, "no video"),
+        (bearer(key), "application/sdp", whip_offer(true, true).replace("VP8", "VP9"), 422, "no video Cascade takes"),
+        (bearer(key), "application/sdp", "v=0\r\n".to_string() + &"a=x\r\n".repeat(20_000), 413, "an offer over 64 KiB"),
+    ] {
+        let r = post(auth, content_type, body).await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "{why}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{why}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["code"].is_string() && e["message"].is_string(), "{why}: {e}");
+    }
+    // The key of another stream is not this stream's.
+    let other = new_stream(&server, "other").await;
+    let r = post(bearer(other["key"].as_str().unwrap()), "application/sdp", whip_offer(true, true)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // Nothing was created: both streams idle, no video.
+    for s in [id, other["id"].as_str().unwrap()] {
+        assert_eq!(get_stream(&server, s).await["status"], "idle");
+    }
+    let videos: Value = server.client.get(server.url("/api/videos")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(videos["videos"].as_array().map(Vec::len), Some(0), "{videos}");
+    // A session that does not exist: 404 with the key, 403 without the right one.
+    let end = server.url(&format!("/api/live/{id}/whip/00000000-0000-0000-0000-000000000000"));
+    assert_eq!(plain.delete(&end).header("authorization", format!("Bearer {key}")).send().await.unwrap().status().as_u16(), 404);
+    assert_eq!(plain.delete(&end).header("authorization", "Bearer nope").send().await.unwrap().status().as_u16(), 403);
+    assert_eq!(plain.delete(&end).send().await.unwrap().status().as_u16(), 401);
+}

@@ -67,6 +67,85 @@
       } catch (err) { fail(`Settings not saved: ${err.message}`); }
     });
     showSettings();
+    // Going live from this browser (WHIP): camera and microphone, previewed here, sent with
+    // WebRTC; the readout is how late the broadcast's own player (the preview below) shows it.
+    const camera = el('video', { class: 'camera', playsinline: '', hidden: '' });
+    camera.muted = true;
+    const goBrowser = el('button', { type: 'button', class: 'go-browser' }, 'Go live from this browser');
+    const stopBrowser = el('button', { type: 'button', class: 'danger stop-browser', hidden: '' }, 'Stop');
+    const latency = el('span', { class: 'muted latency', role: 'status' });
+    let webrtc = null;
+    const endWebrtc = () => {
+      if (!webrtc) return;
+      webrtc.pc.close();
+      webrtc.media.getTracks().forEach((t) => t.stop());
+      webrtc = null;
+      camera.srcObject = null;
+      camera.hidden = true;
+      goBrowser.hidden = false;
+      stopBrowser.hidden = true;
+      latency.textContent = '';
+    };
+    goBrowser.addEventListener('click', async () => {
+      goBrowser.disabled = true;
+      let media = null, pc = null;
+      try {
+        media = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } }, audio: true });
+        camera.srcObject = media;
+        camera.hidden = false;
+        camera.play().catch(() => {});
+        pc = new RTCPeerConnection();
+        for (const t of media.getTracks()) {
+          // The camera's resolution from the first frame (the broadcast's ladder is chosen from
+          // it), at up to 2.5 Mb/s: a WebRTC sender otherwise starts small and grows.
+          const sendEncodings = t.kind === 'video' ? [{ maxBitrate: 2500000 }] : undefined;
+          const tr = pc.addTransceiver(t, { direction: 'sendonly', streams: [media], sendEncodings });
+          if (t.kind === 'video') {
+            const p = tr.sender.getParameters();
+            p.degradationPreference = 'maintain-resolution';
+            await tr.sender.setParameters(p).catch(() => {});
+          }
+        }
+        await pc.setLocalDescription(await pc.createOffer());
+        // No trickle ICE: the offer goes with every candidate (or what 3 s gathered).
+        await new Promise((resolve) => {
+          if (pc.iceGatheringState === 'complete') { resolve(); return; }
+          pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') resolve(); });
+          setTimeout(resolve, 3000);
+        });
+        const r = await fetch(`/api/live/${encodeURIComponent(stream.id)}/whip`, {
+          method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${stream.key}` }, body: pc.localDescription.sdp,
+        });
+        if (r.status !== 201) throw new Error((await r.json().catch(() => ({}))).message || `HTTP ${r.status}`);
+        const location = r.headers.get('Location');
+        // Start near the target rate rather than at the browser's cautious default.
+        const answer = (await r.text()).replace(/^(a=fmtp:\d+ .*)$/gm, (l) => (/apt=/.test(l) || /opus/i.test(l) ? l : `${l};x-google-start-bitrate=1500`));
+        await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+        webrtc = { pc, media, location };
+        pc.addEventListener('connectionstatechange', () => { if (['failed', 'closed'].includes(pc.connectionState)) endWebrtc(); });
+        goBrowser.hidden = true;
+        stopBrowser.hidden = false;
+      } catch (e) {
+        if (pc) pc.close();
+        if (media) media.getTracks().forEach((t) => t.stop());
+        camera.hidden = true;
+        fail(`Cannot go live from this browser: ${e.message}`);
+      }
+      goBrowser.disabled = false;
+    });
+    stopBrowser.addEventListener('click', async () => {
+      const w = webrtc;
+      if (!w) return;
+      try { await fetch(w.location, { method: 'DELETE', headers: { Authorization: `Bearer ${stream.key}` } }); } catch (_) { /* the connection's end ends it too */ }
+      endWebrtc();
+    });
+    setInterval(() => {
+      const frame = preview.querySelector('iframe');
+      const player = webrtc && frame && frame.contentWindow && frame.contentWindow.cascadePlayer;
+      const s = player && player.latency ? player.latency() : NaN;
+      latency.textContent = webrtc ? (s > 0 ? `Viewers see you ${s.toFixed(1)} s after the camera.` : 'Connecting…') : '';
+    }, 1000);
+    const browserLive = el('div', { class: 'browser-live' }, el('p', {}, goBrowser, ' ', stopBrowser, ' ', latency), camera);
     const preview = el('div', { class: 'preview-live' });
     let previewOf = null;
     const srt = stream.srt_url ? el('p', {}, 'SRT (MPEG-TS): ', el('code', {}, stream.srt_url.replace(/streamid=.*/, 'streamid=…')), ' ',
@@ -79,6 +158,7 @@
       el('p', { class: 'muted' }, 'OBS: Settings → Stream → Service “Custom…”, Server and Stream Key as above. ',
         'Settings → Output: H.264 (x264 or hardware), keyframe interval 2 s, AAC audio.'),
       settings,
+      browserLive,
       preview,
       el('p', { class: 'actions' }, rotate, ' ', del));
     function update(next) {

@@ -400,5 +400,58 @@ pub fn routes(app: &Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Re
             rotate(app, caller, origin, id).await.map_err(reject)
         },
     );
-    create.or(list).or(key).or(one).or(patch).or(remove)
+    let bearer = || {
+        super::header_text("authorization").map(|h: Option<String>| {
+            h.and_then(|h| {
+                let (scheme, value) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| value.trim().to_string())
+            })
+        })
+    };
+    let whip = warp::path!("api" / "live" / String / "whip")
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(bearer())
+        .and(super::header_text("content-type"))
+        .and(warp::body::stream())
+        .and_then(|id, app: Arc<App>, key, content_type, body| async move {
+            let offer = tokio::time::timeout(std::time::Duration::from_secs(30), super::read_limited(body, crate::live::whip::MAX_OFFER))
+                .await
+                .map_err(|_| reject(AppError::RequestTimeout("the SDP offer did not arrive within 30 s".into())))?
+                .map_err(reject)?;
+            crate::live::whip::offer(app, id, key, content_type, offer).await.map_err(reject)
+        });
+    let whip_end = warp::path!("api" / "live" / String / "whip" / String)
+        .and(warp::delete())
+        .and(with_app(app.clone()))
+        .and(bearer())
+        .and_then(|id, session, app: Arc<App>, key| async move { crate::live::whip::end(app, id, session, key).await.map_err(reject) });
+    create.or(list).or(key).or(whip).or(whip_end).or(one).or(patch).or(remove)
 }
+
+/// WHIP (RFC 9725): go live with WebRTC, from Cascade's Go live page or any WHIP client.
+#[utoipa::path(post, path = "/api/live/{id}/whip", tag = "live", params(("id" = String, Path, description = "The stream's id")),
+    request_body(content = String, content_type = "application/sdp", description = "The SDP offer (no trickle ICE): H.264 (packetization-mode 1) or VP8 video, Opus audio"),
+    responses((status = 201, description = "The SDP answer; `Location` is the session, to DELETE to end the broadcast", body = String, content_type = "application/sdp"),
+        (status = 400, description = "`bad_request`: a malformed SDP offer", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no stream key (send it as `Authorization: Bearer KEY`)", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not this stream's key", body = ErrorBody),
+        (status = 409, description = "`conflict`: the stream is already live", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: an offer over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/sdp`", body = ErrorBody),
+        (status = 422, description = "`unprocessable`: no video Cascade can take (H.264 packetization-mode 1, or VP8)", body = ErrorBody),
+        (status = 503, description = "`unavailable`: no live slot is free", body = ErrorBody)),
+    security(()))]
+#[allow(dead_code)]
+pub(super) fn whip_offer() {}
+
+/// Ends a WHIP broadcast (it becomes a video).
+#[utoipa::path(delete, path = "/api/live/{id}/whip/{session}", tag = "live",
+    params(("id" = String, Path, description = "The stream's id"), ("session" = String, Path, description = "The session, from the offer's `Location`")),
+    responses((status = 200, description = "The broadcast ends"),
+        (status = 401, description = "`unauthorized`: no stream key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not this stream's key", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such session", body = ErrorBody)),
+    security(()))]
+#[allow(dead_code)]
+pub(super) fn whip_end() {}

@@ -81,7 +81,7 @@ fn json_body<T: serde::de::DeserializeOwned + Send>() -> impl Filter<Extract = (
 }
 
 /// A whole body of at most `limit` bytes.
-async fn read_limited<S, B>(body: S, limit: usize) -> Result<bytes::Bytes, AppError>
+pub(crate) async fn read_limited<S, B>(body: S, limit: usize) -> Result<bytes::Bytes, AppError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,

@@ -97,6 +97,7 @@ pub struct VideoId(
         play, play_preflight,
         super::webhooks::create, super::webhooks::list, super::webhooks::get, super::webhooks::delete, super::webhooks::deliveries,
         super::live::create, super::live::list, super::live::get, super::live::edit, super::live::delete, super::live::rotate,
+        super::live::whip_offer, super::live::whip_end,
         super::embed::oembed, embed_page,
         metrics, openapi_json, docs_page,
         page_index, page_upload, page_login, page_setup, page_signup, page_account, page_admin, page_live, page_watch, asset, vendor,

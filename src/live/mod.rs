@@ -10,6 +10,7 @@ pub mod broadcast;
 pub mod flv;
 pub mod rtmp;
 pub mod srt;
+pub mod whip;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub struct Live {
     srt_addr: OnceLock<SocketAddr>,
     /// Low-latency HLS state of the broadcasts on air.
     pub ll: crate::packaging::llhls::Registry,
+    /// WHIP sessions.
+    pub whip: whip::Sessions,
 }
 
 impl Live {
@@ -45,6 +48,7 @@ impl Live {
             slots: Arc::new(tokio::sync::Semaphore::new(max_live)),
             rtmp_addr: OnceLock::new(),
             ll: Default::default(),
+            whip: Default::default(),
             srt_addr: OnceLock::new(),
         }
     }

@@ -42,6 +42,23 @@ const OVERLOAD_WAIT: Duration = Duration::from_secs(10);
 /// Chunks between the listener and a session (appsink samples of 4 KiB and up).
 const SESSION_DEPTH: usize = 1024;
 
+/// What a byte-stream publisher sends: a container the broadcast's pipeline demuxes, probed
+/// before the broadcast starts.
+pub(super) struct Container {
+    /// The caps of the bytes (the pipeline's `appsrc`).
+    pub caps: &'static str,
+    /// The container's name for a record whose probe failed.
+    pub name: &'static str,
+    /// Who sends it, for messages ("the SRT caller").
+    pub who: &'static str,
+    /// How long before its first byte arrived its first media was captured.
+    pub lead: Duration,
+}
+
+/// MPEG-TS from an SRT caller.
+const MPEG_TS: Container =
+    Container { caps: "video/mpegts,systemstream=true", name: "mpegts", who: "the SRT caller", lead: Duration::ZERO };
+
 /// The listener's shared state: the session receiving data now, and a request to drop the caller.
 struct Lobby {
     session: Mutex<Option<mpsc::Sender<Bytes>>>,
@@ -185,7 +202,7 @@ fn end_session(lobby: &Lobby) {
 async fn session(app: Arc<App>, lobby: Arc<Lobby>, claim: NewBroadcast, mut rx: mpsc::Receiver<Bytes>) {
     let kick = claim.air.kick.clone();
     let result = tokio::select! {
-        r = feed(&app, claim, &mut rx) => r,
+        r = feed(&app, claim, &mut rx, &MPEG_TS) => r,
         _ = kick.notified() => Err("the stream was deleted".to_string()),
     };
     match result {
@@ -197,8 +214,9 @@ async fn session(app: Arc<App>, lobby: Arc<Lobby>, claim: NewBroadcast, mut rx: 
     }
 }
 
-/// Probes the first bytes, starts the broadcast, and forwards the rest. `Ok` when the caller left.
-async fn feed(app: &Arc<App>, claim: NewBroadcast, rx: &mut mpsc::Receiver<Bytes>) -> Result<(), String> {
+/// Probes the first bytes, starts the broadcast, and forwards the rest. `Ok` when the publisher
+/// left (its channel closed).
+pub(super) async fn feed(app: &Arc<App>, claim: NewBroadcast, rx: &mut mpsc::Receiver<Bytes>, c: &Container) -> Result<(), String> {
     let mut held: Vec<Bytes> = Vec::new();
     let mut size = 0usize;
     let mut first: Option<Instant> = None;
@@ -217,16 +235,16 @@ async fn feed(app: &Arc<App>, claim: NewBroadcast, rx: &mut mpsc::Receiver<Bytes
     let media = probe_held(app, &held).await;
     let (media, failure) = match media {
         Ok(m) if m.video.is_some() => (m, None),
-        Ok(m) => (m, Some(JobFailure::LiveNoVideo("the SRT caller sent no video".into()))),
+        Ok(m) => (m, Some(JobFailure::LiveNoVideo(format!("{} sent no video", c.who)))),
         Err(e) => (
-            MediaInfo { duration_s: 0.0, container: Some("mpegts".into()), video: None, audio: None },
-            Some(JobFailure::LiveCodec(format!("the SRT caller's stream cannot be decoded: {e}"))),
+            MediaInfo { duration_s: 0.0, container: Some(c.name.into()), video: None, audio: None },
+            Some(JobFailure::LiveCodec(format!("{}'s stream cannot be decoded: {e}", c.who))),
         ),
     };
     let media = MediaInfo { duration_s: 0.0, ..media };
-    let first_media =
-        chrono::Utc::now() - first.map_or(chrono::Duration::zero(), |t| chrono::Duration::from_std(t.elapsed()).unwrap_or_default());
-    let feed = broadcast::start(app, claim, media, "video/mpegts,systemstream=true", first_media).await.map_err(|e| e.to_string())?;
+    let since_first = first.map_or(Duration::ZERO, |t| t.elapsed()) + c.lead;
+    let first_media = chrono::Utc::now() - chrono::Duration::from_std(since_first).unwrap_or_default();
+    let feed = broadcast::start(app, claim, media, c.caps, first_media).await.map_err(|e| e.to_string())?;
     if let Some(f) = failure {
         let message = f.to_string();
         if let Ok(mut slot) = feed.failure.lock() {

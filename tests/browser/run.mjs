@@ -94,7 +94,9 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
+    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required',
+    // A fake camera and microphone, granted without asking (going live from the browser).
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
 });
 const foreign = [];
 // A browser context whose requests to any other host are recorded (the last scenario fails on them).
@@ -695,6 +697,96 @@ await scenario('live low latency: hls.js and dash.js in low-latency mode play 60
   } finally {
     ff.kill('SIGKILL');
   }
+}, liveContext);
+
+// Going live from the browser (WHIP): the Go live page sends Chromium's fake camera and
+// microphone with WebRTC; a second page plays the broadcast (low latency), the page shows how late
+// viewers see it, and after Stop the broadcast is a video.
+await scenario('live from the browser: the Go live page goes live over WHIP; another page plays it; it ends as a video', 300000, async () => {
+  const context = liveContext;
+  const stream = await api('/api/live', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ title: 'Browser WHIP' }) });
+  const go = await context.newPage();
+  let id;
+  try {
+    // Logged in here (also when this scenario runs alone).
+    await go.goto(`${BASE}/login?next=/live`);
+    await go.fill('#username', USER);
+    await go.fill('#password', userPassword);
+    await go.click('#login-button');
+    await go.waitForURL(`${BASE}/live`, { timeout: 20000 });
+    const panel = go.locator(`section.stream[data-id="${stream.id}"]`);
+    await panel.waitFor({ timeout: 20000 });
+    await panel.getByRole('button', { name: 'Go live from this browser' }).click();
+    await panel.locator('video.camera').waitFor({ state: 'visible', timeout: 20000 });
+    const rec = await livePlayable(stream.id, 'the WHIP broadcast to be playable');
+    id = rec.id;
+    const page = await context.newPage();
+    try {
+      await page.goto(`${BASE}/watch/${rec.id}`);
+      await playsPast(page, 3, 60000);
+      const kind = await page.evaluate(() => window.cascadePlayer.kind);
+      if (kind !== 'llhls') throw new Error(`the watch page chose ${kind}`);
+    } finally {
+      await page.close();
+    }
+    await waitFor('the Go live page to say how late viewers see it', async () => /Viewers see you [\d.]+ s after the camera/.test(await panel.locator('.latency').textContent()), 60000);
+    console.log(`#   ${await panel.locator('.latency').textContent()}`);
+    await panel.getByRole('button', { name: 'Stop' }).click();
+    await panel.getByRole('button', { name: 'Go live from this browser' }).waitFor({ timeout: 20000 });
+  } finally {
+    await go.close();
+  }
+  const vod = await ready(id, 120000);
+  console.log(`#   the page's broadcast: ${vod.source.video_codec} + ${vod.source.audio_codec}, ${vod.source.width}x${vod.source.height}`);
+  await playsAsVideo(context, id, 'dash');
+
+  // Any WHIP client: one that offers H.264 only (Chromium's own encoder) goes live the same way.
+  const client = await context.newPage();
+  let h264;
+  try {
+    await client.goto(`${BASE}/healthz`);
+    const location = await client.evaluate(async ({ id, key }) => {
+      const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+      const pc = new RTCPeerConnection();
+      window.whip = { pc, media };
+      for (const t of media.getTracks()) {
+        const tr = pc.addTransceiver(t, { direction: 'sendonly', streams: [media] });
+        if (t.kind === 'video') {
+          tr.setCodecPreferences(RTCRtpSender.getCapabilities('video').codecs
+            .filter((c) => c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine || '')));
+        }
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((r) => { pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r(); setTimeout(r, 3000); });
+      const r = await fetch(`/api/live/${id}/whip`, { method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${key}` }, body: pc.localDescription.sdp });
+      if (r.status !== 201) throw new Error(`WHIP: HTTP ${r.status} ${await r.text()}`);
+      await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+      return r.headers.get('Location');
+    }, { id: stream.id, key: stream.key });
+    const rec = await waitFor('the H.264 WHIP broadcast to be playable', async () => {
+      const s = await api(`/api/live/${stream.id}`);
+      if (!s.video_id || s.video_id === id) return false;
+      const r = await api(`/api/videos/${s.video_id}`);
+      if (r.status === 'failed') throw new Error(`failed: ${JSON.stringify(r.error)}`);
+      return r.playable && r;
+    }, 60000, 200);
+    h264 = rec.id;
+    const page = await context.newPage();
+    try {
+      await page.goto(`${BASE}/watch/${h264}`);
+      await playsPast(page, 2, 60000);
+    } finally {
+      await page.close();
+    }
+    // WHIP's DELETE on the session ends it.
+    const status = await client.evaluate(async ({ location, key }) => (await fetch(location, { method: 'DELETE', headers: { Authorization: `Bearer ${key}` } })).status, { location, key: stream.key });
+    if (status !== 200) throw new Error(`DELETE of the WHIP session: HTTP ${status}`);
+  } finally {
+    await client.close();
+  }
+  const vod2 = await ready(h264, 120000);
+  if (!/264/.test(vod2.source.video_codec)) throw new Error(`the H.264 client's broadcast has ${vod2.source.video_codec}`);
+  console.log(`#   the H.264 client's broadcast: ${vod2.source.video_codec} + ${vod2.source.audio_codec}`);
 }, liveContext);
 await liveContext.close();
 
