@@ -1112,6 +1112,8 @@ def bench_lowlatency(work):
             got = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {"samples": [], "stalls": [], "errors": [out.stderr[-500:]]}
             results[name] = got
             log(f"  {name}: {got.get('kind')}, {len(got['samples'])} samples, stalls {got['stalls'][:5]}, errors {got['errors'][:3]}")
+        s = server.get(f"/api/live/{stream['id']}")
+        log(f"  the broadcast: encoder speed {s.get('encoder_speed')}, dropped renditions {s.get('dropped_renditions') or 'none'}")
         base = results["standard DASH (dash.js, live issue's MPD)"]["samples"]
         for name, got in results.items():
             if not got["samples"]:
@@ -1156,6 +1158,41 @@ def bench_lowlatency(work):
             times[-1] - sent, "core·s", "the same time on one core")
         if ok != n:
             raise RuntimeError(f"only {ok} of {n} held requests were answered 200: {collections.Counter(st for _, st in answered)}")
+
+        # WHIP → LL-HLS: the same stream, now from Chromium's fake camera over WebRTC.
+        publisher.kill()
+        publisher.wait()
+        first_video = rec["id"]
+        for _ in range(1200):
+            if server.get(f"/api/live/{stream['id']}")["status"] == "idle":
+                break
+            time.sleep(0.1)
+        whip = subprocess.Popen(["node", os.path.join(ROOT, "bench", "whip_publish.mjs"), server.url(""), stream["id"], stream["key"],
+                                 str(LL_PLAY_SECONDS + 60)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wrec = None
+            for _ in range(1200):
+                s = server.get(f"/api/live/{stream['id']}")
+                if s.get("video_id") and s["video_id"] != first_video and s["status"] == "live":
+                    wrec = server.get(f"/api/videos/{s['video_id']}")
+                    if wrec["playable"]:
+                        break
+                time.sleep(0.05)
+            if not wrec or not wrec["playable"]:
+                raise RuntimeError(f"the WHIP broadcast did not become playable: {wrec}; {whip.stderr.read() if whip.poll() is not None else ''}")
+            out = subprocess.run(["node", os.path.join(ROOT, "bench", "player_latency.mjs"), server.url(""), wrec["id"], "",
+                                  str(LL_PLAY_SECONDS)], capture_output=True, text=True, timeout=LL_PLAY_SECONDS + 180)
+            got = json.loads(out.stdout.strip().splitlines()[-1])
+            log(f"  WHIP → LL-HLS: {got.get('kind')}, {len(got['samples'])} samples, stalls {got['stalls'][:5]}, errors {got['errors'][:3]}; "
+                f"source {wrec.get('source')}")
+            if got["samples"]:
+                for p, goal in ((50, 2.0), (95, 3.0)):
+                    row("lowlatency", f"WHIP (Chromium, 640x360) → LL-HLS glass-to-glass latency p{p}, in the player", percentile(got["samples"], p),
+                        percentile(base, p) if base else float("nan"), "s", "standard DASH of the RTMP broadcast", target=("abs_max", goal))
+                row("lowlatency", f"WHIP → LL-HLS stalls in {LL_PLAY_SECONDS} s", float(len(got["stalls"])), 0.0, "", "none", target=("abs_max", 0))
+        finally:
+            if whip.poll() is None:
+                whip.kill()
     finally:
         if publisher and publisher.poll() is None:
             publisher.kill()

@@ -1070,6 +1070,9 @@ async fn low_latency_hls_parts_blocking_reload_and_delta_updates() {
     assert!((total - 24.0).abs() <= 0.5, "published 24 s, listed {total} s:\n{text}");
     let (status, _) = get_bytes(&server, &hinted).await;
     assert_eq!(status, 404, "parts are removed at the end");
+    // A player without low-latency support (ffmpeg's HLS demuxer) plays the same master: fMP4
+    // segments, AES-128, the audio as its own rendition.
+    ffmpeg_decode(&ll).await.expect("the low-latency playlists decode as ordinary HLS");
 }
 
 /// A WHIP offer as Chromium makes one (fingerprint and ICE credentials made up), with `video`

@@ -238,8 +238,11 @@
     else player.initialize(video, dashUrl, true, 0);
     window.cascadePlayer.dash = player;
     // Glass-to-glass latency: dash.js maps media time to the wall clock (availabilityStartTime,
-    // synchronised with Cascade's /api/time).
-    if (v.live) window.cascadePlayer.latency = () => player.getCurrentLiveLatency();
+    // synchronised with Cascade's /api/time). The standard MPD's availabilityStartTime is one
+    // segment before the first media (every listed segment counts as available), the
+    // low-latency one's is the first media itself.
+    const astLead = kind === 'lldash' ? 0 : segmentSeconds;
+    if (v.live) window.cascadePlayer.latency = () => player.getCurrentLiveLatency() - astLead;
     // Stall watchdog: if playback makes no progress for 5 s while not paused and more video than
     // that is already encoded, the stream is loaded again at that position. dash.js has stopped for
     // good on the growing MPD with later segments listed, for a cause not pinned down. Waiting at

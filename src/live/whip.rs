@@ -40,6 +40,8 @@ use crate::error::AppError;
 
 /// The largest SDP offer taken (a browser's is 5–10 KiB).
 pub const MAX_OFFER: usize = 64 * 1024;
+/// How long webrtcbin may take to take the offer, make the answer, or take it.
+const PROMISE_WAIT: Duration = Duration::from_secs(5);
 /// How long ICE gathering may take before the answer is sent with what was gathered.
 const GATHER_WAIT: Duration = Duration::from_secs(5);
 /// webrtcbin's jitter buffer latency (its default): media leave it this much after arrival.
@@ -375,19 +377,18 @@ fn answer(sdp: &str, has_audio: bool, tx: mpsc::Sender<Bytes>) -> Result<(gst::P
         let _ = pipeline.set_state(gst::State::Null);
         m
     };
-    let promise = gst::Promise::new();
+    let (promise, reply) = new_promise();
     webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
-    wait(&promise).map_err(|e| fail(format!("the offer was not taken: {e}")))?;
-    let promise = gst::Promise::new();
+    wait(&promise, &reply).map_err(|e| fail(format!("the offer was not taken: {e}")))?;
+    let (promise, reply) = new_promise();
     webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
-    wait(&promise).map_err(|e| fail(format!("no answer: {e}")))?;
-    let answer = promise
-        .get_reply()
+    let answer = wait(&promise, &reply)
+        .map_err(|e| fail(format!("no answer: {e}")))?
         .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
         .ok_or_else(|| fail("webrtcbin made no answer".into()))?;
-    let promise = gst::Promise::new();
+    let (promise, reply) = new_promise();
     webrtc.emit_by_name::<()>("set-local-description", &[&answer, &promise]);
-    wait(&promise).map_err(|e| fail(format!("the answer was not taken: {e}")))?;
+    wait(&promise, &reply).map_err(|e| fail(format!("the answer was not taken: {e}")))?;
     // No trickle ICE: the answer carries every candidate gathered.
     let deadline = Instant::now() + GATHER_WAIT;
     while webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state") != gst_webrtc::WebRTCICEGatheringState::Complete
@@ -402,14 +403,27 @@ fn answer(sdp: &str, has_audio: bool, tx: mpsc::Sender<Bytes>) -> Result<(gst::P
     Ok((pipeline, text))
 }
 
-/// Waits for a promise (bounded); Err with what it said when it did not reply.
-fn wait(promise: &gst::Promise) -> Result<(), String> {
-    match promise.wait() {
-        gst::PromiseResult::Replied => match promise.get_reply() {
-            Some(r) if r.has_field("error") => Err(format!("{:?}", r.value("error").ok())),
-            _ => Ok(()),
-        },
-        other => Err(format!("{other:?}")),
+/// What a promise replied: its structure, if any, or why it did not.
+type Reply = std::sync::mpsc::Receiver<Result<Option<gst::Structure>, String>>;
+
+/// A promise of webrtcbin's whose reply comes through a channel (so waiting for it is bounded).
+fn new_promise() -> (gst::Promise, Reply) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let p = gst::Promise::with_change_func(move |r| {
+        let _ = tx.try_send(r.map(|s| s.map(|s| s.to_owned())).map_err(|e| format!("{e:?}")));
+    });
+    (p, rx)
+}
+
+/// Waits for a promise, `PROMISE_WAIT` at most; Err when it said an error or did not reply.
+fn wait(promise: &gst::Promise, reply: &Reply) -> Result<Option<gst::Structure>, String> {
+    match reply.recv_timeout(PROMISE_WAIT) {
+        Ok(Ok(Some(r))) if r.has_field("error") => Err(format!("{:?}", r.value("error").ok())),
+        Ok(r) => r,
+        Err(_) => {
+            promise.interrupt();
+            Err(format!("webrtcbin did not reply within {} s", PROMISE_WAIT.as_secs()))
+        }
     }
 }
 

@@ -102,7 +102,7 @@ pub enum Progress {
     Complete(u64),
     /// Being written: its first `bytes` are complete chunks.
     Writing(u64),
-    /// Not started, but the next one.
+    /// Not started, but one of the next two.
     Next,
     /// Not of this broadcast (any more), or not the next.
     Unknown,
@@ -284,8 +284,10 @@ impl LlStream {
                 let bytes = x.parts.iter().map(|p| p.bytes).sum();
                 return if x.duration.is_some() { Progress::Complete(bytes) } else { Progress::Writing(bytes) };
             }
+            // A player whose clock runs a little ahead of the encoder may ask for a segment or
+            // two before it starts (as LL-HLS allows `_HLS_msn` two ahead): held, not refused.
             let next = segs.last().map_or(0, |l| l.number + 1);
-            if !s.finished && segment == next {
+            if !s.finished && (next..=next + 1).contains(&segment) {
                 Progress::Next
             } else {
                 Progress::Unknown
@@ -550,9 +552,11 @@ mod tests {
         assert_eq!(s.part_state("360p", 0, 2), Wait::Unknown);
         assert_eq!(s.progress("360p", 0), Progress::Writing(100));
         assert_eq!(s.progress("360p", 1), Progress::Next);
+        assert_eq!(s.progress("360p", 2), Progress::Next);
+        assert_eq!(s.progress("360p", 3), Progress::Unknown);
         s.complete_segment("360p", 0, 0.5);
         assert_eq!(s.progress("360p", 0), Progress::Complete(100));
-        assert_eq!(s.progress("360p", 2), Progress::Unknown);
+        assert_eq!(s.progress("360p", 3), Progress::Unknown);
         assert_eq!(s.wait_state("360p", 0, None), Wait::Ready);
         assert_eq!(s.part_state("360p", 1, 0), Wait::Pending);
         // Out of order is refused, and changes nothing.

@@ -93,8 +93,8 @@ fn segment_name(file: &str) -> Option<u64> {
     file.strip_prefix("seg")?.strip_suffix(".m4s")?.parse().ok()
 }
 
-/// A DASH segment of `rep` that is being written (or is the next): its chunks as they are
-/// written, then the end of the body once it is complete. `None`: complete (or not coming), to be
+/// A DASH segment of `rep` that is being written (or is one of the next two): its chunks as they
+/// are written, then the end of the body once it is complete. `None`: complete (or not coming), to be
 /// served from disk.
 fn growing_segment(stream: Arc<LlStream>, dir: PathBuf, rep: &str, number: u64) -> Option<warp::reply::Response> {
     if !matches!(stream.progress(rep, number), Progress::Writing(_) | Progress::Next) {
