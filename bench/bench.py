@@ -313,11 +313,7 @@ class Server:
             raise RuntimeError(f"PATCH: {r.status}")
 
     def peak_rss_mib(self):
-        with open(f"/proc/{self.p.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        return status_mib(self.p.pid, "VmHWM")
 
     def stop(self, keep_data=False):
         self.p.send_signal(signal.SIGTERM)
@@ -1065,12 +1061,17 @@ def held_requests(port, path, n, answered):
     asyncio.run(run())
 
 
-def rss_mib(pid):
+def status_mib(pid, field):
+    """A size field of /proc/PID/status (`VmRSS`, `VmHWM`) in MiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mib(pid):
+    return status_mib(pid, "VmRSS")
 
 
 def bench_lowlatency(work):

@@ -59,8 +59,9 @@ pub struct Variant {
     pub frame_rate: f64,
 }
 
-/// Renders the master playlist, highest bandwidth first.
-pub fn master_playlist(variants: &[Variant]) -> Vec<u8> {
+/// The variant streams of a master playlist, highest bandwidth first; `audio`: the group of the
+/// audio rendition they play with (fMP4, where the audio is a track of its own).
+pub fn variant_streams(variants: &[Variant], audio: Option<&str>) -> Vec<VariantStream> {
     let mut v: Vec<VariantStream> = variants
         .iter()
         .map(|v| VariantStream {
@@ -70,11 +71,18 @@ pub fn master_playlist(variants: &[Variant]) -> Vec<u8> {
             codecs: Some(v.codecs.clone()),
             resolution: Some(Resolution { width: v.width as u64, height: v.height as u64 }),
             frame_rate: Some((v.frame_rate * 1000.0).round() / 1000.0),
+            audio: audio.map(str::to_string),
             ..Default::default()
         })
         .collect();
     v.sort_by_key(|x| std::cmp::Reverse(x.bandwidth));
-    let pl = MasterPlaylist { version: Some(3), variants: v, independent_segments: true, ..Default::default() };
+    v
+}
+
+/// Renders the master playlist, highest bandwidth first.
+pub fn master_playlist(variants: &[Variant]) -> Vec<u8> {
+    let pl =
+        MasterPlaylist { version: Some(3), variants: variant_streams(variants, None), independent_segments: true, ..Default::default() };
     let mut out = Vec::new();
     pl.write_to(&mut out).expect("writing to a Vec cannot fail");
     out

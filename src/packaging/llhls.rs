@@ -17,10 +17,10 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use m3u8_rs::{AlternativeMedia, AlternativeMediaType, MasterPlaylist, Resolution, VariantStream};
+use m3u8_rs::{AlternativeMedia, AlternativeMediaType, MasterPlaylist};
 use tokio::sync::watch;
 
-use super::hls::{KeyLine, Variant};
+use super::hls::{variant_streams, KeyLine, Variant};
 use super::{AUDIO_REP, DASH_INIT};
 
 /// Directory of the low-latency tree under a video's media dir: `ll/{rep}.m3u8` (rendered on
@@ -401,20 +401,7 @@ fn render(s: &State, rep: &str, skip: bool) -> Option<String> {
 /// The low-latency master playlist: the video rungs as variants of one audio group (the audio
 /// is a track of its own in fMP4). Bandwidths and codecs are the variants' (with the audio's).
 pub fn master_playlist(variants: &[Variant], with_audio: bool) -> Vec<u8> {
-    let mut v: Vec<VariantStream> = variants
-        .iter()
-        .map(|v| VariantStream {
-            uri: v.uri.clone(),
-            bandwidth: v.bandwidth,
-            average_bandwidth: Some(v.average_bandwidth),
-            codecs: Some(v.codecs.clone()),
-            resolution: Some(Resolution { width: v.width as u64, height: v.height as u64 }),
-            frame_rate: Some((v.frame_rate * 1000.0).round() / 1000.0),
-            audio: with_audio.then(|| AUDIO_GROUP.to_string()),
-            ..Default::default()
-        })
-        .collect();
-    v.sort_by_key(|x| std::cmp::Reverse(x.bandwidth));
+    let v = variant_streams(variants, with_audio.then_some(AUDIO_GROUP));
     let alternatives = match with_audio {
         true => vec![AlternativeMedia {
             media_type: AlternativeMediaType::Audio,
