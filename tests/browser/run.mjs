@@ -699,6 +699,8 @@ await scenario('live low latency: hls.js and dash.js in low-latency mode play 60
   } finally {
     ff.kill('SIGKILL');
   }
+  // The broadcast ends (a video) and frees the server's live slot for the next scenario.
+  await ready((await api(`/api/live/${stream.id}`)).video_id, 120000);
 }, liveContext);
 
 // Going live from the browser (WHIP): the Go live page sends Chromium's fake camera and
@@ -720,7 +722,9 @@ await scenario('live from the browser: the Go live page goes live over WHIP; ano
     await panel.waitFor({ timeout: 20000 });
     await panel.getByRole('button', { name: 'Go live from this browser' }).click();
     await panel.locator('video.camera').waitFor({ state: 'visible', timeout: 20000 });
-    const rec = await livePlayable(stream.id, 'the WHIP broadcast to be playable');
+    const rec = await livePlayable(stream.id, 'the WHIP broadcast to be playable').catch(async (e) => {
+      throw new Error(`${e.message}; the page says: ${await go.locator('#error').textContent()}`);
+    });
     id = rec.id;
     const page = await context.newPage();
     try {
