@@ -945,6 +945,20 @@ def live_anchor(src, work):
     return latencies(listed, first[0], stopped), cpu, listed[0][0] - pub_start
 
 
+def wait_playable(server, stream_id, seconds=60, after=None):
+    """The video record of stream `stream_id`'s broadcast once it is playable (a broadcast other
+    than video `after`, when given), polled every 50 ms; None after `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        s = server.get(f"/api/live/{stream_id}")
+        if s.get("video_id") and s["video_id"] != after:
+            rec = server.get(f"/api/videos/{s['video_id']}")
+            if rec["playable"]:
+                return rec
+        time.sleep(0.05)
+    return None
+
+
 def bench_live(work):
     """Live (#19): the same 1080p30 broadcast published in real time to Cascade over RTMP, over
     SRT, and (one after the other, so each has the machine) to a plain ffmpeg HLS ladder: the
@@ -973,17 +987,10 @@ def bench_live(work):
             cpu0 = server.cpu_s()
             pub_start = time.time()
             publisher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            vid, rec = None, None
-            while time.time() - pub_start < 60:
-                s = server.get(f"/api/live/{stream['id']}")
-                if s.get("video_id"):
-                    vid = s["video_id"]
-                    rec = server.get(f"/api/videos/{vid}")
-                    if rec["playable"]:
-                        break
-                time.sleep(0.05)
-            if not rec or not rec["playable"]:
-                raise RuntimeError(f"{proto}: the broadcast did not become playable: {rec}")
+            rec = wait_playable(server, stream["id"], 60 - (time.time() - pub_start))
+            if not rec:
+                raise RuntimeError(f"{proto}: the broadcast did not become playable")
+            vid = rec["id"]
             ttfp = time.time() - pub_start
             absolute = lambda u: server.url(u) if u.startswith("/") else u
             # The publisher's first media reached Cascade at the live MPD's availabilityStartTime
@@ -1095,15 +1102,8 @@ def bench_lowlatency(work):
         # The source looped, in real time, for as long as the players need.
         publisher = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i", src, "-c", "copy",
                                       "-f", "flv", f"{stream['rtmp_url']}/{stream['key']}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        rec = None
-        for _ in range(1200):
-            s = server.get(f"/api/live/{stream['id']}")
-            if s.get("video_id"):
-                rec = server.get(f"/api/videos/{s['video_id']}")
-                if rec["playable"]:
-                    break
-            time.sleep(0.05)
-        if not rec or not rec["playable"] or not rec["playback"].get("hls_low_latency"):
+        rec = wait_playable(server, stream["id"])
+        if not rec or not rec["playback"].get("hls_low_latency"):
             raise RuntimeError(f"the low-latency broadcast did not become playable: {rec}")
         results = {}
         for name, query in (("LL-HLS (hls.js low-latency mode)", ""), ("LL-DASH (dash.js low-latency mode)", "?player=lldash"),
@@ -1171,15 +1171,8 @@ def bench_lowlatency(work):
         whip = subprocess.Popen(["node", os.path.join(ROOT, "bench", "whip_publish.mjs"), server.url(""), stream["id"], stream["key"],
                                  str(LL_PLAY_SECONDS + 60)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            wrec = None
-            for _ in range(1200):
-                s = server.get(f"/api/live/{stream['id']}")
-                if s.get("video_id") and s["video_id"] != first_video and s["status"] == "live":
-                    wrec = server.get(f"/api/videos/{s['video_id']}")
-                    if wrec["playable"]:
-                        break
-                time.sleep(0.05)
-            if not wrec or not wrec["playable"]:
+            wrec = wait_playable(server, stream["id"], after=first_video)
+            if not wrec:
                 raise RuntimeError(f"the WHIP broadcast did not become playable: {wrec}; {whip.stderr.read() if whip.poll() is not None else ''}")
             out = subprocess.run(["node", os.path.join(ROOT, "bench", "player_latency.mjs"), server.url(""), wrec["id"], "",
                                   str(LL_PLAY_SECONDS)], capture_output=True, text=True, timeout=LL_PLAY_SECONDS + 180)
