@@ -155,9 +155,8 @@ pub async fn serve(
     let finished = if is_manifest {
         let id = video_id.clone();
         Some(app.store.run(move |s| s.get(&id)).await?.ok_or_else(not_found)?.status.is_final())
-    } else if app.is_deleted(&video_id) {
-        return Err(not_found());
     } else {
+        // A deleted video was refused above, before the low-latency paths.
         None
     };
     // Segments (and init segments) of finished videos are answered from memory when they can be.
