@@ -62,8 +62,13 @@ impl Sinks {
                     key: req.key.clone(),
                     stream: stream.clone(),
                 };
+                let (segment, chunk) = (spec.segment, spec.chunk);
                 let (sink, mux) = ll_cmaf_sink(spec)?;
-                split_at_startup(req, rep, &sink, mux);
+                if rep == AUDIO_REP {
+                    split_audio_on_grid(req, &sink, &mux, segment, chunk)?;
+                } else {
+                    split_at_startup(req, rep, &sink, mux);
+                }
                 sink
             }
             None => cmaf_sink(req, rep)?,
@@ -271,6 +276,76 @@ fn split_at_startup(req: &TranscodeRequest, rep: &str, sink: &gst::Element, mux:
             split_audio_at(&pad, mux, boundaries, u64::from(req.ladder.audio.sample_rate.max(1)));
         }
     }
+}
+
+/// The low-latency audio: Cascade cuts its fragments and chunks itself (cmafmux's
+/// `manual-split`), at the AAC frame edge nearest each boundary: fragments at the startup
+/// boundaries and then every `segment` of running time after the last of them, where the video's
+/// keyframes are; chunks every `chunk` within a fragment. Left to itself, cmafmux in chunk mode
+/// counts each fragment's `fragment-duration` from the previous fragment's real end, the last
+/// whole frame before it: every audio segment came out 93 AAC frames (1.984 s of 2 s), and after
+/// 150 s audio segment N held media 1.2 s earlier than the number-addressed low-latency MPD says,
+/// which is where dash.js's low-latency mode began to stall once per segment. Split requests at
+/// the boundaries (`split-at-running-time`) did not hold in chunk mode either (measured: a
+/// one-frame fragment, then a fragment of `fragment-duration` that ignored the next request).
+/// A chunk is then 15 or 16 frames (0.320 or 0.341 s of a 1/3 s part), never over PART-TARGET.
+fn split_audio_on_grid(
+    req: &TranscodeRequest,
+    sink: &gst::Element,
+    mux: &gst::Element,
+    segment: gst::ClockTime,
+    chunk: gst::ClockTime,
+) -> Result<(), TranscodeError> {
+    let (Some(pad), Some(target)) = (sink.static_pad("sink"), mux.static_pad("sink")) else {
+        return Err(TranscodeError::Build("the low-latency audio sink has no sink pad".into()));
+    };
+    mux.set_property("manual-split", true);
+    let (step, chunk) = (segment.nseconds().max(1), chunk.nseconds().max(1));
+    let startup = startup_boundaries_ns(req);
+    let after = startup.last().copied().unwrap_or(0);
+    let fragments = startup.into_iter().chain((1..).map(move |k: u64| after + k * step)).peekable();
+    let frame_ns = 1024 * 1_000_000_000 / u64::from(req.ladder.audio.sample_rate.max(1));
+    // The fragment boundaries to come; the start of the fragment being cut into chunks and its
+    // next chunk boundary (none before the first buffer).
+    let state = Mutex::new((fragments, None::<(u64, u64)>));
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
+        let Some(start) = running_time_ns(pad, pts) else { return gst::PadProbeReturn::Ok };
+        let Ok(mut state) = state.lock() else { return gst::PadProbeReturn::Remove };
+        let (fragments, at) = &mut *state;
+        // A boundary is cut before the first frame that starts at or after it, less half a frame:
+        // at the frame edge nearest to it.
+        let reached = |b: u64| start + frame_ns / 2 >= b;
+        let mut new_fragment = None;
+        while let Some(b) = fragments.next_if(|b| reached(*b)) {
+            new_fragment = Some(b);
+        }
+        let first = at.is_none();
+        let fragment = new_fragment.or(at.map(|a| a.0)).unwrap_or(0);
+        let mut next = match (new_fragment, *at) {
+            (None, Some((_, next))) => next,
+            _ => fragment + chunk,
+        };
+        let chunk_reached = reached(next);
+        while reached(next) {
+            next += chunk;
+        }
+        *at = Some((fragment, next));
+        // The first buffer starts the first fragment.
+        let split = match (first, new_fragment) {
+            (true, _) => None,
+            (false, Some(_)) => Some(false),
+            (false, None) => chunk_reached.then_some(true),
+        };
+        if let Some(chunk) = split {
+            let split_now = gst::Structure::builder("FMP4MuxSplitNow").field("chunk", chunk).build();
+            if !target.send_event(gst::event::CustomDownstream::new(split_now)) {
+                warn!("cmafmux refused a split");
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    Ok(())
 }
 
 /// Asks `cmafmux` to end a fragment at running time `t` (ns).
