@@ -6,7 +6,7 @@ the same run) and writes it as Markdown and JSON under bench/results/. Not a tes
 asserts a time. Run through bench/run.sh, which installs the tools and builds the release binary.
 
 Environment: BENCH_RUNS (3), BENCH_SECONDS (60, source length), BENCH_UPLOAD_MB (2048),
-BENCH_SKIP (comma list of: ladder,ttfp,noisy,pair,stream,upload,serve,metrics,live,lowlatency), BENCH_LIVE_SECONDS (75,
+BENCH_SKIP (comma list of: ladder,ttfp,noisy,pair,stream,upload,serve,metrics,live,lowlatency,uploadparts), BENCH_LIVE_SECONDS (75,
 length of each live broadcast), BENCH_LL_SECONDS (120, playback per low-latency player).
 """
 import collections
@@ -1193,6 +1193,41 @@ def bench_lowlatency(work):
         server.stop()
 
 
+def bench_upload_parts(src, work):
+    """What the low-latency parts of uploads being processed cost (#20): the same source uploaded
+    to a server with CASCADE_UPLOAD_LOW_LATENCY on and to one with it off, alternating, BENCH_RUNS
+    times: upload end → playable, → ready, and the server's CPU seconds for the job."""
+    log("== LL-HLS parts of uploads: cost, CASCADE_UPLOAD_LOW_LATENCY on against off")
+    servers = {on: Server(work, CASCADE_UPLOAD_LOW_LATENCY="true" if on else "false") for on in (True, False)}
+    got = {on: [] for on in servers}
+    try:
+        for run in range(RUNS):
+            for on, server in servers.items():
+                cpu0 = server.cpu_s()
+                v = server.upload(src)
+                t_end = time.monotonic()
+                playable = None
+                while (rec := server.get(f"/api/videos/{v['id']}"))["status"] not in ("ready", "failed"):
+                    if playable is None and rec["playable"]:
+                        playable = time.monotonic() - t_end
+                    time.sleep(0.02)
+                ready = time.monotonic() - t_end
+                if rec["status"] != "ready":
+                    raise RuntimeError(f"upload failed: {rec}")
+                cpu = server.cpu_s() - cpu0
+                got[on].append((playable if playable is not None else ready, ready, cpu))
+                log(f"  run {run} parts {'on' if on else 'off'}: playable {got[on][-1][0]:.2f} s, ready {ready:.1f} s, cpu {cpu:.1f} s")
+                urllib.request.urlopen(server.request(f"/api/videos/{v['id']}", method="DELETE"), timeout=30)
+    finally:
+        for server in servers.values():
+            server.stop()
+    med = {on: [statistics.median(x[i] for x in v) for i in range(3)] for on, v in got.items()}
+    base = "the same upload with CASCADE_UPLOAD_LOW_LATENCY=false"
+    row("lowlatency", "upload with LL-HLS parts: upload end → playable", med[True][0], med[False][0], "s", base)
+    row("lowlatency", "upload with LL-HLS parts: upload end → ready", med[True][1], med[False][1], "s", base)
+    row("lowlatency", "upload with LL-HLS parts: server CPU for the job", med[True][2], med[False][2], "core·s", base)
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -1277,6 +1312,8 @@ def main():
             bench_live(work)
         if "lowlatency" not in SKIP:
             bench_lowlatency(work)
+        if "uploadparts" not in SKIP:
+            bench_upload_parts(src, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -101,6 +101,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CASCADE_STREAM_INGEST", value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub stream_ingest: bool,
+    /// Write low-latency HLS parts of uploads while they are processing (an encrypted copy of
+    /// the CMAF segments under the video's `ll/`)
+    #[arg(long, env = "CASCADE_UPLOAD_LOW_LATENCY", value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub upload_low_latency: bool,
     /// Memory for segments of ready videos in MiB (0 turns the cache off)
     #[arg(long, env = "CASCADE_SEGMENT_CACHE_MB", value_name = "MIB", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(0..=65536))]
@@ -340,6 +345,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `CASCADE_STREAM_INGEST`: transcode streamable uploads while they arrive.
     pub stream_ingest: bool,
+    /// `CASCADE_UPLOAD_LOW_LATENCY`: LL-HLS parts of uploads while they are processing.
+    pub upload_low_latency: bool,
     /// `CASCADE_SEGMENT_CACHE_MB`: memory for segments of finished videos (0: off).
     pub segment_cache_bytes: usize,
     /// `CASCADE_KEEP_WORK`: keep the FFmpeg back end's scratch dir, for debugging.
@@ -417,6 +424,7 @@ impl From<ServeArgs> for Config {
             max_attempts: a.max_attempts,
             shutdown_grace: Duration::from_secs(a.shutdown_grace),
             stream_ingest: a.stream_ingest,
+            upload_low_latency: a.upload_low_latency,
             segment_cache_bytes: (a.segment_cache_mb as usize) << 20,
             keep_work: a.job.keep_work,
             public_url: a.public_url.filter(|u| !u.is_empty()),

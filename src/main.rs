@@ -225,6 +225,7 @@ fn run_transcode(
         input,
         growing: None,
         live: None,
+        ll: None,
         out_dir: out.clone(),
         scratch_dir: tempfile_dir()?,
         ladder: ladder::Ladder::load(&ladder_path)?,

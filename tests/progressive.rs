@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::ll::*;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -68,6 +69,11 @@ async fn playable_while_processing_then_vod() {
     assert_eq!(server.client.get(&seg0).send().await.unwrap().status().as_u16(), 404);
     std::fs::rename(seg0_file.with_extension("moved"), &seg0_file).unwrap();
 
+    // Low-Latency HLS of the same encode while it runs (no low-latency DASH: that is for live).
+    assert!(v["playback"].get("dash_low_latency").is_none(), "{v}");
+    let ll = v["playback"]["hls_low_latency"].as_str().unwrap_or_else(|| panic!("no LL-HLS while processing: {v}")).to_string();
+    let ll_variant = low_latency_while_processing(&server, &ll).await;
+
     // While processing: every published media playlist is EVENT, has no ENDLIST, and carries the
     // key line before its first segment.
     let mut checks = 0;
@@ -122,6 +128,17 @@ async fn playable_while_processing_then_vod() {
     assert!((d - 60.0).abs() <= 0.5, "{d}");
     let d = ffprobe_duration(&hls).await;
     assert!((d - 60.0).abs() <= 0.5, "{d}");
+    // The low-latency playlists are VOD playlists of whole segments now, and the parts are gone.
+    assert!(v["playback"].get("hls_low_latency").is_none(), "no LL URL once ready: {v}");
+    let (status, text) = server.get_text(&ll_variant).await;
+    assert_eq!(status, 200, "{text}");
+    let end = ll_parse(&text);
+    assert!(end.ended && end.hint.is_none() && end.segments.iter().all(|s| s.parts.is_empty() && s.uri.is_some()), "{text}");
+    let total: f64 = end.segments.iter().map(|s| s.duration).sum();
+    assert!((total - 60.0).abs() <= 0.5, "60 s listed as {total} s:\n{text}");
+    let gone = server.data_dir.join("media").join(&id).join("ll/360p/seg00000.0.m4s");
+    assert!(!gone.exists(), "parts are removed at the end");
+    ffmpeg_decode(&ll).await.expect("the low-latency playlists decode as ordinary HLS");
 
     // SSE saw the whole story, in order, and ended by itself after `ready`.
     let records = tokio::time::timeout(Duration::from_secs(30), sse).await.expect("SSE stream did not end").unwrap();
@@ -133,4 +150,41 @@ async fn playable_while_processing_then_vod() {
     let progresses: Vec<f64> = records.iter().map(|r| r["progress"].as_f64().unwrap()).collect();
     assert!(progresses.windows(2).filter(|w| w[1] < w[0]).count() <= 1, "progress went backwards: {progresses:?}");
     assert!(progresses.iter().filter(|p| **p > 0.0 && **p < 1.0).count() >= 3, "{progresses:?}");
+}
+
+/// Checks the LL-HLS of an upload being processed (`ll`: its master): parts of the startup
+/// segments and of the 4 s ones, a blocking reload answered once the part it asks for exists,
+/// parts that decrypt to CMAF chunks. Returns the URL of the 360p media playlist.
+async fn low_latency_while_processing(server: &Server, ll: &str) -> String {
+    let m = master(server, ll).await;
+    assert_eq!(m.variants.len(), 3, "{m:?}");
+    assert_eq!(m.alternatives.len(), 1, "the audio is a rendition of its own: {m:?}");
+    let variant = sibling(ll, &m.variants.iter().find(|v| v.uri.starts_with("360p")).expect("a 360p variant").uri);
+    let (status, text) = server.get_text(&variant).await;
+    assert_eq!(status, 200, "{text}");
+    let p = ll_parse(&text);
+    assert!(!p.ended, "{text}");
+    assert!((0.45..0.6).contains(&p.part_target), "parts of about half a second:\n{text}");
+    // The startup segments come first (0.5 s: one part).
+    if let Some(s) = p.segments.first().filter(|s| s.uri.is_some()) {
+        assert!((s.duration - 0.5).abs() < 0.05, "a startup segment of 0.5 s:\n{text}");
+    }
+    // Blocking reload: the hinted part, asked for, is listed once it exists (or the encode
+    // finished first: then the playlist lists the segment whole).
+    let (msn, part) = ll_part_number(p.hint.as_deref().expect("a preload hint while processing"));
+    let (status, text) = server.get_text(&format!("{variant}?_HLS_msn={msn}&_HLS_part={part}")).await;
+    assert_eq!(status, 200, "{text}");
+    let q = ll_parse(&text);
+    let listed = q.segments.iter().skip(msn as usize - q.skipped).take(1).any(|s| s.parts.len() > part || s.uri.is_some());
+    assert!(listed, "part {msn}.{part} is listed:\n{text}");
+    // A listed part is a CMAF chunk encrypted with the video's key.
+    let part = q.segments.iter().flat_map(|s| &s.parts).next().unwrap_or_else(|| panic!("a part:\n{text}"));
+    let r = server.client.get(sibling(&variant, &part.uri)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", part.uri);
+    let data = r.bytes().await.unwrap();
+    let key = server.client.get(sibling(ll, "../hls/key")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(key.len(), 16);
+    let clear = aes_decrypt(&data, &key, q.iv.as_deref().expect("an IV"));
+    assert_eq!(chunk_boxes(&clear), ["moof", "mdat"], "a part is a CMAF chunk");
+    variant
 }

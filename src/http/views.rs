@@ -13,8 +13,9 @@ use crate::packaging::{DASH_MPD, HLS_MASTER};
 pub struct Playback {
     pub hls: String,
     pub dash: String,
-    /// Low-Latency HLS (fMP4 parts, blocking playlist reload) of a broadcast on air that has it;
-    /// play it with a low-latency player (hls.js `lowLatencyMode`). Absent otherwise.
+    /// Low-Latency HLS (fMP4 parts, blocking playlist reload) of a broadcast on air that has it,
+    /// or of an upload still processing; play it with a low-latency player (hls.js
+    /// `lowLatencyMode`). Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hls_low_latency: Option<String>,
     /// Low-latency DASH (chunks announced with availabilityTimeOffset and sent while written) of
@@ -51,11 +52,13 @@ pub struct VideoView {
 pub fn playback(app: &App, id: &str, base: &str) -> Playback {
     let exp = now_unix() + app.config.token_ttl.as_secs();
     let token = app.signer.mint(id, exp);
+    // Low latency: a broadcast on air (LL-HLS and LL-DASH) or an upload being processed (LL-HLS).
+    let ll = app.live.ll.get(id).and_then(|s| s.configured());
     Playback {
         hls: format!("{base}/play/{token}/{HLS_MASTER}"),
         dash: format!("{base}/play/{token}/{DASH_MPD}"),
-        hls_low_latency: app.live.ll.get(id).map(|_| format!("{base}/play/{token}/{}", crate::packaging::llhls::LL_MASTER)),
-        dash_low_latency: app.live.ll.get(id).map(|_| format!("{base}/play/{token}/{}", crate::packaging::LL_MPD)),
+        hls_low_latency: ll.map(|_| format!("{base}/play/{token}/{}", crate::packaging::llhls::LL_MASTER)),
+        dash_low_latency: ll.filter(|live| *live).map(|_| format!("{base}/play/{token}/{}", crate::packaging::LL_MPD)),
         expires_at: chrono::DateTime::from_timestamp(exp as i64, 0).unwrap_or_default(),
         token,
     }

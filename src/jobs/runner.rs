@@ -53,6 +53,9 @@ pub struct JobSpec {
     pub growing: Option<Arc<Growing>>,
     /// Set for a live broadcast: the source is this feed (GStreamer only, no probe).
     pub live: Option<Arc<crate::transcode::LiveInput>>,
+    /// Set when an upload's CMAF tracks are also written in low-latency parts while it is
+    /// processing (a broadcast's is `live.ll`). Used by the GStreamer back end only.
+    pub ll: Option<Arc<crate::packaging::llhls::LlStream>>,
     /// Where the `hls/` and `dash/` trees go (emptied before each back end's run).
     pub out_dir: PathBuf,
     /// Private scratch space outside the media tree.
@@ -170,6 +173,9 @@ pub fn execute(
         max_wall: spec.limits.max_wall(media.duration_s),
         growing: spec.growing.clone(),
         live: spec.live.clone(),
+        // The FFmpeg back end writes no parts: its run lists none (and serves the LL playlists
+        // with whole segments only, from the packager's finish).
+        ll: spec.live.as_ref().and_then(|l| l.ll.clone()).or_else(|| spec.ll.clone()).filter(|_| backend.name() == "gstreamer"),
         keep_work: spec.keep_work,
     };
     let package = PackageSpec {
@@ -186,7 +192,11 @@ pub fn execute(
         live_start: spec.live.as_ref().map(|l| l.first_media),
         ll: req.low_latency().cloned(),
     };
-    if let (Some(ll), Some(live)) = (req.low_latency(), req.live.as_ref()) {
+    // A back end that writes no parts lists none (nor what an earlier one listed).
+    if let (None, Some(ll)) = (req.low_latency(), spec.live.as_ref().and_then(|l| l.ll.as_ref()).or(spec.ll.as_ref())) {
+        ll.reset();
+    }
+    if let Some(ll) = req.low_latency() {
         // PART-TARGET: the part length (header durations never exceed it) with 5 % of headroom
         // for a last part of a segment that ends on a keyframe a frame late; parts then stay
         // above the spec's 85 % of it.
@@ -196,7 +206,9 @@ pub fn execute(
             part_target: (part_s * 1.05 * 1000.0).ceil() / 1000.0,
             part_s,
             key: package.key.clone(),
-            start: live.first_media,
+            // An upload's media time 0 is when its transcode started.
+            start: req.live.as_ref().map_or_else(chrono::Utc::now, |l| l.first_media),
+            live: req.live.is_some(),
             tracks: package.renditions.iter().map(|r| r.name.clone()).chain(package.has_audio.then(|| AUDIO_REP.to_string())).collect(),
         });
     }

@@ -135,7 +135,7 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, streamed
         Some(s) => (Some(s.growing), Some(s.slot)),
         None => (None, None),
     };
-    let spec = match prepare(app, id, &rec, growing).await? {
+    let mut spec = match prepare(app, id, &rec, growing).await? {
         Ok(spec) => spec,
         Err(stop) => return stop_job(app, id, stop, None, &mut slot).await,
     };
@@ -143,8 +143,15 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, streamed
         Ok(media) => media,
         Err(stop) => return stop_job(app, id, stop, spec.growing, &mut slot).await,
     };
+    // Low-latency parts while it is processing, listed until the transcode ends (then its
+    // playlists are on disk, whole segments only).
+    spec.ll = app.config.upload_low_latency.then(|| app.live.ll.open(id));
     let started = std::time::Instant::now();
-    let outcome = transcode(app, id, spec.clone(), media).await?;
+    let outcome = transcode(app, id, spec.clone(), media).await;
+    if spec.ll.is_some() {
+        app.live.ll.close(id);
+    }
+    let outcome = outcome?;
     record_outcome(app, id, &rec, &spec, outcome, started.elapsed(), &mut slot).await
 }
 
@@ -181,6 +188,8 @@ async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Ar
         input,
         growing,
         live: None,
+        // Opened by `run_job` for the transcode.
+        ll: None,
         out_dir: app.media_dir(id),
         scratch_dir: app.upload_dir(id).join("scratch"),
         ladder: app.ladder.clone(),

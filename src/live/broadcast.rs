@@ -209,6 +209,7 @@ pub async fn start(
             clock: clock.clone(),
             ll: stream.low_latency.unwrap_or(true).then(|| app.live.ll.open(&video_id)),
         })),
+        ll: None,
         out_dir: app.media_dir(&video_id),
         scratch_dir: app.upload_dir(&video_id).join("scratch"),
         ladder: app.ladder.for_live().capped(stream.max_height),

@@ -84,6 +84,8 @@ pub struct LlSpec {
     pub start: DateTime<Utc>,
     /// The representations, video rungs first, then `audio` if any.
     pub tracks: Vec<String>,
+    /// A live broadcast (it has a low-latency MPD too), not an upload being processed.
+    pub live: bool,
 }
 
 #[derive(Debug, Default)]
@@ -150,13 +152,25 @@ impl LlStream {
     }
 
     /// Sets what the playlists need; the playlists exist from then on.
+    /// What an earlier run (a back end that failed) listed is gone, as its files are.
     pub fn configure(&self, spec: LlSpec) {
         self.change(None, |s| {
+            *s = State::default();
             for t in &spec.tracks {
                 s.tracks.entry(t.clone()).or_default();
             }
             s.spec = Some(spec);
         });
+    }
+
+    /// Back to no playlists (a run by a back end that writes no parts).
+    pub fn reset(&self) {
+        self.change(None, |s| *s = State::default());
+    }
+
+    /// Whether the playlists exist, and whether this is a live broadcast's.
+    pub fn configured(&self) -> Option<bool> {
+        self.read(|s| s.spec.as_ref().map(|sp| sp.live)).flatten()
     }
 
     /// Part `part` of segment `segment` of `rep` is on disk. Parts come in order; a part that
@@ -462,6 +476,7 @@ mod tests {
             key: Some(KeyLine { uri: KEY_URI.into(), iv_hex: "0x000102030405060708090a0b0c0d0e0f".into() }),
             start: DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z").unwrap().with_timezone(&Utc),
             tracks: tracks.iter().map(|t| t.to_string()).collect(),
+            live: true,
         });
         s
     }

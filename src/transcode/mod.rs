@@ -35,6 +35,9 @@ pub struct TranscodeRequest {
     pub growing: Option<std::sync::Arc<crate::upload::Growing>>,
     /// Set for a live broadcast: the source is this feed, not `input` (GStreamer only).
     pub live: Option<std::sync::Arc<LiveInput>>,
+    /// Set when the CMAF tracks are also written in low-latency parts, listed here: a live
+    /// broadcast with low latency on, or an upload (GStreamer only).
+    pub ll: Option<std::sync::Arc<crate::packaging::llhls::LlStream>>,
     /// Keep the back end's work files (FFmpeg's scratch dir) for debugging.
     pub keep_work: bool,
 }
@@ -55,30 +58,45 @@ impl TranscodeRequest {
         self.renditions[..i].iter().position(|m| m.name == from && m.width >= r.width && m.height >= r.height)
     }
 
-    /// The low-latency broadcast this job writes parts for, if any.
+    /// The low-latency stream this job writes parts for, if any.
     pub fn low_latency(&self) -> Option<&std::sync::Arc<crate::packaging::llhls::LlStream>> {
-        self.live.as_ref().and_then(|l| l.ll.as_ref())
+        self.ll.as_ref()
     }
 
-    /// Length (ns) of a low-latency part: a third of a GOP, so that parts start at every keyframe
-    /// (1/3 s with the live ladder's 1 s GOPs; the spec advises parts of 1/3 s to 1 s, and the
-    /// playlists' PART-HOLD-BACK is three of them).
-    pub fn part_ns(&self) -> u64 {
+    fn gop_ns(&self) -> u64 {
         let (n, d) = self.fps();
-        let gop_ns = u64::from(self.ladder.gop_frames(n, d)) * 1_000_000_000 * u64::from(d.max(1)) / u64::from(n.max(1));
-        gop_ns / PARTS_PER_GOP
+        u64::from(self.ladder.gop_frames(n, d)) * 1_000_000_000 * u64::from(d.max(1)) / u64::from(n.max(1))
+    }
+
+    /// Parts per GOP: a GOP is a whole number of parts, so parts start at every keyframe. Live:
+    /// three (1/3 s with the live ladder's 1 s GOPs; the spec advises parts of 1/3 s to 1 s, and
+    /// the playlists' PART-HOLD-BACK is three of them). Uploads, whose GOPs are a segment long
+    /// (4 s): parts of about `UPLOAD_PART_S`, which also divide the startup segments (0.5 s).
+    fn parts_per_gop(&self) -> u64 {
+        if self.live.is_some() {
+            return LIVE_PARTS_PER_GOP;
+        }
+        (self.gop_ns() as f64 / (UPLOAD_PART_S * 1e9)).round().max(1.0) as u64
+    }
+
+    /// Length (ns) of a low-latency part (a cmafmux chunk).
+    pub fn part_ns(&self) -> u64 {
+        self.gop_ns() / self.parts_per_gop()
     }
 
     /// Length (ns) of a low-latency segment as its muxer is told: a whole number of parts. (A
     /// segment of 2 s would be 2 ns longer than six parts of 333 333 333 ns, and cmafmux would then
     /// end it only at the next GOP's end, one GOP later.)
     pub fn ll_segment_ns(&self) -> u64 {
-        self.part_ns() * PARTS_PER_GOP * u64::from(self.ladder.gops_per_segment())
+        self.part_ns() * self.parts_per_gop() * u64::from(self.ladder.gops_per_segment())
     }
 }
 
-/// Low-latency parts per GOP (see `TranscodeRequest::part_ns`).
-const PARTS_PER_GOP: u64 = 3;
+/// Low-latency parts per GOP of a live broadcast (see `TranscodeRequest::parts_per_gop`).
+const LIVE_PARTS_PER_GOP: u64 = 3;
+
+/// About how long a low-latency part of an upload is, seconds.
+const UPLOAD_PART_S: f64 = 0.5;
 
 /// How much media a live publisher has sent, by the wall clock: the time during which its data
 /// kept arriving (a publisher sends in real time, so this is about the media time it has sent).
@@ -295,6 +313,7 @@ pub(crate) mod test_support {
             max_wall: Duration::from_secs(600),
             growing: None,
             live: None,
+            ll: None,
             keep_work: false,
         }
     }

@@ -693,8 +693,6 @@ await scenario('live low latency: hls.js and dash.js in low-latency mode play 60
     const rec = await livePlayable(stream.id, 'the low-latency broadcast to be playable');
     if (!rec.playback.hls_low_latency) throw new Error(`no low-latency URL on air: ${JSON.stringify(rec.playback)}`);
     // The watch page's own choice is hls.js's low-latency mode; dash.js's is ?player=lldash.
-    // dash.js first: its audio timeline drifts from ll.mpd's numbering (README: known limit) and
-    // it stalls from about 140 s into a broadcast; this plays it from the start.
     for (const [query, want] of [['?player=lldash', 'lldash'], ['', 'llhls']]) await playsLowLatency(context, rec, query, want);
   } finally {
     ff.kill('SIGKILL');
