@@ -165,6 +165,10 @@ async fn low_latency_while_processing(server: &Server, ll: &str) -> String {
     let p = ll_parse(&text);
     assert!(!p.ended, "{text}");
     assert!((0.45..0.6).contains(&p.part_target), "parts of about half a second:\n{text}");
+    // The audio's parts too (cut by Cascade at AAC frame edges): within PART-TARGET.
+    let (status, audio) = server.get_text(&sibling(ll, m.alternatives[0].uri.as_deref().unwrap())).await;
+    assert_eq!(status, 200, "{audio}");
+    assert!(!ll_parse(&audio).segments.is_empty(), "{audio}");
     // The startup segments come first (0.5 s: one part).
     if let Some(s) = p.segments.first().filter(|s| s.uri.is_some()) {
         assert!((s.duration - 0.5).abs() < 0.05, "a startup segment of 0.5 s:\n{text}");

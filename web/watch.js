@@ -299,7 +299,12 @@
         state.stalls.push(`${data.details}@${video.currentTime.toFixed(2)}`);
         return;
       }
-      if (data.fatal || data.type !== Hls.ErrorTypes.NETWORK_ERROR) state.errors.push(`hls: ${data.type} ${data.details}`);
+      if (data.fatal || data.type !== Hls.ErrorTypes.NETWORK_ERROR) {
+        // Which resource and why, so a report (the browser test, the bench) says what failed.
+        const where = data.part ? `${data.frag && data.frag.sn}.${data.part.index}` : data.frag ? `${data.frag.sn}` : '';
+        const why = data.reason || (data.error && data.error.message) || '';
+        state.errors.push(`hls: ${data.type} ${data.details}${where ? ` at ${data.frag.type} ${where}` : ''}${why ? `: ${why}` : ''}`);
+      }
       if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });
     hls.on(Hls.Events.MANIFEST_PARSED, () => {

@@ -173,8 +173,8 @@ pub fn execute(
         max_wall: spec.limits.max_wall(media.duration_s),
         growing: spec.growing.clone(),
         live: spec.live.clone(),
-        // The FFmpeg back end writes no parts: its run lists none (and serves the LL playlists
-        // with whole segments only, from the packager's finish).
+        // The FFmpeg back end writes no parts: for its run the stream is reset (below) and no LL
+        // playlists are written.
         ll: spec.live.as_ref().and_then(|l| l.ll.clone()).or_else(|| spec.ll.clone()).filter(|_| backend.name() == "gstreamer"),
         keep_work: spec.keep_work,
     };

@@ -525,6 +525,22 @@ mod tests {
     }
 
     #[test]
+    fn a_new_run_lists_nothing_of_the_one_before() {
+        let s = stream(&["360p"]);
+        segments(&s, "360p", 0, 3);
+        assert_eq!(s.configured(), Some(true));
+        // A back end that failed, then one that writes parts: it starts from segment 0 again.
+        let spec = s.read(|st| st.spec.clone()).flatten().unwrap();
+        s.configure(spec);
+        assert!(s.render("360p", false).unwrap().lines().all(|l| !l.starts_with("360p/")), "the old segments are gone");
+        s.add_part("360p", 0, 0, Part { duration: 0.5, independent: true, bytes: 100 }).unwrap();
+        // A back end that writes no parts: no playlists at all.
+        s.reset();
+        assert_eq!(s.configured(), None);
+        assert!(s.render("360p", false).is_none());
+    }
+
+    #[test]
     fn a_delta_update_skips_what_lies_before_the_skip_boundary() {
         let s = stream(&["360p"]);
         segments(&s, "360p", 0, 10);
