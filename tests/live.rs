@@ -911,10 +911,8 @@ async fn low_latency_hls_parts_blocking_reload_and_delta_updates() {
     assert!(v["playback"].get("hls_low_latency").is_none(), "no low-latency URL off air: {v}");
     let (status, text) = server.get_text(&video).await;
     assert_eq!(status, 200, "{text}");
-    let end = ll_parse(&text);
-    assert!(end.ended && end.hint.is_none() && end.segments.iter().all(|s| s.parts.is_empty() && s.uri.is_some()), "{text}");
+    let end = ll_parse_ended(&text, 24.0);
     let total: f64 = end.segments.iter().map(|s| s.duration).sum();
-    assert!((total - 24.0).abs() <= 0.5, "published 24 s, listed {total} s:\n{text}");
     let (status, _) = get_bytes(&server, &hinted).await;
     assert_eq!(status, 404, "parts are removed at the end");
     // Number-addressed segments stay where their numbers say: segment N starts at 2N s, the

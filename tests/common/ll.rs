@@ -186,3 +186,13 @@ pub fn chunk_boxes(data: &[u8]) -> Vec<String> {
     }
     out
 }
+
+/// An ended LL playlist, read strictly: VOD, no preload hint, whole segments only, `seconds` long
+/// (± 0.5 s) in all.
+pub fn ll_parse_ended(text: &str, seconds: f64) -> LlPlaylist {
+    let p = ll_parse(text);
+    assert!(p.ended && p.hint.is_none() && p.segments.iter().all(|s| s.parts.is_empty() && s.uri.is_some()), "{text}");
+    let total: f64 = p.segments.iter().map(|s| s.duration).sum();
+    assert!((total - seconds).abs() <= 0.5, "{seconds} s published, {total} s listed:\n{text}");
+    p
+}
