@@ -301,9 +301,10 @@
       }
       if (data.fatal || data.type !== Hls.ErrorTypes.NETWORK_ERROR) {
         // Which resource and why, so a report (the browser test, the bench) says what failed.
-        const where = data.part ? `${data.frag && data.frag.sn}.${data.part.index}` : data.frag ? `${data.frag.sn}` : '';
+        const frag = data.frag || {};
+        const where = frag.sn === undefined ? '' : data.part ? `${frag.type} ${frag.sn}.${data.part.index}` : `${frag.type} ${frag.sn}`;
         const why = data.reason || (data.error && data.error.message) || '';
-        state.errors.push(`hls: ${data.type} ${data.details}${where ? ` at ${data.frag.type} ${where}` : ''}${why ? `: ${why}` : ''}`);
+        state.errors.push(`hls: ${data.type} ${data.details}${where ? ` at ${where}` : ''}${why ? `: ${why}` : ''}`);
       }
       if (data.fatal && data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
     });
