@@ -103,7 +103,7 @@ pub struct ServeArgs {
     pub stream_ingest: bool,
     /// Write low-latency HLS parts of uploads while they are processing (an encrypted copy of
     /// the CMAF segments under the video's `ll/`)
-    #[arg(long, env = "CASCADE_UPLOAD_LOW_LATENCY", value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
+    #[arg(long, env = "CASCADE_UPLOAD_LOW_LATENCY", value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub upload_low_latency: bool,
     /// Memory for segments of ready videos in MiB (0 turns the cache off)
@@ -618,7 +618,7 @@ mod tests {
         assert_eq!(c.stall_timeout, Duration::from_secs(120));
         assert_eq!(c.job_timeout_factor, 20.0);
         assert_eq!(c.segment_cache_bytes, 64 << 20);
-        assert!(c.stream_ingest && !c.keep_work && c.secret.is_none());
+        assert!(c.stream_ingest && !c.keep_work && c.secret.is_none() && !c.upload_low_latency);
         assert_eq!((c.header_timeout.as_secs(), c.body_idle_timeout.as_secs()), (30, 60));
         assert_eq!((c.public_url.as_deref(), c.frame_ancestors.as_str()), (None, "'self'"));
         assert_eq!((c.embed_origins.as_str(), &c.cors_origins), ("*", &CorsOrigins::Any));

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playable_while_processing_then_vod() {
-    let server = Server::start(&[]).await;
+    // With the LL-HLS parts of uploads on (off by default).
+    let server = Server::start(&[("CASCADE_UPLOAD_LOW_LATENCY", "true")]).await;
     let src = clip_720p("long720.mp4", 60.0).await;
     let id = server.upload_ok(&src, "Long clip").await;
 
