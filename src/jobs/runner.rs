@@ -53,8 +53,8 @@ pub struct JobSpec {
     pub growing: Option<Arc<Growing>>,
     /// Set for a live broadcast: the source is this feed (GStreamer only, no probe).
     pub live: Option<Arc<crate::transcode::LiveInput>>,
-    /// Set when an upload's CMAF tracks are also written in low-latency parts while it is
-    /// processing (a broadcast's is `live.ll`). Used by the GStreamer back end only.
+    /// Set when the CMAF tracks are also written in low-latency parts, listed here: a broadcast
+    /// with low latency on, or an upload while it is processing. GStreamer back end only.
     pub ll: Option<Arc<crate::packaging::llhls::LlStream>>,
     /// Where the `hls/` and `dash/` trees go (emptied before each back end's run).
     pub out_dir: PathBuf,
@@ -175,7 +175,7 @@ pub fn execute(
         live: spec.live.clone(),
         // The FFmpeg back end writes no parts: for its run the stream is reset (below) and no LL
         // playlists are written.
-        ll: spec.live.as_ref().and_then(|l| l.ll.clone()).or_else(|| spec.ll.clone()).filter(|_| backend.name() == "gstreamer"),
+        ll: spec.ll.clone().filter(|_| backend.name() == "gstreamer"),
         keep_work: spec.keep_work,
     };
     let package = PackageSpec {
@@ -193,7 +193,7 @@ pub fn execute(
         ll: req.low_latency().cloned(),
     };
     // A back end that writes no parts lists none (nor what an earlier one listed).
-    if let (None, Some(ll)) = (req.low_latency(), spec.live.as_ref().and_then(|l| l.ll.as_ref()).or(spec.ll.as_ref())) {
+    if let (None, Some(ll)) = (req.low_latency(), spec.ll.as_ref()) {
         ll.reset();
     }
     if let Some(ll) = req.low_latency() {

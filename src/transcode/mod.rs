@@ -147,8 +147,6 @@ pub struct LiveInput {
     pub first_media: chrono::DateTime<chrono::Utc>,
     /// Kept by the publisher's connection; read to tell whether the ladder keeps up.
     pub clock: std::sync::Arc<ArrivalClock>,
-    /// Set when the broadcast is low-latency: its CMAF tracks are written in parts, listed here.
-    pub ll: Option<std::sync::Arc<crate::packaging::llhls::LlStream>>,
 }
 
 impl std::fmt::Debug for LiveInput {
