@@ -202,12 +202,7 @@ pub async fn start(
     let spec = JobSpec {
         input: app.upload_dir(&video_id).join("live"),
         growing: None,
-        live: Some(Arc::new(LiveInput {
-            caps,
-            rx: std::sync::Mutex::new(Some(rx)),
-            first_media,
-            clock: clock.clone(),
-        })),
+        live: Some(Arc::new(LiveInput { caps, rx: std::sync::Mutex::new(Some(rx)), first_media, clock: clock.clone() })),
         ll: stream.low_latency.unwrap_or(true).then(|| app.live.ll.open(&video_id)),
         out_dir: app.media_dir(&video_id),
         scratch_dir: app.upload_dir(&video_id).join("scratch"),
