@@ -17,6 +17,7 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs \
  && rm -rf src
 COPY src ./src
 COPY pipelines ./pipelines
+COPY migrations ./migrations
 RUN touch src/main.rs && cargo build --release --locked
 
 # --- player libraries from the lock file ---

@@ -13,7 +13,8 @@ pkgs=(ca-certificates build-essential pkg-config curl
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice
   ffmpeg nodejs npm)
-((with_browser)) && pkgs+=(chromium)
+# The test command's extras: the browser, and psql to drop the test databases.
+((with_browser)) && pkgs+=(chromium postgresql-client)
 
 missing=()
 for p in "${pkgs[@]}"; do

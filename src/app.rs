@@ -95,9 +95,9 @@ impl App {
         for d in [config.data_dir.clone(), config.data_dir.join("uploads"), config.data_dir.join("media")] {
             std::fs::create_dir_all(&d).map_err(|e| AppError::Internal(format!("cannot create {}: {e}", d.display())))?;
         }
-        let store = Store::open(&config.data_dir.join("db"))?;
+        let store = Store::open_configured(&config.data_dir, config.database_url.as_deref())?;
         let secret = load_secret(&config)?;
-        let setup_code = store.no_users().then(crate::auth::accounts::new_secret);
+        let setup_code = store.no_users()?.then(crate::auth::accounts::new_secret);
         Ok(App {
             signer: TokenSigner::new(&secret),
             ladder,

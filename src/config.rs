@@ -110,6 +110,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CASCADE_SEGMENT_CACHE_MB", value_name = "MIB", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub segment_cache_mb: u32,
+    /// PostgreSQL for the records (`postgres://user:pass@host/db`; created if missing) instead of
+    /// the embedded database in the data dir
+    #[arg(long, env = "CASCADE_DATABASE_URL", value_name = "URL", value_parser = database_url)]
+    pub database_url: Option<String>,
     /// Absolute URL the service is reached at (`https://video.example.com`); playback URLs are built
     /// from it, else they are relative. Never taken from a request's Host header
     #[arg(long, env = "CASCADE_PUBLIC_URL", value_name = "URL", value_parser = public_url)]
@@ -302,6 +306,14 @@ fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A PostgreSQL URL (an empty one means none, so a compose file can pass it through).
+fn database_url(s: &str) -> Result<String, String> {
+    if !(s.is_empty() || s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+        return Err("must be a postgres:// URL".into());
+    }
+    Ok(s.to_string())
+}
+
 /// An empty secret means none (so a compose file can pass `CASCADE_SECRET=` through).
 fn secret(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.len() < 16 {
@@ -347,6 +359,8 @@ pub struct Config {
     pub stream_ingest: bool,
     /// `CASCADE_UPLOAD_LOW_LATENCY`: LL-HLS parts of uploads while they are processing.
     pub upload_low_latency: bool,
+    /// `CASCADE_DATABASE_URL`: PostgreSQL for the records, instead of sled in the data dir.
+    pub database_url: Option<String>,
     /// `CASCADE_SEGMENT_CACHE_MB`: memory for segments of finished videos (0: off).
     pub segment_cache_bytes: usize,
     /// `CASCADE_KEEP_WORK`: keep the FFmpeg back end's scratch dir, for debugging.
@@ -426,6 +440,7 @@ impl From<ServeArgs> for Config {
             stream_ingest: a.stream_ingest,
             upload_low_latency: a.upload_low_latency,
             segment_cache_bytes: (a.segment_cache_mb as usize) << 20,
+            database_url: a.database_url.filter(|u| !u.is_empty()),
             keep_work: a.job.keep_work,
             public_url: a.public_url.filter(|u| !u.is_empty()),
             header_timeout: Duration::from_secs(a.header_timeout),

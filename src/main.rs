@@ -54,6 +54,25 @@ enum Command {
     /// Manage personal API tokens (also while the server runs)
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Move records between stores (the server must be stopped)
+    #[command(subcommand)]
+    Migrate(MigrateCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateCmd {
+    /// Copy the embedded database (DATA_DIR/db) into an empty PostgreSQL database
+    SledToPostgres(SledToPostgresArgs),
+}
+
+#[derive(Debug, Args)]
+struct SledToPostgresArgs {
+    /// The server's data dir (default: CASCADE_DATA_DIR, else ./data)
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The PostgreSQL database (created if missing; must hold no records)
+    #[arg(long, env = "CASCADE_DATABASE_URL", value_name = "URL")]
+    database_url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,11 +204,22 @@ fn main() {
         Command::Probe(args) => probe_cmd(args),
         Command::User(cmd) => user_cmd(cmd),
         Command::Token(cmd) => token_cmd(cmd),
+        Command::Migrate(MigrateCmd::SledToPostgres(a)) => migrate_cmd(a),
     };
     if let Err(e) = result {
         eprintln!("cascade: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn migrate_cmd(a: SledToPostgresArgs) -> anyhow::Result<()> {
+    let data_dir = admin_data_dir(a.data_dir);
+    let copied = store::migrate::sled_to_postgres(&data_dir, &a.database_url).map_err(|e| anyhow!("{e}"))?;
+    for (tree, n) in copied {
+        println!("{tree}: {n}");
+    }
+    eprintln!("copied; start the server with CASCADE_DATABASE_URL set (media stays in {})", data_dir.display());
+    Ok(())
 }
 
 fn probe_cmd(args: ProbeArgs) -> anyhow::Result<()> {
@@ -362,7 +392,7 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     let workers = jobs::spawn_workers(app.clone());
     let deliveries = tokio::spawn(webhooks::run(app.clone()));
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
-    info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), workers = config.workers, backend = ?config.backend, "Cascade listening");
+    info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), store = app.store.blocking().engine(), workers = config.workers, backend = ?config.backend, "Cascade listening");
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop2 = stop.clone();
     let server =

@@ -241,7 +241,7 @@ async fn logins_are_rate_limited_and_never_tell_who_exists() {
     assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(plain_client().get(server.url("/api/me")).header(COOKIE, &cookie).send().await.unwrap().status().as_u16(), 401);
     // Passwords are stored as Argon2id hashes and tokens as digests: neither appears in the database.
-    let db = files_under(&server.data_dir.join("db")).into_iter().map(|f| std::fs::read(f).unwrap()).collect::<Vec<_>>().concat();
+    let db = server.stored_bytes().await;
     let find = |needle: &str| db.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(!find("second password") && !find(ADMIN_PASSWORD) && !find(&server.token), "a secret is stored in clear");
     assert!(find("$argon2id$"));

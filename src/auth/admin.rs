@@ -134,7 +134,8 @@ pub fn request(data_dir: &Path, req: AdminRequest) -> Result<AdminReply, String>
         std::io::BufReader::new(s).read_line(&mut answer).map_err(|e| format!("no answer from the server at {}: {e}", path.display()))?;
         return serde_json::from_str(&answer).map_err(|e| format!("bad answer from the server: {e}"));
     }
-    let store = Store::open(&data_dir.join("db")).map_err(|e| {
+    let database_url = std::env::var("CASCADE_DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let store = Store::open_configured(data_dir, database_url.as_deref()).map_err(|e| {
         format!(
             "cannot open the database in {} ({e}); if a server is running on it, its admin socket {} does not answer",
             data_dir.display(),

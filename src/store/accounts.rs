@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::sled::{dec, enc};
+use super::records::{dec, enc};
 use super::{Store, StoreError};
 use crate::model::{ApiToken, Invite, Role, Session, User, VideoRecord};
 
@@ -36,21 +36,21 @@ impl Store {
     /// Creates `user` only if no user exists yet (the `/setup` page); returns whether it did.
     pub fn create_first_user(&self, user: &User) -> Result<bool, StoreError> {
         let _one_at_a_time = self.accounts_lock.lock().map_err(|_| StoreError::Task("account lock poisoned".into()))?;
-        if !self.users.is_empty() {
+        if !self.users.is_empty()? {
             return Ok(false);
         }
         self.create_user_locked(user).map(|_| true)
     }
 
     /// Whether no user exists.
-    pub fn no_users(&self) -> bool {
+    pub fn no_users(&self) -> Result<bool, StoreError> {
         self.users.is_empty()
     }
 
     fn create_user_locked(&self, user: &User) -> Result<usize, StoreError> {
         let key = user.username.to_lowercase();
         let first_admin = user.role == Role::Admin && !self.users()?.iter().any(|u| u.role == Role::Admin);
-        if self.usernames.compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(user.id.as_bytes()))?.is_err() {
+        if !self.usernames.compare_and_swap(key.as_bytes(), None, Some(user.id.as_bytes()))? {
             return Err(StoreError::NameTaken(user.username.clone()));
         }
         self.users.insert(user.id.as_bytes(), enc(user)?)?;
@@ -65,8 +65,7 @@ impl Store {
     /// Gives every video without an owner to `owner`; returns how many.
     pub fn adopt_unowned(&self, owner: &str) -> Result<usize, StoreError> {
         let mut n = 0;
-        for item in self.videos_tree().iter() {
-            let (k, v) = item?;
+        for (k, v) in self.videos_tree().entries()? {
             let mut rec: VideoRecord = dec(&v)?;
             if rec.owner.is_none() {
                 rec.owner = Some(owner.to_string());
@@ -92,7 +91,7 @@ impl Store {
 
     /// Every user.
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.users.iter().values().map(|v| dec(&v?)).collect()
+        self.users.values()?.iter().map(|v| dec(v)).collect()
     }
 
     /// Replaces a user's record (role, disabled, quotas, password); the name does not change.
@@ -105,8 +104,8 @@ impl Store {
     /// What each owner keeps (one pass over the videos).
     pub fn usage(&self) -> Result<HashMap<String, Usage>, StoreError> {
         let mut out: HashMap<String, Usage> = HashMap::new();
-        for v in self.videos_tree().iter().values() {
-            let rec: VideoRecord = dec(&v?)?;
+        for v in self.videos_tree().values()? {
+            let rec: VideoRecord = dec(&v)?;
             if let Some(owner) = rec.owner {
                 // A resumable upload in progress counts with all it said it will bring.
                 let bytes = match rec.status {
@@ -155,8 +154,8 @@ impl Store {
     /// A user's API tokens (never their secrets: the store does not have them).
     pub fn tokens_of(&self, user_id: &str) -> Result<Vec<ApiToken>, StoreError> {
         let mut out = vec![];
-        for v in self.tokens.iter().values() {
-            let t: ApiToken = dec(&v?)?;
+        for v in self.tokens.values()? {
+            let t: ApiToken = dec(&v)?;
             if t.user_id == user_id {
                 out.push(t);
             }
@@ -167,8 +166,7 @@ impl Store {
 
     /// Revokes the token `id` of `user_id`; returns whether there was one.
     pub fn delete_token(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
-        for item in self.tokens.iter() {
-            let (k, v) = item?;
+        for (k, v) in self.tokens.entries()? {
             let t: ApiToken = dec(&v)?;
             if t.user_id == user_id && t.id == id {
                 self.tokens.remove(k)?;
@@ -213,36 +211,38 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_the_first_admin_adopts_videos_from_before_accounts() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let old = VideoRecord::new("old", Some("from before accounts".into()), None, 1);
-        s.create(&old, &KeyMaterial::generate()).unwrap();
-        let up = user("Alice", Role::Uploader);
-        assert_eq!(s.create_user(&up).unwrap(), 0, "an uploader adopts nothing");
-        assert!(matches!(s.create_user(&user("alice", Role::Admin)), Err(StoreError::NameTaken(_))));
-        let admin = user("root", Role::Admin);
-        assert_eq!(s.create_user(&admin).unwrap(), 1);
-        assert_eq!(s.get("old").unwrap().unwrap().owner.as_deref(), Some(admin.id.as_str()));
-        assert_eq!(s.create_user(&user("second", Role::Admin)).unwrap(), 0, "only the first admin adopts");
-        assert_eq!(s.user_by_name("ALICE").unwrap().unwrap().id, up.id);
-        assert_eq!(s.users().unwrap().len(), 3);
-        assert!(!s.create_first_user(&user("late", Role::Admin)).unwrap(), "setup only while nobody exists");
-        assert_eq!(s.usage().unwrap()[&admin.id], Usage { bytes: 1, videos: 1 });
+        for s in crate::store::testing::each_engine() {
+            eprintln!("engine: {}", s.engine());
+            let old = VideoRecord::new("old", Some("from before accounts".into()), None, 1);
+            s.create(&old, &KeyMaterial::generate()).unwrap();
+            let up = user("Alice", Role::Uploader);
+            assert_eq!(s.create_user(&up).unwrap(), 0, "an uploader adopts nothing");
+            assert!(matches!(s.create_user(&user("alice", Role::Admin)), Err(StoreError::NameTaken(_))));
+            let admin = user("root", Role::Admin);
+            assert_eq!(s.create_user(&admin).unwrap(), 1);
+            assert_eq!(s.get("old").unwrap().unwrap().owner.as_deref(), Some(admin.id.as_str()));
+            assert_eq!(s.create_user(&user("second", Role::Admin)).unwrap(), 0, "only the first admin adopts");
+            assert_eq!(s.user_by_name("ALICE").unwrap().unwrap().id, up.id);
+            assert_eq!(s.users().unwrap().len(), 3);
+            assert!(!s.create_first_user(&user("late", Role::Admin)).unwrap(), "setup only while nobody exists");
+            assert_eq!(s.usage().unwrap()[&admin.id], Usage { bytes: 1, videos: 1 });
+        }
     }
 
     #[test]
     fn invites_are_single_use_and_tokens_are_revoked_by_their_owner_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let inv = Invite { created_by: "a".into(), expires_at: chrono::Utc::now() };
-        s.put_invite("d", &inv).unwrap();
-        assert!(s.take_invite("d").unwrap().is_some());
-        assert!(s.take_invite("d").unwrap().is_none());
-        let (_, t) = crate::auth::accounts::new_token("u1", "ci", vec![], None);
-        s.put_token("x", &t).unwrap();
-        assert_eq!(s.tokens_of("u1").unwrap().len(), 1);
-        assert!(!s.delete_token("u2", &t.id).unwrap(), "another user's token");
-        assert!(s.delete_token("u1", &t.id).unwrap());
-        assert!(s.token("x").unwrap().is_none());
+        for s in crate::store::testing::each_engine() {
+            eprintln!("engine: {}", s.engine());
+            let inv = Invite { created_by: "a".into(), expires_at: chrono::Utc::now() };
+            s.put_invite("d", &inv).unwrap();
+            assert!(s.take_invite("d").unwrap().is_some());
+            assert!(s.take_invite("d").unwrap().is_none());
+            let (_, t) = crate::auth::accounts::new_token("u1", "ci", vec![], None);
+            s.put_token("x", &t).unwrap();
+            assert_eq!(s.tokens_of("u1").unwrap().len(), 1);
+            assert!(!s.delete_token("u2", &t.id).unwrap(), "another user's token");
+            assert!(s.delete_token("u1", &t.id).unwrap());
+            assert!(s.token("x").unwrap().is_none());
+        }
     }
 }

@@ -1,9 +1,9 @@
-//! Live streams in the embedded store, by id. Their keys are looked up in memory
+//! Live streams in the store, by id. Their keys are looked up in memory
 //! (`crate::live::Keys`), loaded from here at start.
 
 use chrono::Utc;
 
-use super::sled::{dec, enc};
+use super::records::{dec, enc};
 use super::{Store, StoreError};
 use crate::model::{KeyMaterial, LiveStream, VideoRecord};
 
@@ -19,7 +19,7 @@ impl Store {
 
     /// Every stream (`owner`: one user's only), oldest first.
     pub fn lives(&self, owner: Option<&str>) -> Result<Vec<LiveStream>, StoreError> {
-        let mut out: Vec<LiveStream> = self.live.iter().values().map(|v| dec(&v?)).collect::<Result<_, _>>()?;
+        let mut out: Vec<LiveStream> = self.live.values()?.iter().map(|v| dec(v)).collect::<Result<_, _>>()?;
         out.retain(|l| owner.is_none_or(|o| l.owner == o));
         out.sort_by_key(|l| l.created_at);
         Ok(out)
@@ -32,9 +32,8 @@ impl Store {
             let mut l: LiveStream = dec(&old)?;
             f(&mut l);
             l.updated_at = Utc::now();
-            match self.live.compare_and_swap(id.as_bytes(), Some(old), Some(enc(&l)?))? {
-                Ok(()) => return Ok(Some(l)),
-                Err(_) => continue,
+            if self.live.compare_and_swap(id.as_bytes(), Some(&old), Some(&enc(&l)?))? {
+                return Ok(Some(l));
             }
         }
     }
@@ -69,16 +68,12 @@ impl Store {
     /// Inserts the video of a broadcast with its key and no job: the broadcast's own task runs
     /// it, no worker may claim it.
     pub fn create_broadcast(&self, video: &VideoRecord, key: &KeyMaterial) -> Result<(), StoreError> {
-        use sled::transaction::ConflictableTransactionError;
-        use sled::Transactional;
         let (v, k) = (enc(video)?, enc(key)?);
-        (self.videos_tree(), self.keys_tree())
-            .transaction(|(videos, keys)| {
-                videos.insert(video.id.as_bytes(), v.clone())?;
-                keys.insert(video.id.as_bytes(), k.clone())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(super::sled::tx_err)
+        super::kv::transaction(&[self.videos_tree(), self.keys_tree()], |t| {
+            t[0].insert(video.id.as_bytes(), v.clone())?;
+            t[1].insert(video.id.as_bytes(), k.clone())?;
+            Ok(())
+        })
     }
 }
 
@@ -89,25 +84,26 @@ mod tests {
 
     #[test]
     fn streams_are_kept_listed_updated_and_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db")).unwrap();
-        let a = LiveStream::new("a", "u1", "A".into(), Visibility::Public);
-        let b = LiveStream::new("b", "u2", "B".into(), Visibility::Private);
-        s.add_live(&a).unwrap();
-        s.add_live(&b).unwrap();
-        assert_eq!(s.live("a").unwrap(), Some(a.clone()));
-        assert_eq!(s.lives(None).unwrap().len(), 2);
-        assert_eq!(s.lives(Some("u2")).unwrap(), vec![b]);
-        let l = s.update_live("a", |l| l.status = LiveStatus::Live).unwrap().unwrap();
-        assert_eq!(s.live("a").unwrap().unwrap().status, LiveStatus::Live);
-        assert_eq!(l.key, a.key);
-        assert!(s.update_live("zz", |_| {}).unwrap().is_none());
-        assert!(s.delete_live("a").unwrap());
-        assert!(!s.delete_live("a").unwrap());
-        let v = VideoRecord { live: true, ..VideoRecord::new("v", None, None, 0) };
-        s.create_broadcast(&v, &KeyMaterial::generate()).unwrap();
-        assert!(s.get("v").unwrap().unwrap().live);
-        assert!(s.key("v").unwrap().is_some());
-        assert!(s.jobs().unwrap().is_empty(), "no worker may claim a broadcast");
+        for s in crate::store::testing::each_engine() {
+            eprintln!("engine: {}", s.engine());
+            let a = LiveStream::new("a", "u1", "A".into(), Visibility::Public);
+            let b = LiveStream::new("b", "u2", "B".into(), Visibility::Private);
+            s.add_live(&a).unwrap();
+            s.add_live(&b).unwrap();
+            assert_eq!(s.live("a").unwrap(), Some(a.clone()));
+            assert_eq!(s.lives(None).unwrap().len(), 2);
+            assert_eq!(s.lives(Some("u2")).unwrap(), vec![b]);
+            let l = s.update_live("a", |l| l.status = LiveStatus::Live).unwrap().unwrap();
+            assert_eq!(s.live("a").unwrap().unwrap().status, LiveStatus::Live);
+            assert_eq!(l.key, a.key);
+            assert!(s.update_live("zz", |_| {}).unwrap().is_none());
+            assert!(s.delete_live("a").unwrap());
+            assert!(!s.delete_live("a").unwrap());
+            let v = VideoRecord { live: true, ..VideoRecord::new("v", None, None, 0) };
+            s.create_broadcast(&v, &KeyMaterial::generate()).unwrap();
+            assert!(s.get("v").unwrap().unwrap().live);
+            assert!(s.key("v").unwrap().is_some());
+            assert!(s.jobs().unwrap().is_empty(), "no worker may claim a broadcast");
+        }
     }
 }

@@ -1,10 +1,8 @@
-//! Resumable uploads in the embedded store: the upload's state beside its video record (status
+//! Resumable uploads in the store: the upload's state beside its video record (status
 //! `uploading`), created, advanced and ended together.
 
-use sled::transaction::ConflictableTransactionError;
-use sled::Transactional;
-
-use super::sled::{dec, enc, tx_err};
+use super::kv::transaction;
+use super::records::{dec, enc, tx_dec, tx_enc};
 use super::{Store, StoreError};
 use crate::model::{KeyMaterial, Status, TusUpload, VideoRecord};
 
@@ -13,14 +11,12 @@ impl Store {
     /// transcode until the last byte arrives).
     pub fn create_tus(&self, upload: &TusUpload, video: &VideoRecord, key: &KeyMaterial) -> Result<(), StoreError> {
         let (u, v, k) = (enc(upload)?, enc(video)?, enc(key)?);
-        (&self.tus, self.videos_tree(), self.keys_tree())
-            .transaction(|(tus, videos, keys)| {
-                tus.insert(upload.id.as_bytes(), u.clone())?;
-                videos.insert(upload.id.as_bytes(), v.clone())?;
-                keys.insert(upload.id.as_bytes(), k.clone())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_err)
+        transaction(&[&self.tus, self.videos_tree(), self.keys_tree()], |t| {
+            t[0].insert(upload.id.as_bytes(), u.clone())?;
+            t[1].insert(upload.id.as_bytes(), v.clone())?;
+            t[2].insert(upload.id.as_bytes(), k.clone())?;
+            Ok(())
+        })
     }
 
     /// A resumable upload by id.
@@ -30,7 +26,7 @@ impl Store {
 
     /// Every resumable upload in progress.
     pub fn tus_uploads(&self) -> Result<Vec<TusUpload>, StoreError> {
-        self.tus.iter().values().map(|v| dec(&v?)).collect()
+        self.tus.values()?.iter().map(|v| dec(v)).collect()
     }
 
     /// Stores the upload's new state (a durable offset, a later expiry) and shows the offset in
@@ -38,20 +34,19 @@ impl Store {
     pub fn advance_tus(&self, upload: &TusUpload) -> Result<bool, StoreError> {
         let u = enc(upload)?;
         let id = upload.id.as_bytes();
-        (&self.tus, self.videos_tree())
-            .transaction(|(tus, videos)| {
-                if tus.get(id)?.is_none() {
-                    return Ok(false);
-                }
-                let Some(v) = videos.get(id)? else { return Ok(false) };
-                let mut v: VideoRecord = dec(&v).map_err(ConflictableTransactionError::Abort)?;
-                v.upload_bytes = upload.offset;
-                v.updated_at = chrono::Utc::now();
-                tus.insert(id, u.clone())?;
-                videos.insert(id, enc(&v).map_err(ConflictableTransactionError::Abort)?)?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(true)
-            })
-            .map_err(tx_err)
+        transaction(&[&self.tus, self.videos_tree()], |t| {
+            let (tus, videos) = (&t[0], &t[1]);
+            if tus.get(id)?.is_none() {
+                return Ok(false);
+            }
+            let Some(v) = videos.get(id)? else { return Ok(false) };
+            let mut v: VideoRecord = tx_dec(&v)?;
+            v.upload_bytes = upload.offset;
+            v.updated_at = chrono::Utc::now();
+            tus.insert(id, u.clone())?;
+            videos.insert(id, tx_enc(&v)?)?;
+            Ok(true)
+        })
     }
 
     /// The upload is complete (its video is recorded for transcoding by the upload module).
@@ -104,23 +99,24 @@ mod tests {
 
     #[test]
     fn a_resumable_upload_lives_beside_its_record_and_goes_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let mut u = upload("a");
-        let v = VideoRecord { status: Status::Uploading, ..VideoRecord::new("a", None, None, 0) };
-        s.create_tus(&u, &v, &KeyMaterial::generate()).unwrap();
-        assert!(s.jobs().unwrap().is_empty(), "nothing to transcode yet");
-        u.offset = 4;
-        assert!(s.advance_tus(&u).unwrap());
-        assert_eq!(s.get("a").unwrap().unwrap().upload_bytes, 4);
-        // A streamed transcode had started when the server died: back to uploading, no job.
-        s.create_with(&VideoRecord { status: Status::Processing, ..v.clone() }, &KeyMaterial::generate(), JobState::Running).unwrap();
-        assert_eq!(s.reset_tus_jobs().unwrap(), vec!["a".to_string()]);
-        assert!(s.jobs().unwrap().is_empty());
-        assert_eq!(s.get("a").unwrap().unwrap().status, Status::Uploading);
-        assert!(s.delete("a").unwrap());
-        assert!(s.tus("a").unwrap().is_none(), "deleting the video ends its upload");
-        assert!(!s.advance_tus(&u).unwrap(), "a deleted upload does not come back");
-        assert!(s.get("a").unwrap().is_none());
+        for s in crate::store::testing::each_engine() {
+            eprintln!("engine: {}", s.engine());
+            let mut u = upload("a");
+            let v = VideoRecord { status: Status::Uploading, ..VideoRecord::new("a", None, None, 0) };
+            s.create_tus(&u, &v, &KeyMaterial::generate()).unwrap();
+            assert!(s.jobs().unwrap().is_empty(), "nothing to transcode yet");
+            u.offset = 4;
+            assert!(s.advance_tus(&u).unwrap());
+            assert_eq!(s.get("a").unwrap().unwrap().upload_bytes, 4);
+            // A streamed transcode had started when the server died: back to uploading, no job.
+            s.create_with(&VideoRecord { status: Status::Processing, ..v.clone() }, &KeyMaterial::generate(), JobState::Running).unwrap();
+            assert_eq!(s.reset_tus_jobs().unwrap(), vec!["a".to_string()]);
+            assert!(s.jobs().unwrap().is_empty());
+            assert_eq!(s.get("a").unwrap().unwrap().status, Status::Uploading);
+            assert!(s.delete("a").unwrap());
+            assert!(s.tus("a").unwrap().is_none(), "deleting the video ends its upload");
+            assert!(!s.advance_tus(&u).unwrap(), "a deleted upload does not come back");
+            assert!(s.get("a").unwrap().is_none());
+        }
     }
 }

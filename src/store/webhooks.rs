@@ -1,11 +1,9 @@
-//! Webhook endpoints and their outbox in the embedded store. A delivery is written before anyone
+//! Webhook endpoints and their outbox in the store. A delivery is written before anyone
 //! is told of it, and stays pending (with its due time indexed in `due`) until delivered or given
 //! up, so a restart loses none.
 
-use sled::transaction::ConflictableTransactionError;
-use sled::Transactional;
-
-use super::sled::{dec, enc, tx_err};
+use super::kv::transaction;
+use super::records::{dec, enc};
 use super::{Store, StoreError};
 use crate::model::{Delivery, DeliveryState, Webhook};
 
@@ -25,7 +23,7 @@ impl Store {
 
     /// Every endpoint (`owner`: one user's only), oldest first.
     pub fn webhooks(&self, owner: Option<&str>) -> Result<Vec<Webhook>, StoreError> {
-        let mut out: Vec<Webhook> = self.webhooks.iter().values().map(|v| dec(&v?)).collect::<Result<_, _>>()?;
+        let mut out: Vec<Webhook> = self.webhooks.values()?.iter().map(|v| dec(v)).collect::<Result<_, _>>()?;
         out.retain(|w| owner.is_none_or(|o| w.owner == o));
         out.sort_by_key(|w| w.created_at);
         Ok(out)
@@ -36,8 +34,7 @@ impl Store {
         if self.webhooks.remove(id.as_bytes())?.is_none() {
             return Ok(false);
         }
-        for item in self.deliveries.scan_prefix(format!("{id}/").as_bytes()) {
-            let (k, v) = item?;
+        for (k, v) in self.deliveries.scan_prefix(format!("{id}/").as_bytes())? {
             let d: Delivery = dec(&v)?;
             if d.state == DeliveryState::Pending {
                 self.due.remove(due_key(&d))?;
@@ -49,7 +46,7 @@ impl Store {
 
     /// A sequence number for a new delivery's id.
     pub fn next_delivery_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        self.db.generate_id()
     }
 
     /// Writes new deliveries into the outbox, each pending and due at its `next_at`.
@@ -58,24 +55,21 @@ impl Store {
             .iter()
             .map(|d| Ok((d.id.clone(), enc(d)?, (d.state == DeliveryState::Pending).then(|| due_key(d)))))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        (&self.deliveries, &self.due)
-            .transaction(|(deliveries, due)| {
-                for (id, body, key) in &encoded {
-                    deliveries.insert(id.as_bytes(), body.clone())?;
-                    if let Some(key) = key {
-                        due.insert(key.clone(), id.as_bytes())?;
-                    }
+        transaction(&[&self.deliveries, &self.due], |t| {
+            for (id, body, key) in &encoded {
+                t[0].insert(id.as_bytes(), body.clone())?;
+                if let Some(key) = key {
+                    t[1].insert(key, id.as_bytes())?;
                 }
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_err)
+            }
+            Ok(())
+        })
     }
 
     /// Pending deliveries due at or before `now_ms`, earliest first, at most `limit`.
     pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let mut out = Vec::new();
-        for item in self.due.iter() {
-            let (k, id) = item?;
+        for (k, id) in self.due.entries()? {
             let at: i64 = std::str::from_utf8(&k[..20.min(k.len())]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
             if at > now_ms || out.len() >= limit {
                 break;
@@ -102,33 +96,31 @@ impl Store {
         let body = enc(after)?;
         let (old_key, new_key) = (due_key(before), due_key(after));
         let pending = after.state == DeliveryState::Pending;
-        (&self.deliveries, &self.due)
-            .transaction(|(deliveries, due)| {
-                if deliveries.get(after.id.as_bytes())?.is_none() {
-                    due.remove(old_key.clone())?;
-                    return Ok(false);
-                }
-                deliveries.insert(after.id.as_bytes(), body.clone())?;
-                due.remove(old_key.clone())?;
-                if pending {
-                    due.insert(new_key.clone(), after.id.as_bytes())?;
-                }
-                Ok::<_, ConflictableTransactionError<StoreError>>(true)
-            })
-            .map_err(tx_err)
+        transaction(&[&self.deliveries, &self.due], |t| {
+            let (deliveries, due) = (&t[0], &t[1]);
+            if deliveries.get(after.id.as_bytes())?.is_none() {
+                due.remove(&old_key)?;
+                return Ok(false);
+            }
+            deliveries.insert(after.id.as_bytes(), body.clone())?;
+            due.remove(&old_key)?;
+            if pending {
+                due.insert(&new_key, after.id.as_bytes())?;
+            }
+            Ok(true)
+        })
     }
 
     /// Keeps an endpoint's log bounded: removes its oldest finished deliveries beyond `keep`
     /// (pending ones always stay).
     pub fn prune_deliveries(&self, webhook_id: &str, keep: usize) -> Result<(), StoreError> {
         let prefix = format!("{webhook_id}/");
-        let total = self.deliveries.scan_prefix(prefix.as_bytes()).count();
-        let mut excess = total.saturating_sub(keep);
-        for item in self.deliveries.scan_prefix(prefix.as_bytes()) {
+        let all = self.deliveries.scan_prefix(prefix.as_bytes())?;
+        let mut excess = all.len().saturating_sub(keep);
+        for (k, v) in all {
             if excess == 0 {
                 break;
             }
-            let (k, v) = item?;
             if dec::<Delivery>(&v)?.state != DeliveryState::Pending {
                 self.deliveries.remove(k)?;
                 excess -= 1;
@@ -139,7 +131,7 @@ impl Store {
 
     /// An endpoint's deliveries, newest first, at most `limit`.
     pub fn deliveries(&self, webhook_id: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        self.deliveries.scan_prefix(format!("{webhook_id}/").as_bytes()).rev().take(limit).map(|r| dec(&r?.1)).collect()
+        self.deliveries.scan_prefix(format!("{webhook_id}/").as_bytes())?.iter().rev().take(limit).map(|(_, v)| dec(v)).collect()
     }
 }
 
@@ -167,23 +159,24 @@ mod tests {
 
     #[test]
     fn the_outbox_keeps_pending_deliveries_and_a_bounded_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let pending = delivery(&s, "h1", DeliveryState::Pending);
-        let done: Vec<Delivery> = (0..5).map(|_| delivery(&s, "h1", DeliveryState::Delivered)).collect();
-        s.enqueue_deliveries(std::slice::from_ref(&pending)).unwrap();
-        s.enqueue_deliveries(&done).unwrap();
-        // Only what is pending is due.
-        let due: Vec<String> = s.due_deliveries(Utc::now().timestamp_millis() + 1, 100).unwrap().into_iter().map(|d| d.id).collect();
-        assert_eq!(due, std::slice::from_ref(&pending.id));
-        s.prune_deliveries("h1", 3).unwrap();
-        let log = s.deliveries("h1", 100).unwrap();
-        assert_eq!(log.len(), 3);
-        assert!(log.iter().any(|d| d.id == pending.id), "the pending one stays");
-        assert_eq!(log[0].id, done[4].id, "newest first");
-        // An attempt moves it out of the due index once delivered.
-        let after = Delivery { state: DeliveryState::Delivered, attempts: 1, ..pending.clone() };
-        assert!(s.update_delivery(&pending, &after).unwrap());
-        assert!(s.due_deliveries(i64::MAX, 100).unwrap().iter().all(|d| d.id != pending.id));
+        for s in crate::store::testing::each_engine() {
+            eprintln!("engine: {}", s.engine());
+            let pending = delivery(&s, "h1", DeliveryState::Pending);
+            let done: Vec<Delivery> = (0..5).map(|_| delivery(&s, "h1", DeliveryState::Delivered)).collect();
+            s.enqueue_deliveries(std::slice::from_ref(&pending)).unwrap();
+            s.enqueue_deliveries(&done).unwrap();
+            // Only what is pending is due.
+            let due: Vec<String> = s.due_deliveries(Utc::now().timestamp_millis() + 1, 100).unwrap().into_iter().map(|d| d.id).collect();
+            assert_eq!(due, std::slice::from_ref(&pending.id));
+            s.prune_deliveries("h1", 3).unwrap();
+            let log = s.deliveries("h1", 100).unwrap();
+            assert_eq!(log.len(), 3);
+            assert!(log.iter().any(|d| d.id == pending.id), "the pending one stays");
+            assert_eq!(log[0].id, done[4].id, "newest first");
+            // An attempt moves it out of the due index once delivered.
+            let after = Delivery { state: DeliveryState::Delivered, attempts: 1, ..pending.clone() };
+            assert!(s.update_delivery(&pending, &after).unwrap());
+            assert!(s.due_deliveries(i64::MAX, 100).unwrap().iter().all(|d| d.id != pending.id));
+        }
     }
 }

@@ -34,10 +34,51 @@ pub struct Server {
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
+/// The configuration the integration tests run in: `embedded` (sled and the data dir, the
+/// default) or `scaled` (PostgreSQL for the records: `TEST_STORE=postgres`). Every
+/// server and command a test starts uses it; failures name it.
+pub fn configuration() -> &'static str {
+    match std::env::var("TEST_STORE").as_deref() {
+        Ok("postgres") => "scaled (PostgreSQL)",
+        _ => "embedded (sled)",
+    }
+}
+
+/// Prints the configuration before any failure message of a test that started a server.
+fn name_the_configuration_in_failures() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            eprintln!("[configuration: {}]", configuration());
+            default(info);
+        }));
+    });
+}
+
+/// In the scaled configuration, the database of the server on `data_dir`: one per data dir
+/// (fresh for a fresh dir, the same again for a restart on it), on `TEST_POSTGRES`
+/// (default the test machines' `127.0.0.1:5432`). Cascade creates it; the test command drops
+/// every `cascade_test_*` database at its end.
+pub fn database_url(data_dir: &Path) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    if std::env::var("TEST_STORE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let server = std::env::var("TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    Some(format!("{server}/cascade_test_{:016x}", h.finish()))
+}
+
 /// Runs `cascade ARGS` on a data dir; returns stdout, panicking with stderr on failure.
 pub fn cascade_cli(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"));
+    if let Some(url) = args.iter().position(|a| *a == "--data-dir").and_then(|i| database_url(Path::new(args[i + 1]))) {
+        cmd.env("CASCADE_DATABASE_URL", url);
+    }
+    let mut child = cmd
         .args(args)
         .current_dir(repo())
         .stdin(Stdio::piped())
@@ -123,9 +164,13 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(data_dir.with_extension("log")).unwrap()))
             .kill_on_drop(true);
+        if let Some(url) = database_url(data_dir) {
+            cmd.env("CASCADE_DATABASE_URL", url);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
+        name_the_configuration_in_failures();
         let child = cmd.spawn().expect("start cascade");
         let client = if token.is_empty() {
             reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
@@ -158,6 +203,21 @@ impl Server {
     /// Where hand-written requests go, and with which credential.
     pub fn endpoint(&self) -> Endpoint {
         Endpoint { port: self.port, token: self.token.clone() }
+    }
+
+    /// Every byte the server's store holds: sled's files, or every key and value of its
+    /// PostgreSQL database (to look for what must never be stored).
+    pub async fn stored_bytes(&self) -> Vec<u8> {
+        match database_url(&self.data_dir) {
+            None => files_under(&self.data_dir.join("db")).into_iter().flat_map(|f| std::fs::read(f).unwrap()).collect(),
+            Some(url) => {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as("SELECT k, v FROM cascade_kv").fetch_all(&mut c).await.unwrap();
+                assert!(!rows.is_empty(), "the server's database {url} is empty");
+                rows.into_iter().flat_map(|(k, v)| k.into_iter().chain(v)).collect()
+            }
+        }
     }
 
     pub fn log(&self) -> String {

@@ -1,5 +1,6 @@
-//! The embedded store on sled: trees `videos`, `jobs` and `keys` of JSON records. Synchronous:
-//! async code reaches it through [`super::AsyncStore`].
+//! The store's records: trees `videos`, `jobs` and `keys` of JSON records here, the others in
+//! `accounts.rs`, `tus.rs`, `webhooks.rs` and `live.rs`; on sled or PostgreSQL (`kv.rs`).
+//! Synchronous: async code reaches it through [`super::AsyncStore`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,34 +8,34 @@ use std::path::Path;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
+use super::kv::{transaction, Engine, Tree, TxError};
 use super::StoreError;
 use crate::model::{JobRecord, JobState, KeyMaterial, Status, VideoRecord};
 
 /// The synchronous store.
 pub struct Store {
-    pub(super) db: sled::Db,
-    videos: sled::Tree,
-    jobs: sled::Tree,
-    keys: sled::Tree,
+    pub(super) db: Engine,
+    videos: Tree,
+    jobs: Tree,
+    keys: Tree,
     /// Accounts (`accounts.rs`): users by id, user ids by lower-case name, sessions and API
     /// tokens by the SHA-256 of their secret.
-    pub(super) users: sled::Tree,
-    pub(super) usernames: sled::Tree,
-    pub(super) sessions: sled::Tree,
-    pub(super) tokens: sled::Tree,
+    pub(super) users: Tree,
+    pub(super) usernames: Tree,
+    pub(super) sessions: Tree,
+    pub(super) tokens: Tree,
     /// Sign-up invitations by the SHA-256 of their code.
-    pub(super) invites: sled::Tree,
+    pub(super) invites: Tree,
     /// Resumable uploads in progress, by video id (`tus.rs`).
-    pub(super) tus: sled::Tree,
+    pub(super) tus: Tree,
     /// Webhook endpoints by id, their deliveries by `{webhook id}/{sequence}`, and the pending
     /// deliveries by `{due time}/{delivery key}` (`webhooks.rs`).
-    pub(super) webhooks: sled::Tree,
-    pub(super) deliveries: sled::Tree,
-    pub(super) due: sled::Tree,
+    pub(super) webhooks: Tree,
+    pub(super) deliveries: Tree,
+    pub(super) due: Tree,
     /// Live streams by id (`live.rs`).
-    pub(super) live: sled::Tree,
+    pub(super) live: Tree,
     /// Writes to users, sessions and tokens so far (`accounts.rs`).
     pub(super) accounts_generation: std::sync::atomic::AtomicU64,
     /// Held while a user is created, so that "the first admin" and "no user yet" are decided once.
@@ -49,6 +50,16 @@ pub(super) fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, StoreErro
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// [`dec`] inside a transaction.
+pub(super) fn tx_dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, TxError> {
+    dec(b).map_err(ConflictableTransactionError::Abort)
+}
+
+/// [`enc`] inside a transaction.
+pub(super) fn tx_enc<T: Serialize>(v: &T) -> Result<Vec<u8>, TxError> {
+    enc(v).map_err(ConflictableTransactionError::Abort)
+}
+
 pub(super) fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -57,39 +68,61 @@ pub(super) fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the embedded database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
+        Store::on(Engine::Sled(sled::Config::new().path(path).open()?))
+    }
+
+    /// Connects to the PostgreSQL database at `url` (created if missing, migrated).
+    pub fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::on(Engine::Postgres(std::sync::Arc::new(super::postgres::PgKv::connect(url)?)))
+    }
+
+    /// The store of a server: PostgreSQL at `database_url` if there is one, else the embedded
+    /// database in `data_dir/db`.
+    pub fn open_configured(data_dir: &Path, database_url: Option<&str>) -> Result<Store, StoreError> {
+        match database_url {
+            Some(url) => Store::connect(url),
+            None => Store::open(&data_dir.join("db")),
+        }
+    }
+
+    fn on(db: Engine) -> Result<Store, StoreError> {
         Ok(Store {
-            videos: db.open_tree("videos")?,
-            jobs: db.open_tree("jobs")?,
-            keys: db.open_tree("keys")?,
-            users: db.open_tree("users")?,
-            usernames: db.open_tree("usernames")?,
-            sessions: db.open_tree("sessions")?,
-            tokens: db.open_tree("tokens")?,
-            invites: db.open_tree("invites")?,
-            tus: db.open_tree("tus")?,
-            webhooks: db.open_tree("webhooks")?,
-            deliveries: db.open_tree("webhook_deliveries")?,
-            due: db.open_tree("webhook_due")?,
-            live: db.open_tree("live")?,
+            videos: db.tree("videos")?,
+            jobs: db.tree("jobs")?,
+            keys: db.tree("keys")?,
+            users: db.tree("users")?,
+            usernames: db.tree("usernames")?,
+            sessions: db.tree("sessions")?,
+            tokens: db.tree("tokens")?,
+            invites: db.tree("invites")?,
+            tus: db.tree("tus")?,
+            webhooks: db.tree("webhooks")?,
+            deliveries: db.tree("webhook_deliveries")?,
+            due: db.tree("webhook_due")?,
+            live: db.tree("live")?,
             accounts_lock: std::sync::Mutex::new(()),
             accounts_generation: Default::default(),
             db,
         })
     }
 
+    /// "sled" or "postgres".
+    pub fn engine(&self) -> &'static str {
+        self.db.name()
+    }
+
     /// The videos tree, for the other parts of the store.
-    pub(super) fn videos_tree(&self) -> &sled::Tree {
+    pub(super) fn videos_tree(&self) -> &Tree {
         &self.videos
     }
 
-    pub(super) fn keys_tree(&self) -> &sled::Tree {
+    pub(super) fn keys_tree(&self) -> &Tree {
         &self.keys
     }
 
-    pub(super) fn jobs_tree(&self) -> &sled::Tree {
+    pub(super) fn jobs_tree(&self) -> &Tree {
         &self.jobs
     }
 
@@ -103,14 +136,12 @@ impl Store {
         let seq = self.db.generate_id()?;
         let job = JobRecord { video_id: video.id.clone(), state, seq, enqueued_at: Utc::now() };
         let (v, j, k) = (enc(video)?, enc(&job)?, enc(key)?);
-        (&self.videos, &self.jobs, &self.keys)
-            .transaction(|(videos, jobs, keys)| {
-                videos.insert(video.id.as_bytes(), v.clone())?;
-                jobs.insert(video.id.as_bytes(), j.clone())?;
-                keys.insert(video.id.as_bytes(), k.clone())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_err)?;
+        transaction(&[&self.videos, &self.jobs, &self.keys], |t| {
+            t[0].insert(video.id.as_bytes(), v.clone())?;
+            t[1].insert(video.id.as_bytes(), j.clone())?;
+            t[2].insert(video.id.as_bytes(), k.clone())?;
+            Ok(())
+        })?;
         Ok(job)
     }
 
@@ -126,15 +157,15 @@ impl Store {
             status: Status,
         }
         let mut counts = HashMap::new();
-        for r in self.videos.iter().values() {
-            *counts.entry(dec::<StatusOnly>(&r?)?.status).or_insert(0) += 1;
+        for r in self.videos.values()? {
+            *counts.entry(dec::<StatusOnly>(&r)?.status).or_insert(0) += 1;
         }
         Ok(counts)
     }
 
     /// Every video, newest first.
     pub fn list(&self) -> Result<Vec<VideoRecord>, StoreError> {
-        let mut out = self.videos.iter().values().map(|r| dec::<VideoRecord>(&r?)).collect::<Result<Vec<_>, _>>()?;
+        let mut out = self.videos.values()?.iter().map(|r| dec::<VideoRecord>(r)).collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|v| std::cmp::Reverse(v.created_at));
         Ok(out)
     }
@@ -169,24 +200,21 @@ impl Store {
             f(&mut rec);
             rec.updated_at = Utc::now();
             let new = enc(&rec)?;
-            match self.videos.compare_and_swap(id.as_bytes(), Some(old), Some(new))? {
-                Ok(()) => return Ok(Some(rec)),
-                Err(_) => continue,
+            if self.videos.compare_and_swap(id.as_bytes(), Some(&old), Some(&new))? {
+                return Ok(Some(rec));
             }
         }
     }
 
     /// Removes a video, its job and its key, atomically. Returns whether it existed.
     pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        (&self.videos, &self.jobs, &self.keys, &self.tus)
-            .transaction(|(videos, jobs, keys, tus)| {
-                let existed = videos.remove(id.as_bytes())?.is_some();
-                jobs.remove(id.as_bytes())?;
-                keys.remove(id.as_bytes())?;
-                tus.remove(id.as_bytes())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(existed)
-            })
-            .map_err(tx_err)
+        transaction(&[&self.videos, &self.jobs, &self.keys, &self.tus], |t| {
+            let existed = t[0].remove(id.as_bytes())?;
+            t[1].remove(id.as_bytes())?;
+            t[2].remove(id.as_bytes())?;
+            t[3].remove(id.as_bytes())?;
+            Ok(existed)
+        })
     }
 
     /// The key of a video.
@@ -196,7 +224,7 @@ impl Store {
 
     /// Every job, in queue order.
     pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let mut out = self.jobs.iter().values().map(|r| dec::<JobRecord>(&r?)).collect::<Result<Vec<_>, _>>()?;
+        let mut out = self.jobs.values()?.iter().map(|r| dec::<JobRecord>(r)).collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|j| j.seq);
         Ok(out)
     }
@@ -206,16 +234,15 @@ impl Store {
         Ok(self.jobs()?.into_iter().filter(|j| j.state == JobState::Queued).enumerate().map(|(i, j)| (j.video_id, i + 1)).collect())
     }
 
-    /// Flushes sled's log: call before acknowledging what must survive a crash.
+    /// Makes every write so far durable (sled's log is flushed; PostgreSQL's commits are):
+    /// call before acknowledging what must survive a crash.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.db.flush()
     }
 
-    /// Flushes the log without blocking the executor.
+    /// [`Store::flush`] without blocking the executor.
     pub async fn flush_async(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.db.flush_async().await
     }
 
     /// Claims the oldest queued job (compare-and-swap, so two workers never get the same one).
@@ -231,27 +258,26 @@ impl Store {
             let key = job.video_id.clone();
             let claimed = JobRecord { state: JobState::Running, ..job.clone() };
             let claimed_bytes = enc(&claimed)?;
-            let result = (&self.jobs, &self.videos)
-                .transaction(|(jobs, videos)| {
-                    let Some(cur) = jobs.get(key.as_bytes())? else { return Ok(None) };
-                    let cur: JobRecord = dec(&cur).map_err(ConflictableTransactionError::Abort)?;
-                    if cur.state != JobState::Queued {
-                        return Ok(None);
-                    }
-                    let Some(v) = videos.get(key.as_bytes())? else {
-                        jobs.remove(key.as_bytes())?;
-                        return Ok(None);
-                    };
-                    let mut v: VideoRecord = dec(&v).map_err(ConflictableTransactionError::Abort)?;
-                    v.status = Status::Processing;
-                    v.attempts += 1;
-                    v.reset_output();
-                    v.updated_at = Utc::now();
-                    jobs.insert(key.as_bytes(), claimed_bytes.clone())?;
-                    videos.insert(key.as_bytes(), enc(&v).map_err(ConflictableTransactionError::Abort)?)?;
-                    Ok(Some(v))
-                })
-                .map_err(tx_err)?;
+            let result = transaction(&[&self.jobs, &self.videos], |t| {
+                let (jobs, videos) = (&t[0], &t[1]);
+                let Some(cur) = jobs.get(key.as_bytes())? else { return Ok(None) };
+                let cur: JobRecord = tx_dec(&cur)?;
+                if cur.state != JobState::Queued {
+                    return Ok(None);
+                }
+                let Some(v) = videos.get(key.as_bytes())? else {
+                    jobs.remove(key.as_bytes())?;
+                    return Ok(None);
+                };
+                let mut v: VideoRecord = tx_dec(&v)?;
+                v.status = Status::Processing;
+                v.attempts += 1;
+                v.reset_output();
+                v.updated_at = Utc::now();
+                jobs.insert(key.as_bytes(), claimed_bytes.clone())?;
+                videos.insert(key.as_bytes(), tx_enc(&v)?)?;
+                Ok(Some(v))
+            })?;
             if let Some(v) = result {
                 return Ok(Some((claimed, v)));
             }
@@ -297,27 +323,56 @@ mod tests {
 
     #[test]
     fn create_claim_recover_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db")).unwrap();
-        let key = KeyMaterial::generate();
-        s.create(&video("a"), &key).unwrap();
-        s.create(&video("b"), &KeyMaterial::generate()).unwrap();
-        assert_eq!(s.key("a").unwrap(), Some(key));
-        let (j, v) = s.claim_next().unwrap().unwrap();
-        assert_eq!(j.video_id, "a");
-        assert_eq!((v.status, v.attempts), (Status::Processing, 1));
-        assert_eq!(s.get("a").unwrap().unwrap().status, Status::Processing);
-        assert_eq!(s.claim_next().unwrap().unwrap().0.video_id, "b");
-        assert!(s.claim_next().unwrap().is_none());
-        assert_eq!(s.recover_running().unwrap(), vec!["a".to_string(), "b".to_string()]);
-        let (j, v) = s.claim_next().unwrap().unwrap();
-        assert_eq!((j.video_id.as_str(), v.attempts), ("a", 2));
-        let r = s.update("a", |v| v.status = Status::Processing).unwrap().unwrap();
-        assert_eq!(r.status, Status::Processing);
-        assert!(s.update("zzz", |_| {}).unwrap().is_none());
-        assert!(s.delete("a").unwrap());
-        assert!(!s.delete("a").unwrap());
-        assert!(s.key("a").unwrap().is_none());
-        assert_eq!(s.jobs().unwrap().len(), 1);
+        for s in crate::store::testing::each_engine() {
+            eprintln!("engine: {}", s.engine());
+            let key = KeyMaterial::generate();
+            s.create(&video("a"), &key).unwrap();
+            s.create(&video("b"), &KeyMaterial::generate()).unwrap();
+            assert_eq!(s.key("a").unwrap(), Some(key));
+            let (j, v) = s.claim_next().unwrap().unwrap();
+            assert_eq!(j.video_id, "a");
+            assert_eq!((v.status, v.attempts), (Status::Processing, 1));
+            assert_eq!(s.get("a").unwrap().unwrap().status, Status::Processing);
+            assert_eq!(s.claim_next().unwrap().unwrap().0.video_id, "b");
+            assert!(s.claim_next().unwrap().is_none());
+            assert_eq!(s.recover_running().unwrap(), vec!["a".to_string(), "b".to_string()]);
+            let (j, v) = s.claim_next().unwrap().unwrap();
+            assert_eq!((j.video_id.as_str(), v.attempts), ("a", 2));
+            let r = s.update("a", |v| v.status = Status::Processing).unwrap().unwrap();
+            assert_eq!(r.status, Status::Processing);
+            assert!(s.update("zzz", |_| {}).unwrap().is_none());
+            assert!(s.delete("a").unwrap());
+            assert!(!s.delete("a").unwrap());
+            assert!(s.key("a").unwrap().is_none());
+            assert_eq!(s.jobs().unwrap().len(), 1);
+        }
+    }
+
+    /// Workers racing for the queue (threads here, processes sharing PostgreSQL in a scaled
+    /// set-up) each get a different job, and every job is claimed once.
+    #[test]
+    fn racing_claims_take_each_job_once() {
+        for s in crate::store::testing::each_engine() {
+            eprintln!("engine: {}", s.engine());
+            let ids: Vec<String> = (0..12).map(|i| format!("v{i:02}")).collect();
+            for id in &ids {
+                s.create(&video(id), &KeyMaterial::generate()).unwrap();
+            }
+            let claimed = std::sync::Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for _ in 0..4 {
+                    scope.spawn(|| {
+                        while let Some((job, video)) = s.claim_next().unwrap() {
+                            assert_eq!(video.status, Status::Processing);
+                            claimed.lock().unwrap().push(job.video_id);
+                        }
+                    });
+                }
+            });
+            let mut claimed = claimed.into_inner().unwrap();
+            claimed.sort();
+            assert_eq!(claimed, ids, "{}: each job once", s.engine());
+            assert!(s.jobs().unwrap().iter().all(|j| j.state == JobState::Running));
+        }
     }
 }
