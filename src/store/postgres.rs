@@ -21,7 +21,21 @@ use tokio::sync::Mutex;
 use super::kv::{Entry, TxError};
 use super::StoreError;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations, embedded in the binary (`migrations/` in the repository). Listed here rather
+/// than by sqlx's `migrate!` macro, whose proc-macro crates build sqlx-core a second time (for
+/// the host) in every profile the test command builds.
+#[derive(Debug)]
+struct Migrations;
+
+impl sqlx::migrate::MigrationSource<'static> for Migrations {
+    fn resolve(self) -> futures_util::future::BoxFuture<'static, Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>> {
+        use sqlx::migrate::{Migration, MigrationType};
+        let m = |version, description: &'static str, sql: &'static str| {
+            Migration::new(version, description.into(), MigrationType::Simple, sql.into(), false)
+        };
+        Box::pin(async move { Ok(vec![m(1, "records", include_str!("../../migrations/0001_records.sql"))]) })
+    }
+}
 
 /// The longest one statement may take (a database that stopped answering fails the call instead
 /// of holding a worker forever).
@@ -95,7 +109,8 @@ impl PgKv {
                     }
                 }
             }
-            MIGRATOR.run(&pool).await.map_err(|e| sqlx::Error::Migrate(Box::new(e)))
+            let migrator = sqlx::migrate::Migrator::new(Migrations).await.map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+            migrator.run(&pool).await.map_err(|e| sqlx::Error::Migrate(Box::new(e)))
         })?;
         Ok(kv)
     }
