@@ -32,6 +32,10 @@ pub struct App {
     /// their files are gone. Ids are never reused; after a restart the orphan sweep has removed
     /// the files of records that no longer exist.
     pub deleted: Mutex<std::collections::HashSet<String>>,
+    /// Jobs this process ran whose lease another process took over (shared database): their
+    /// run ends without touching the record, the queue or the output, which are the new
+    /// holder's now.
+    pub lost_leases: Mutex<std::collections::HashSet<String>>,
     pub shutting_down: AtomicBool,
     /// Segments of finished videos served from memory (owned by media serving).
     pub segments: crate::http::media::cache::SegmentCache,
@@ -95,7 +99,7 @@ impl App {
         for d in [config.data_dir.clone(), config.data_dir.join("uploads"), config.data_dir.join("media")] {
             std::fs::create_dir_all(&d).map_err(|e| AppError::Internal(format!("cannot create {}: {e}", d.display())))?;
         }
-        let store = Store::open_configured(&config.data_dir, config.database_url.as_deref())?;
+        let store = Store::open_configured(&config.data_dir, config.database_url.as_deref())?.with_lease(config.job_lease);
         let secret = load_secret(&config)?;
         let setup_code = store.no_users()?.then(crate::auth::accounts::new_secret);
         Ok(App {
@@ -106,6 +110,7 @@ impl App {
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             deleted: Mutex::new(Default::default()),
+            lost_leases: Mutex::new(Default::default()),
             shutting_down: AtomicBool::new(false),
             segments: crate::http::media::cache::SegmentCache::new(config.segment_cache_bytes),
             slots: Arc::new(tokio::sync::Semaphore::new(config.workers)),
@@ -146,6 +151,11 @@ impl App {
     /// Whether a job of the video is running in this process.
     pub fn has_running_job(&self, id: &str) -> bool {
         self.running.lock().map_or(true, |r| r.contains_key(id))
+    }
+
+    /// Whether another process took over this process's job of the video; clears the mark.
+    pub fn take_lost_lease(&self, id: &str) -> bool {
+        self.lost_leases.lock().is_ok_and(|mut l| l.remove(id))
     }
 
     /// Whether this process deleted the video.

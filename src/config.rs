@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT a running transcode may finish for this many seconds; then it is re-queued
     #[arg(long, env = "CASCADE_SHUTDOWN_GRACE", value_name = "SECONDS", default_value_t = 20)]
     pub shutdown_grace: u64,
+    /// With CASCADE_DATABASE_URL: a running job whose process sent no heartbeat for this many
+    /// seconds is taken over by another process
+    #[arg(long, env = "CASCADE_JOB_LEASE", value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub job_lease: u64,
     /// Transcode streamable uploads while they arrive
     #[arg(long, env = "CASCADE_STREAM_INGEST", value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -355,6 +360,8 @@ pub struct Config {
     pub max_attempts: u32,
     /// `CASCADE_SHUTDOWN_GRACE`: seconds a running transcode may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// `CASCADE_JOB_LEASE`: how long a claim on a job stands without a heartbeat (shared database).
+    pub job_lease: Duration,
     /// `CASCADE_STREAM_INGEST`: transcode streamable uploads while they arrive.
     pub stream_ingest: bool,
     /// `CASCADE_UPLOAD_LOW_LATENCY`: LL-HLS parts of uploads while they are processing.
@@ -437,6 +444,7 @@ impl From<ServeArgs> for Config {
             job_timeout_factor: a.job.job_timeout_factor,
             max_attempts: a.max_attempts,
             shutdown_grace: Duration::from_secs(a.shutdown_grace),
+            job_lease: Duration::from_secs(a.job_lease),
             stream_ingest: a.stream_ingest,
             upload_low_latency: a.upload_low_latency,
             segment_cache_bytes: (a.segment_cache_mb as usize) << 20,

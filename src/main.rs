@@ -390,9 +390,10 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     let sweep_every = (config.upload_expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let sweeper = upload::tus::recover_and_sweep(app.clone(), sweep_every).await?;
     let workers = jobs::spawn_workers(app.clone());
+    let heartbeat = jobs::spawn_heartbeat(app.clone());
     let deliveries = tokio::spawn(webhooks::run(app.clone()));
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
-    info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), store = app.store.blocking().engine(), workers = config.workers, backend = ?config.backend, "Cascade listening");
+    info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), store = app.store.blocking().engine(), node = %app.store.blocking().node(), workers = config.workers, backend = ?config.backend, "Cascade listening");
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop2 = stop.clone();
     let server =
@@ -438,6 +439,9 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     }
     for w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+    if let Some(h) = heartbeat {
+        h.abort();
     }
     // Open connections (SSE streams) get a moment to close; then the server stops regardless.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;

@@ -162,6 +162,13 @@ pub struct JobRecord {
     /// Queue order (monotonic).
     pub seq: u64,
     pub enqueued_at: DateTime<Utc>,
+    /// The process running it (a fresh id per start), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// Until when the holder's claim stands without a heartbeat. On a shared database (several
+    /// processes) another process takes over a running job whose lease has expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// One video's AES-128 key and IV. The IV is random per video and written explicitly in

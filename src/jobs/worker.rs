@@ -73,6 +73,38 @@ async fn worker_loop(app: Arc<App>, n: usize) {
     info!(n, "worker stopped");
 }
 
+/// On a shared database (PostgreSQL), the heartbeat that keeps this process's claims on its
+/// jobs: their leases are renewed five times per lease, and a job whose lease another process
+/// took over (this one stalled or lost the database for a whole lease) is stopped here, so only
+/// one process writes its output. `None` on sled, where no other process can take a job.
+pub fn spawn_heartbeat(app: Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
+    if !app.store.blocking().shares_jobs() {
+        return None;
+    }
+    let every = (app.config.job_lease / 5).max(Duration::from_millis(500));
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Also while a shutdown lets running jobs finish: the server aborts it after them.
+        loop {
+            tick.tick().await;
+            let mine: Vec<String> = app.running.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            match app.store.run(move |s| s.renew_leases(&mine)).await {
+                Ok(lost) => {
+                    for id in lost {
+                        error!(video_id = %id, "another process holds this job now (its lease expired here): stopping it");
+                        if let Ok(mut l) = app.lost_leases.lock() {
+                            l.insert(id.clone());
+                        }
+                        cancel(&app, &id);
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot renew the leases of running jobs"),
+            }
+        }
+    }))
+}
+
 /// A transcode slot, if one is free now.
 pub fn try_take_slot(app: &App) -> Option<OwnedSemaphorePermit> {
     app.slots.clone().try_acquire_owned().ok()
@@ -290,6 +322,11 @@ async fn record_outcome(
     // Transcodes by back end and how they ended (`/metrics`).
     let count =
         |what: &'static str| app.metrics.transcodes.get_or_create(&crate::metrics::TranscodeLabels { backend, outcome: what }).inc();
+    if app.take_lost_lease(id) {
+        count("cancelled");
+        warn!("job stopped: another process took it over; its record and output are that process's");
+        return Ok(());
+    }
     let id2 = id.to_string();
     if app.store.run(move |s| s.get(&id2)).await?.is_none() {
         // Deleted while running: make sure nothing the pipeline wrote after the delete remains.
@@ -385,6 +422,10 @@ async fn stop_job(
     growing: Option<Arc<Growing>>,
     slot: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<(), AppError> {
+    if app.take_lost_lease(id) {
+        warn!("job stopped: another process took it over");
+        return Ok(());
+    }
     match stop {
         Stop::Failed(f) => fail(app, id, f).await,
         Stop::UploadAborted => Ok(()),

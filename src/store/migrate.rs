@@ -80,4 +80,18 @@ mod tests {
         drop_database(&server, &name);
         outcome.unwrap().unwrap();
     }
+
+    /// A tree the store opens but the copy does not know would be left behind silently.
+    #[test]
+    fn the_copy_knows_every_tree_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        let super::super::kv::Engine::Sled(db) = &s.db else { unreachable!() };
+        let mut opened: Vec<String> =
+            db.tree_names().iter().map(|n| String::from_utf8_lossy(n).into_owned()).filter(|n| n != "__sled__default").collect();
+        opened.sort();
+        let mut known: Vec<String> = TREES.iter().map(|n| n.to_string()).collect();
+        known.sort();
+        assert_eq!(opened, known);
+    }
 }

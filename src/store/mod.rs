@@ -108,6 +108,13 @@ pub(crate) mod testing {
         });
     }
 
+    impl TestStore {
+        /// The URL of its PostgreSQL database (`None` on sled).
+        pub fn url(&self) -> Option<String> {
+            self.database.as_ref().map(|(server, name)| format!("{server}/{name}"))
+        }
+    }
+
     /// The PostgreSQL server of the tests.
     pub fn postgres_server() -> String {
         std::env::var("TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())

@@ -40,7 +40,13 @@ pub struct Store {
     pub(super) accounts_generation: std::sync::atomic::AtomicU64,
     /// Held while a user is created, so that "the first admin" and "no user yet" are decided once.
     pub(super) accounts_lock: std::sync::Mutex<()>,
+    /// This process's id as a job holder, and how long its claims stand without a heartbeat.
+    node: String,
+    lease: chrono::Duration,
 }
+
+/// How long a claim on a job stands without a heartbeat unless set (`Store::with_lease`).
+const DEFAULT_LEASE: chrono::Duration = chrono::Duration::seconds(30);
 
 pub(super) fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Encode(e.to_string()))
@@ -104,8 +110,35 @@ impl Store {
             live: db.tree("live")?,
             accounts_lock: std::sync::Mutex::new(()),
             accounts_generation: Default::default(),
+            node: uuid::Uuid::new_v4().simple().to_string(),
+            lease: DEFAULT_LEASE,
             db,
         })
+    }
+
+    /// Claims on jobs stand for `lease` without a heartbeat.
+    pub fn with_lease(self, lease: std::time::Duration) -> Store {
+        Store { lease: chrono::Duration::from_std(lease).unwrap_or(DEFAULT_LEASE), ..self }
+    }
+
+    /// This process's id as a job holder.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether other processes may share the jobs (PostgreSQL): then claims are leases that
+    /// expire, and a running job is only taken back from a holder whose lease has expired. On
+    /// sled only one process opens the database, so whatever ran before it started is over.
+    pub fn shares_jobs(&self) -> bool {
+        matches!(self.db, Engine::Postgres(_))
+    }
+
+    /// A running job of another holder whose lease has expired (on a shared database).
+    fn expired(&self, job: &JobRecord, now: chrono::DateTime<Utc>) -> bool {
+        self.shares_jobs()
+            && job.state == JobState::Running
+            && job.holder.as_deref() != Some(&self.node)
+            && job.lease_until.is_none_or(|t| t < now)
     }
 
     /// "sled" or "postgres".
@@ -134,7 +167,16 @@ impl Store {
     /// Inserts a new video, its key and its job in `state` (running: a streaming ingest owns it).
     pub fn create_with(&self, video: &VideoRecord, key: &KeyMaterial, state: JobState) -> Result<JobRecord, StoreError> {
         let seq = self.db.generate_id()?;
-        let job = JobRecord { video_id: video.id.clone(), state, seq, enqueued_at: Utc::now() };
+        let now = Utc::now();
+        let running = state == JobState::Running;
+        let job = JobRecord {
+            video_id: video.id.clone(),
+            state,
+            seq,
+            enqueued_at: now,
+            holder: running.then(|| self.node.clone()),
+            lease_until: running.then(|| now + self.lease),
+        };
         let (v, j, k) = (enc(video)?, enc(&job)?, enc(key)?);
         transaction(&[&self.videos, &self.jobs, &self.keys], |t| {
             t[0].insert(video.id.as_bytes(), v.clone())?;
@@ -245,24 +287,28 @@ impl Store {
         self.db.flush_async().await
     }
 
-    /// Claims the oldest queued job (compare-and-swap, so two workers never get the same one).
+    /// Claims the oldest queued job, or on a shared database a running one whose holder's lease
+    /// has expired (its process died or lost the database): the claim is a transaction that
+    /// finds the job as it was read, so two workers never get the same one.
     ///
-    /// The job turns `running` and its video `processing` (a new attempt, everything of an earlier
-    /// run cleared) in one transaction, so no reader ever sees a queued video without a queued job.
-    /// A job whose video is gone is dropped.
+    /// The job turns `running` under this process's lease and its video `processing` (a new
+    /// attempt, everything of an earlier run cleared) in one transaction, so no reader ever sees
+    /// a queued video without a queued job. A job whose video is gone is dropped.
     pub fn claim_next(&self) -> Result<Option<(JobRecord, VideoRecord)>, StoreError> {
+        let now = Utc::now();
         for job in self.jobs()? {
-            if job.state != JobState::Queued {
+            if job.state != JobState::Queued && !self.expired(&job, now) {
                 continue;
             }
             let key = job.video_id.clone();
-            let claimed = JobRecord { state: JobState::Running, ..job.clone() };
+            let claimed =
+                JobRecord { state: JobState::Running, holder: Some(self.node.clone()), lease_until: Some(now + self.lease), ..job.clone() };
             let claimed_bytes = enc(&claimed)?;
             let result = transaction(&[&self.jobs, &self.videos], |t| {
                 let (jobs, videos) = (&t[0], &t[1]);
                 let Some(cur) = jobs.get(key.as_bytes())? else { return Ok(None) };
                 let cur: JobRecord = tx_dec(&cur)?;
-                if cur.state != JobState::Queued {
+                if cur != job {
                     return Ok(None);
                 }
                 let Some(v) = videos.get(key.as_bytes())? else {
@@ -279,6 +325,9 @@ impl Store {
                 Ok(Some(v))
             })?;
             if let Some(v) = result {
+                if job.state == JobState::Running {
+                    tracing::warn!(video_id = %key, holder = ?job.holder, "took over a job whose holder's lease expired");
+                }
                 return Ok(Some((claimed, v)));
             }
         }
@@ -289,7 +338,7 @@ impl Store {
     pub fn requeue(&self, id: &str) -> Result<(), StoreError> {
         if let Some(b) = self.jobs.get(id.as_bytes())? {
             let job: JobRecord = dec(&b)?;
-            self.jobs.insert(id.as_bytes(), enc(&JobRecord { state: JobState::Queued, ..job })?)?;
+            self.jobs.insert(id.as_bytes(), enc(&JobRecord { state: JobState::Queued, holder: None, lease_until: None, ..job })?)?;
         }
         Ok(())
     }
@@ -300,11 +349,35 @@ impl Store {
         Ok(())
     }
 
-    /// Jobs a previous process left running: back to queued. Returns their ids.
+    /// The heartbeat: renews the lease of every job this process holds. Returns those of
+    /// `mine` (the jobs this process runs) that another process holds now, or that went back to
+    /// the queue: their lease was lost, and they must stop here.
+    pub fn renew_leases(&self, mine: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut lost = Vec::new();
+        for (k, seen) in self.jobs.entries()? {
+            let job: JobRecord = dec(&seen)?;
+            let held = job.state == JobState::Running && job.holder.as_deref() == Some(&self.node);
+            if !held {
+                if mine.contains(&job.video_id) {
+                    lost.push(job.video_id);
+                }
+                continue;
+            }
+            let renewed = enc(&JobRecord { lease_until: Some(Utc::now() + self.lease), ..job.clone() })?;
+            // A claim by another process between the read and this write wins.
+            if !self.jobs.compare_and_swap(&k, Some(&seen), Some(&renewed))? && mine.contains(&job.video_id) {
+                lost.push(job.video_id);
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Jobs a previous process left running: back to queued. Returns their ids. On a shared
+    /// database only those whose lease has expired: the others are running elsewhere.
     pub fn recover_running(&self) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
+        let (mut ids, now) = (Vec::new(), Utc::now());
         for job in self.jobs()? {
-            if job.state == JobState::Running {
+            if job.state == JobState::Running && (!self.shares_jobs() || self.expired(&job, now)) {
                 self.requeue(&job.video_id)?;
                 ids.push(job.video_id);
             }
@@ -335,7 +408,14 @@ mod tests {
             assert_eq!(s.get("a").unwrap().unwrap().status, Status::Processing);
             assert_eq!(s.claim_next().unwrap().unwrap().0.video_id, "b");
             assert!(s.claim_next().unwrap().is_none());
-            assert_eq!(s.recover_running().unwrap(), vec!["a".to_string(), "b".to_string()]);
+            if s.shares_jobs() {
+                // On a shared database this process's live leases are not a previous run's left-overs.
+                assert!(s.recover_running().unwrap().is_empty());
+                s.requeue("a").unwrap();
+                s.requeue("b").unwrap();
+            } else {
+                assert_eq!(s.recover_running().unwrap(), vec!["a".to_string(), "b".to_string()]);
+            }
             let (j, v) = s.claim_next().unwrap().unwrap();
             assert_eq!((j.video_id.as_str(), v.attempts), ("a", 2));
             let r = s.update("a", |v| v.status = Status::Processing).unwrap().unwrap();
@@ -374,5 +454,41 @@ mod tests {
             assert_eq!(claimed, ids, "{}: each job once", s.engine());
             assert!(s.jobs().unwrap().iter().all(|j| j.state == JobState::Running));
         }
+    }
+
+    /// Two processes on one PostgreSQL database: a running job is not taken from a holder whose
+    /// lease stands, is taken once it has expired (a new attempt), and the old holder's heartbeat
+    /// then reports it lost. On sled (one process) nothing is taken back while running.
+    #[test]
+    fn an_expired_lease_lets_another_process_take_the_job_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = Store::open(&dir.path().join("db")).unwrap().with_lease(std::time::Duration::ZERO);
+        sled.create(&video("s"), &KeyMaterial::generate()).unwrap();
+        assert!(!sled.shares_jobs());
+        assert!(sled.claim_next().unwrap().is_some());
+        assert!(sled.claim_next().unwrap().is_none(), "sled: a running job stays with its process");
+        let engines = crate::store::testing::each_engine();
+
+        let url = engines[1].url().unwrap();
+        let long = Store::connect(&url).unwrap().with_lease(std::time::Duration::from_secs(3600));
+        let other = Store::connect(&url).unwrap();
+        assert!(long.shares_jobs() && long.node() != other.node());
+        long.create(&video("a"), &KeyMaterial::generate()).unwrap();
+        let (job, _) = long.claim_next().unwrap().unwrap();
+        assert_eq!(job.holder.as_deref(), Some(long.node()));
+        assert!(other.claim_next().unwrap().is_none(), "the lease stands");
+        assert!(other.recover_running().unwrap().is_empty(), "a start elsewhere leaves it running");
+        assert!(long.renew_leases(&["a".into()]).unwrap().is_empty());
+
+        // A holder whose lease is already over (as if it had sent no heartbeat for a lease).
+        let dead = Store::connect(&url).unwrap().with_lease(std::time::Duration::ZERO);
+        dead.create(&video("b"), &KeyMaterial::generate()).unwrap();
+        let (b, _) = dead.claim_next().unwrap().unwrap();
+        assert_eq!(b.video_id, "b");
+        let (taken, v) = other.claim_next().unwrap().expect("an expired lease is taken over");
+        assert_eq!((taken.video_id.as_str(), taken.holder.as_deref(), v.attempts), ("b", Some(other.node()), 2));
+        assert!(long.claim_next().unwrap().is_none(), "taken once");
+        assert_eq!(dead.renew_leases(&["b".into()]).unwrap(), vec!["b".to_string()], "the old holder learns it lost the job");
+        assert!(other.renew_leases(&["b".into()]).unwrap().is_empty());
     }
 }

@@ -23,6 +23,8 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     pub data_dir: PathBuf,
+    /// Its stderr (one file per server: several may share a data dir).
+    log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     /// A client that sends the admin's API token with every request.
     pub client: reqwest::Client,
@@ -162,7 +164,7 @@ impl Server {
             .env("CASCADE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
             .env("CASCADE_LOG", "info,warp=warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(data_dir.with_extension("log")).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(data_dir.with_extension(format!("{port}.log"))).unwrap()))
             .kill_on_drop(true);
         if let Some(url) = database_url(data_dir) {
             cmd.env("CASCADE_DATABASE_URL", url);
@@ -177,7 +179,8 @@ impl Server {
         } else {
             client_with_token(&token)
         };
-        let server = Server { child, port, data_dir: data_dir.to_path_buf(), _tmp: None, client, token };
+        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let server = Server { child, port, data_dir: data_dir.to_path_buf(), log_path, _tmp: None, client, token };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = server.client.get(server.url("/healthz")).send().await {
@@ -221,7 +224,7 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// Uploads a file; returns (status, JSON body).
