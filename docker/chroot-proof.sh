@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proof of the Docker runtime stage without a Docker engine: a minimal Debian bookworm root
 # (debootstrap, cached), exactly docker/runtime-packages.txt installed the way the Dockerfile does,
-# the release binary, web/ and pipelines/ copied where the Dockerfile puts them; Cascade started
+# the binary (CASCADE_BIN, default the release build), web/ and pipelines/ copied where the Dockerfile puts them; Cascade started
 # inside (chroot, non-root uid 10001, through docker/entrypoint.sh); a generated clip uploaded,
 # transcoded and played; a live broadcast published over RTMP, then played as a video. Also lints the Dockerfile (hadolint from PyPI) and the compose file.
 set -euo pipefail
