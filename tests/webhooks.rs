@@ -188,7 +188,11 @@ async fn events_reach_the_endpoint_signed_and_logged() {
     assert_eq!(got[3].json()["type"], "video.deleted");
     verify(&secret, &got[3]);
 
-    // The delivery log, newest first.
+    // The delivery log, newest first. The endpoint has its request before the sender records
+    // the answer: wait for the record.
+    let recorded =
+        wait_until(Duration::from_secs(30), async || deliveries(&server, &hook_id).await.iter().all(|d| d["state"] != "pending")).await;
+    assert!(recorded, "{:?}", deliveries(&server, &hook_id).await);
     let log = deliveries(&server, &hook_id).await;
     let events: Vec<&str> = log.iter().map(|d| d["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["video.deleted", "video.ready", "video.playable", "video.created"]);
