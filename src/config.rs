@@ -102,6 +102,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CASCADE_JOB_LEASE", value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(3..=3600))]
     pub job_lease: u64,
+    /// Run no queue workers here: `cascade worker` processes on the same database run the queue
+    /// (uploads transcoded while they arrive, and live broadcasts, still run on the node that
+    /// receives their bytes). Needs CASCADE_DATABASE_URL
+    #[arg(long, env = "CASCADE_NO_WORKERS", value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub no_workers: bool,
     /// Transcode streamable uploads while they arrive
     #[arg(long, env = "CASCADE_STREAM_INGEST", value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -362,6 +368,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `CASCADE_JOB_LEASE`: how long a claim on a job stands without a heartbeat (shared database).
     pub job_lease: Duration,
+    /// Not `CASCADE_NO_WORKERS`: this process runs the queue.
+    pub queue_workers: bool,
     /// `CASCADE_STREAM_INGEST`: transcode streamable uploads while they arrive.
     pub stream_ingest: bool,
     /// `CASCADE_UPLOAD_LOW_LATENCY`: LL-HLS parts of uploads while they are processing.
@@ -445,6 +453,7 @@ impl From<ServeArgs> for Config {
             max_attempts: a.max_attempts,
             shutdown_grace: Duration::from_secs(a.shutdown_grace),
             job_lease: Duration::from_secs(a.job_lease),
+            queue_workers: !a.no_workers,
             stream_ingest: a.stream_ingest,
             upload_low_latency: a.upload_low_latency,
             segment_cache_bytes: (a.segment_cache_mb as usize) << 20,

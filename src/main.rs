@@ -44,6 +44,9 @@ struct Cli {
 enum Command {
     /// Run the service: HTTP API, player pages and transcode workers
     Serve(Box<config::ServeArgs>),
+    /// Run transcode workers only (no HTTP, no live ingest), beside `cascade serve` processes
+    /// on the same database (CASCADE_DATABASE_URL) and data dir; takes the settings of serve
+    Worker(Box<config::ServeArgs>),
     /// Transcode one file into DIR with the server's pipeline, without a server
     Transcode(TranscodeArgs),
     /// Print what Cascade sees in a media file, as JSON
@@ -199,7 +202,8 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => serve((*args).into()),
+        Command::Serve(args) => serve((*args).into(), Role::Serve),
+        Command::Worker(args) => serve((*args).into(), Role::Worker),
         Command::Transcode(args) => transcode_cmd(args),
         Command::Probe(args) => probe_cmd(args),
         Command::User(cmd) => user_cmd(cmd),
@@ -306,14 +310,39 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn serve(config: config::Config) -> anyhow::Result<()> {
+/// What a long-running process does: everything (`serve`), or only the queue (`worker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Serve,
+    Worker,
+}
+
+fn serve(config: config::Config, role: Role) -> anyhow::Result<()> {
+    if config.database_url.is_none() {
+        match role {
+            Role::Worker => bail!(
+                "`cascade worker` runs the queue of a database it shares with `cascade serve` processes: set CASCADE_DATABASE_URL (theirs)"
+            ),
+            Role::Serve if !config.queue_workers => {
+                bail!("CASCADE_NO_WORKERS leaves the queue to `cascade worker` processes on a shared database: set CASCADE_DATABASE_URL")
+            }
+            Role::Serve => {}
+        }
+    }
     let ladder = ladder::Ladder::load(&config.ladder_path)?;
-    http::pages::check_players(&config.web_dir)?;
+    if role == Role::Serve {
+        http::pages::check_players(&config.web_dir)?;
+    }
     if let Err(e) = probe::init_gstreamer() {
         warn!(error = %e, "GStreamer is unavailable; jobs will use the fallback back end where configured");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = rt.block_on(run_server(config, ladder));
+    let result = rt.block_on(async {
+        match role {
+            Role::Serve => run_server(config, ladder).await,
+            Role::Worker => run_worker(config, ladder).await,
+        }
+    });
     // Everything that matters is flushed by now; a transcode thread still unwinding must not
     // keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -332,13 +361,60 @@ async fn shutdown_signal() {
     }
 }
 
+async fn open_app(config: &config::Config, ladder: &ladder::Ladder) -> anyhow::Result<Arc<app::App>> {
+    let (c, l) = (config.clone(), ladder.clone());
+    Ok(Arc::new(tokio::task::spawn_blocking(move || app::App::open(c, l)).await??))
+}
+
+/// On shutdown: running transcodes get the grace period to finish; then they are cancelled
+/// (and re-queued), and the workers stop.
+async fn finish_running(app: &app::App, grace: Duration, workers: Vec<tokio::task::JoinHandle<()>>) {
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && !app.running.lock().map(|m| m.is_empty()).unwrap_or(true) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Ok(map) = app.running.lock() {
+        for (id, flag) in map.iter() {
+            info!(video_id = %id, "cancelling running job for shutdown");
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+}
+
+/// `cascade worker`: the queue's workers with their heartbeat, what other processes change
+/// (NOTIFY), and the webhook deliveries of the jobs it finishes. No HTTP, no live ingest, no
+/// admin socket, and none of the start-up clean-ups of the data dir: those are the serve nodes'.
+async fn run_worker(config: config::Config, ladder: ladder::Ladder) -> anyhow::Result<()> {
+    let app = open_app(&config, &ladder).await?;
+    let recovered = app.store.run(|s| s.recover_running()).await?;
+    if !recovered.is_empty() {
+        warn!(count = recovered.len(), ids = ?recovered, "re-queued jobs whose holder's lease had expired");
+    }
+    let workers = jobs::spawn_workers(app.clone());
+    let heartbeat = jobs::spawn_heartbeat(app.clone());
+    let follower = jobs::spawn_follower(app.clone())?;
+    let deliveries = tokio::spawn(webhooks::run(app.clone()));
+    info!(data_dir = %config.data_dir.display(), store = app.store.blocking().engine(), node = %app.store.blocking().node(), workers = config.workers, backend = ?config.backend, "Cascade worker started");
+    shutdown_signal().await;
+    app.shutting_down.store(true, Ordering::SeqCst);
+    app.wake.notify_waiters();
+    finish_running(&app, config.shutdown_grace, workers).await;
+    for task in [heartbeat, follower].into_iter().flatten() {
+        task.abort();
+    }
+    deliveries.abort();
+    app.store.flush().await?;
+    info!("shut down cleanly");
+    Ok(())
+}
+
 async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::Result<()> {
     let bind = config.bind;
     let grace = config.shutdown_grace;
-    let app = {
-        let (c, l) = (config.clone(), ladder.clone());
-        Arc::new(tokio::task::spawn_blocking(move || app::App::open(c, l)).await??)
-    };
+    let app = open_app(&config, &ladder).await?;
     let app2 = app.clone();
     let orphans = app.store.run(move |s| app2.sweep_orphans(s)).await?;
     if !orphans.is_empty() {
@@ -389,11 +465,14 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     // Before the workers: a resumable upload's transcode interrupted by the stop waits for its last byte again.
     let sweep_every = (config.upload_expiry / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let sweeper = upload::tus::recover_and_sweep(app.clone(), sweep_every).await?;
-    let workers = jobs::spawn_workers(app.clone());
+    // Without queue workers (CASCADE_NO_WORKERS) the slots still bound the transcodes of uploads
+    // streamed to this node.
+    let workers = if config.queue_workers { jobs::spawn_workers(app.clone()) } else { Vec::new() };
     let heartbeat = jobs::spawn_heartbeat(app.clone());
+    let follower = jobs::spawn_follower(app.clone())?;
     let deliveries = tokio::spawn(webhooks::run(app.clone()));
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
-    info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), store = app.store.blocking().engine(), node = %app.store.blocking().node(), workers = config.workers, backend = ?config.backend, "Cascade listening");
+    info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), store = app.store.blocking().engine(), node = %app.store.blocking().node(), workers = config.workers, queue_workers = config.queue_workers, backend = ?config.backend, "Cascade listening");
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop2 = stop.clone();
     let server =
@@ -426,22 +505,9 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
         r.abort();
     }
     app.live.kick_all();
-    // Running transcodes get the grace period to finish; then they are cancelled and re-queued.
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && !app.running.lock().map(|m| m.is_empty()).unwrap_or(true) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    if let Ok(map) = app.running.lock() {
-        for (id, flag) in map.iter() {
-            info!(video_id = %id, "cancelling running job for shutdown");
-            flag.store(true, Ordering::SeqCst);
-        }
-    }
-    for w in workers {
-        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
-    }
-    if let Some(h) = heartbeat {
-        h.abort();
+    finish_running(&app, grace, workers).await;
+    for task in [heartbeat, follower].into_iter().flatten() {
+        task.abort();
     }
     // Open connections (SSE streams) get a moment to close; then the server stops regardless.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;

@@ -106,3 +106,101 @@ async fn a_job_whose_process_is_killed_is_finished_by_another() {
     let d = ffprobe_duration(&hls).await;
     assert!((d - 20.0).abs() <= 0.5, "duration {d}");
 }
+
+/// A `cascade serve` node without workers (`CASCADE_NO_WORKERS`) queues what it receives; a
+/// `cascade worker` process (no HTTP) on the same database and data dir runs it, and a watcher
+/// of the serve node's event stream sees the worker's progress as it happens (NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_runs_what_a_serve_node_without_workers_queued() {
+    use futures_util::StreamExt;
+    std::env::set_var("TEST_STORE", "postgres");
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path()).unwrap();
+    let api = Server::start_in(dir.path(), &[("CASCADE_NO_WORKERS", "true"), ("CASCADE_STREAM_INGEST", "false")]).await;
+    let src = clip_720p("worker12.mp4", 12.0).await;
+    let id = api.upload_ok(&src, "for the worker").await;
+    // No process runs the queue yet.
+    assert_eq!(api.get_video(&id).await["status"], "queued");
+    assert!(!api.log().contains("worker started"), "{}", api.log());
+
+    // Follow the serve node's event stream until the video is final.
+    let (client, events_url) = (api.client.clone(), api.url(&format!("/api/videos/{id}/events")));
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut first_tx = Some(first_tx);
+    let sse = tokio::spawn(async move {
+        let r = client.get(&events_url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let mut body = r.bytes_stream();
+        let (mut text, mut seen) = (String::new(), Vec::<Value>::new());
+        let deadline = Instant::now() + Duration::from_secs(300);
+        // Until the end, the deadline, or the client's time limit on a silent stream.
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline.into(), body.next()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let event = text[..end].to_string();
+                text = text[end + 2..].to_string();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) {
+                    seen.push(serde_json::from_str(data.trim()).unwrap());
+                    if let Some(tx) = first_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            if seen.last().is_some_and(|v| v["status"] == "ready" || v["status"] == "failed") {
+                break;
+            }
+        }
+        seen
+    });
+
+    // The watcher is connected (its first event came) before a worker exists.
+    tokio::time::timeout(Duration::from_secs(30), first_rx).await.expect("the first event within 30 s").unwrap();
+    let log = dir.path().with_extension("worker.log");
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .arg("worker")
+        .current_dir(repo())
+        .env("CASCADE_DATA_DIR", dir.path())
+        .env("CASCADE_DATABASE_URL", &url)
+        .env("CASCADE_MIN_FREE_BYTES", "0")
+        .env("CASCADE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let v = api.wait_final(&id, Duration::from_secs(300)).await;
+    let worker_log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(v["status"], "ready", "{v}\n{worker_log}");
+    assert!(worker_log.contains("Cascade worker started"), "{worker_log}");
+    ffmpeg_decode(v["playback"]["hls"].as_str().unwrap()).await.unwrap_or_else(|e| panic!("HLS decode: {e}"));
+
+    // The watcher of the serve node saw the worker's run: processing with progress, then ready.
+    let seen = tokio::time::timeout(Duration::from_secs(60), sse).await.expect("the event stream ends at ready").unwrap();
+    let statuses: Vec<&str> = seen.iter().map(|v| v["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.first(), Some(&"queued"), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&"ready"), "{statuses:?}");
+    assert!(
+        seen.iter().any(|v| v["status"] == "processing" && v["progress"].as_f64().is_some_and(|p| p > 0.0 && p < 1.0)),
+        "no progress of the worker's run reached the serve node's watcher: {statuses:?}"
+    );
+    worker.start_kill().unwrap();
+    worker.wait().await.unwrap();
+}
+
+/// Without a shared database there is no queue for a worker to share, and no one to leave it to.
+#[test]
+fn roles_without_a_database_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, env) in [(vec!["worker"], vec![]), (vec!["serve"], vec![("CASCADE_NO_WORKERS", "true")])] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+            .args(&args)
+            .current_dir(repo())
+            .env_remove("CASCADE_DATABASE_URL")
+            .env("CASCADE_DATA_DIR", dir.path())
+            .envs(env)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("set CASCADE_DATABASE_URL"), "{args:?}: {err}");
+    }
+}

@@ -105,6 +105,27 @@ pub fn spawn_heartbeat(app: Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
+/// On a shared database (PostgreSQL LISTEN/NOTIFY), what other processes change reaches this
+/// one at once: a video's new state goes to this process's watchers (the SSE of
+/// `/api/videos/{id}/events`), a job queued elsewhere wakes an idle worker here instead of its
+/// next one-second poll. `None` on sled.
+pub fn spawn_follower(app: Arc<App>) -> Result<Option<tokio::task::JoinHandle<()>>, AppError> {
+    let Some(mut changes) = app.store.blocking().listen_changes()? else { return Ok(None) };
+    Ok(Some(tokio::spawn(async move {
+        use crate::store::Change;
+        while let Some(change) = changes.recv().await {
+            match change {
+                Change::Video(id) => {
+                    if let Ok(Some(rec)) = app.store.run(move |s| s.get(&id)).await {
+                        app.notify(&rec);
+                    }
+                }
+                Change::Job | Change::Resync => app.wake.notify_waiters(),
+            }
+        }
+    })))
+}
+
 /// A transcode slot, if one is free now.
 pub fn try_take_slot(app: &App) -> Option<OwnedSemaphorePermit> {
     app.slots.clone().try_acquire_owned().ok()

@@ -14,6 +14,7 @@ mod webhooks;
 use std::sync::Arc;
 
 pub use self::accounts::Usage;
+pub use self::postgres::Change;
 pub use self::records::Store;
 
 /// Why a store call failed.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
 use tokio::sync::Mutex;
 
@@ -33,7 +33,12 @@ impl sqlx::migrate::MigrationSource<'static> for Migrations {
         let m = |version, description: &'static str, sql: &'static str| {
             Migration::new(version, description.into(), MigrationType::Simple, sql.into(), false)
         };
-        Box::pin(async move { Ok(vec![m(1, "records", include_str!("../../migrations/0001_records.sql"))]) })
+        Box::pin(async move {
+            Ok(vec![
+                m(1, "records", include_str!("../../migrations/0001_records.sql")),
+                m(2, "notify", include_str!("../../migrations/0002_notify.sql")),
+            ])
+        })
     }
 }
 
@@ -70,6 +75,37 @@ fn is_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("40001") | Some("40P01")))
 }
 
+/// What another process changed (see `PgKv::listen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A video's record, by id.
+    Video(String),
+    /// A job was queued.
+    Job,
+    /// Changes may have been missed (the listening connection was lost).
+    Resync,
+}
+
+/// The application name of a process's connections (at most 63 bytes, PostgreSQL's limit).
+fn application_name(node: &str) -> String {
+    format!("cascade-{node}").chars().take(63).collect()
+}
+
+/// A NOTIFY payload of migration 0002 (`{application name} {tree} {key in hex}`), unless it is
+/// `me`'s own change or not one of ours.
+fn parse_change(me: &str, payload: &str) -> Option<Change> {
+    let mut parts = payload.splitn(3, ' ');
+    let (from, tree, key) = (parts.next()?, parts.next()?, parts.next()?);
+    if from == me {
+        return None;
+    }
+    match tree {
+        "videos" => String::from_utf8(hex::decode(key).ok()?).ok().map(Change::Video),
+        "jobs" => Some(Change::Job),
+        _ => None,
+    }
+}
+
 /// The smallest key above every key that starts with `prefix` (`None`: no such key).
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -84,7 +120,8 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl PgKv {
     /// Connects to `url`, creates the database if it does not exist and runs the migrations.
-    pub(crate) fn connect(url: &str) -> Result<PgKv, StoreError> {
+    /// The connections carry `node` in their application name (what `listen` skips).
+    pub(crate) fn connect(url: &str, node: &str) -> Result<PgKv, StoreError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cascade-postgres")
@@ -94,7 +131,8 @@ impl PgKv {
         // The pool's own tasks (the reaper of idle connections) run on that runtime.
         let pool = {
             let _in_rt = rt.enter();
-            PgPoolOptions::new().acquire_timeout(Duration::from_secs(10)).connect_lazy(url).map_err(pg_err)?
+            let options = url.parse::<PgConnectOptions>().map_err(pg_err)?.application_name(&application_name(node));
+            PgPoolOptions::new().acquire_timeout(Duration::from_secs(10)).connect_lazy_with(options)
         };
         let kv = PgKv { pool, rt: Some(rt) };
         let url = url.to_string();
@@ -113,6 +151,59 @@ impl PgKv {
             migrator.run(&pool).await.map_err(|e| sqlx::Error::Migrate(Box::new(e)))
         })?;
         Ok(kv)
+    }
+
+    /// Follows the changes other processes make (LISTEN cascade, sent by migration 0002's
+    /// trigger), skipping those of `node` (this process). A lost connection is re-made, and
+    /// reported as `Resync` (changes made meanwhile were missed). Ends when the receiver is
+    /// dropped. A receiver that falls 4096 changes behind loses the newest: each is a hint to
+    /// look again, never the only way a change is found.
+    pub(crate) fn listen(&self, node: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
+        let rt = self.rt.as_ref().ok_or_else(|| StoreError::Task("the PostgreSQL runtime is gone".into()))?;
+        let (pool, me) = (self.pool.clone(), application_name(node));
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        rt.spawn(async move {
+            let mut listener = loop {
+                let listener = async {
+                    let mut l = PgListener::connect_with(&pool).await?;
+                    l.listen("cascade").await?;
+                    Ok::<_, sqlx::Error>(l)
+                };
+                match listener.await {
+                    // Whatever changed before now was not heard: look again.
+                    Ok(l) => {
+                        let _ = tx.try_send(Change::Resync);
+                        break l;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for other processes' changes: trying again in 1 s"),
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            loop {
+                let change = match listener.try_recv().await {
+                    Ok(Some(n)) => parse_change(&me, n.payload()),
+                    Ok(None) => {
+                        tracing::warn!("the connection listening for other processes' changes was lost: reconnecting");
+                        Some(Change::Resync)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for other processes' changes: trying again in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        Some(Change::Resync)
+                    }
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                if let Some(c) = change {
+                    let _ = tx.try_send(c);
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// Runs `fut` on the pool's runtime and waits for it (from any thread).

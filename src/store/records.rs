@@ -73,15 +73,21 @@ pub(super) fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// A process's id as a job holder and as the name of its database connections.
+fn new_node() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 impl Store {
     /// Opens (or creates) the embedded database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::on(Engine::Sled(sled::Config::new().path(path).open()?))
+        Store::on(Engine::Sled(sled::Config::new().path(path).open()?), new_node())
     }
 
     /// Connects to the PostgreSQL database at `url` (created if missing, migrated).
     pub fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::on(Engine::Postgres(std::sync::Arc::new(super::postgres::PgKv::connect(url)?)))
+        let node = new_node();
+        Store::on(Engine::Postgres(std::sync::Arc::new(super::postgres::PgKv::connect(url, &node)?)), node)
     }
 
     /// The store of a server: PostgreSQL at `database_url` if there is one, else the embedded
@@ -93,7 +99,7 @@ impl Store {
         }
     }
 
-    fn on(db: Engine) -> Result<Store, StoreError> {
+    fn on(db: Engine, node: String) -> Result<Store, StoreError> {
         Ok(Store {
             videos: db.tree("videos")?,
             jobs: db.tree("jobs")?,
@@ -110,7 +116,7 @@ impl Store {
             live: db.tree("live")?,
             accounts_lock: std::sync::Mutex::new(()),
             accounts_generation: Default::default(),
-            node: uuid::Uuid::new_v4().simple().to_string(),
+            node,
             lease: DEFAULT_LEASE,
             db,
         })
@@ -139,6 +145,15 @@ impl Store {
             && job.state == JobState::Running
             && job.holder.as_deref() != Some(&self.node)
             && job.lease_until.is_none_or(|t| t < now)
+    }
+
+    /// On a shared database, what other processes change, as it happens (`None` on sled: no
+    /// other process opens it).
+    pub fn listen_changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<super::Change>>, StoreError> {
+        match &self.db {
+            Engine::Postgres(pg) => pg.listen(&self.node).map(Some),
+            Engine::Sled(_) => Ok(None),
+        }
     }
 
     /// "sled" or "postgres".
@@ -425,6 +440,40 @@ mod tests {
             assert!(!s.delete("a").unwrap());
             assert!(s.key("a").unwrap().is_none());
             assert_eq!(s.jobs().unwrap().len(), 1);
+        }
+    }
+
+    /// On a shared database a process hears at once of the videos and jobs another one
+    /// changes, and not of its own changes.
+    #[test]
+    fn another_process_hears_of_videos_and_jobs_at_once() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let next = |rx: &mut tokio::sync::mpsc::Receiver<crate::store::Change>| {
+            rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await })
+                .expect("a change within 10 s")
+                .expect("the listener runs")
+        };
+        for s in crate::store::testing::each_engine() {
+            eprintln!("engine: {}", s.engine());
+            let Some(url) = s.url() else {
+                assert!(s.listen_changes().unwrap().is_none());
+                continue;
+            };
+            let other = Store::connect(&url).unwrap();
+            let (mut mine, mut theirs) = (s.listen_changes().unwrap().unwrap(), other.listen_changes().unwrap().unwrap());
+            // Each listener says when it listens.
+            assert_eq!(next(&mut mine), crate::store::Change::Resync);
+            assert_eq!(next(&mut theirs), crate::store::Change::Resync);
+            s.create(&video("a"), &KeyMaterial::generate()).unwrap();
+            let mut heard = vec![next(&mut theirs), next(&mut theirs)];
+            heard.sort_by_key(|c| format!("{c:?}"));
+            assert_eq!(heard, vec![crate::store::Change::Job, crate::store::Change::Video("a".into())]);
+            // This process's own creation of "a" came first, but it hears only the other's of "b".
+            other.create(&video("b"), &KeyMaterial::generate()).unwrap();
+            let mut heard = vec![next(&mut mine), next(&mut mine)];
+            heard.sort_by_key(|c| format!("{c:?}"));
+            assert_eq!(heard, vec![crate::store::Change::Job, crate::store::Change::Video("b".into())]);
+            assert!(mine.try_recv().is_err(), "nothing else: its own changes are skipped");
         }
     }
 
