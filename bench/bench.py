@@ -6,7 +6,7 @@ the same run) and writes it as Markdown and JSON under bench/results/. Not a tes
 asserts a time. Run through bench/run.sh, which installs the tools and builds the release binary.
 
 Environment: BENCH_RUNS (3), BENCH_SECONDS (60, source length), BENCH_UPLOAD_MB (2048),
-BENCH_SKIP (comma list of: ladder,ttfp,noisy,pair,stream,upload,serve,metrics,live,lowlatency,uploadparts), BENCH_LIVE_SECONDS (75,
+BENCH_SKIP (comma list of: ladder,ttfp,noisy,pair,stream,upload,serve,metrics,live,lowlatency,uploadparts,scaled), BENCH_LIVE_SECONDS (75,
 length of each live broadcast), BENCH_LL_SECONDS (120, playback per low-latency player).
 """
 import collections
@@ -212,13 +212,15 @@ class Server:
         self.port = free_port()
         self.data = data or tempfile.mkdtemp(dir=work)
         os.chmod(self.data, 0o755)
-        # An admin and an API token, made before the server opens the database.
+        # An admin and an API token, made before the server opens the database (the same one:
+        # CASCADE_DATABASE_URL goes to the commands too).
+        cli_env = dict(os.environ, **{k: v for k, v in env.items() if k == "CASCADE_DATABASE_URL"})
         add = subprocess.run([BIN, "user", "add", "bench", "--admin", "--password-stdin", "--data-dir", self.data],
-                             input="bench password 1\n", capture_output=True, text=True, timeout=60)
+                             input="bench password 1\n", capture_output=True, text=True, timeout=60, env=cli_env)
         if add.returncode and "is taken" not in add.stderr:
             raise RuntimeError(add.stderr)
         self.token = subprocess.run([BIN, "token", "create", "bench", "--data-dir", self.data],
-                                    capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+                                    capture_output=True, text=True, timeout=60, check=True, env=cli_env).stdout.strip()
         self.auth = ["-H", f"Authorization: Bearer {self.token}"]
         e = dict(os.environ, CASCADE_BIND=f"127.0.0.1:{self.port}", CASCADE_RTMP_BIND="127.0.0.1:0", CASCADE_SRT_BIND="off", CASCADE_DATA_DIR=self.data,
                  CASCADE_PUBLIC_URL=f"http://127.0.0.1:{self.port}", CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="warn")
@@ -1228,6 +1230,44 @@ def bench_upload_parts(src, work):
     row("lowlatency", "upload with LL-HLS parts: server CPU for the job", med[True][2], med[False][2], "core·s", base)
 
 
+POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+
+
+def bench_scaled(src, work):
+    """The records in PostgreSQL against sled (#23): the same upload and transcode on a server of
+    each configuration, alternating, BENCH_RUNS times (upload end → ready), and reads of a video's
+    record through the API (wrk, with an API token) on each."""
+    log("== scaled configuration: records in PostgreSQL against sled")
+    db = f"cascade_bench_{os.getpid()}"
+    servers = {"postgres": Server(work, CASCADE_DATABASE_URL=f"{POSTGRES}/{db}"), "sled": Server(work)}
+    got = {k: [] for k in servers}
+    reads = {k: [] for k in servers}
+    try:
+        for run in range(RUNS):
+            for name, server in servers.items():
+                v = server.upload(src)
+                t_end = time.monotonic()
+                while (rec := server.get(f"/api/videos/{v['id']}"))["status"] not in ("ready", "failed"):
+                    time.sleep(0.02)
+                if rec["status"] != "ready":
+                    raise RuntimeError(f"{name}: upload failed: {rec}")
+                got[name].append(time.monotonic() - t_end)
+                reads[name].append(wrk(server.url(f"/api/videos/{v['id']}"), [f"Authorization: Bearer {server.token}"]))
+                log(f"  run {run} {name}: ready {got[name][-1]:.1f} s after the upload, {reads[name][-1][0]:.0f} record reads/s")
+                urllib.request.urlopen(server.request(f"/api/videos/{v['id']}", method="DELETE"), timeout=30)
+    finally:
+        for server in servers.values():
+            server.stop()
+        subprocess.run(["psql", f"{POSTGRES}/postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], timeout=60)
+    base = "the same on sled (embedded)"
+    row("scale-out", "upload end → ready, records in PostgreSQL", statistics.median(got["postgres"]), statistics.median(got["sled"]), "s",
+        base, target=("ratio_max", 1.10))
+    row("scale-out", "GET /api/videos/{id} per second (API token), records in PostgreSQL",
+        statistics.median(x[0] for x in reads["postgres"]), statistics.median(x[0] for x in reads["sled"]), "req/s", base, "higher")
+    row("scale-out", "p99 latency of GET /api/videos/{id}, records in PostgreSQL",
+        statistics.median(x[1] for x in reads["postgres"]), statistics.median(x[1] for x in reads["sled"]), "ms", base)
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -1314,6 +1354,8 @@ def main():
             bench_lowlatency(work)
         if "uploadparts" not in SKIP:
             bench_upload_parts(src, work)
+        if "scaled" not in SKIP:
+            bench_scaled(src, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     now = datetime.datetime.now(datetime.timezone.utc)
