@@ -115,6 +115,8 @@ pub fn spawn_follower(app: Arc<App>) -> Result<Option<tokio::task::JoinHandle<()
         use crate::store::Change;
         while let Some(change) = changes.recv().await {
             match change {
+                // Read only for a watcher: progress elsewhere is no work here otherwise.
+                Change::Video(_) if app.events.receiver_count() == 0 => {}
                 Change::Video(id) => {
                     if let Ok(Some(rec)) = app.store.run(move |s| s.get(&id)).await {
                         app.notify(&rec);

@@ -156,8 +156,9 @@ impl PgKv {
     /// Follows the changes other processes make (LISTEN cascade, sent by migration 0002's
     /// trigger), skipping those of `node` (this process). A lost connection is re-made, and
     /// reported as `Resync` (changes made meanwhile were missed). Ends when the receiver is
-    /// dropped. A receiver that falls 4096 changes behind loses the newest: each is a hint to
-    /// look again, never the only way a change is found.
+    /// dropped. A receiver that falls 4096 changes behind loses the newest. For workers a change
+    /// is a hint (they also poll); for a watcher on another node it is the only news until the
+    /// video's next change.
     pub(crate) fn listen(&self, node: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
         let rt = self.rt.as_ref().ok_or_else(|| StoreError::Task("the PostgreSQL runtime is gone".into()))?;
         let (pool, me) = (self.pool.clone(), application_name(node));
