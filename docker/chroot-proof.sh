@@ -42,8 +42,20 @@ assert str(v := s["volumes"][0]).split(":")[0] in c["volumes"], "volume not decl
 assert s.get("restart"), "no restart policy"
 assert s.get("healthcheck", {}).get("test"), "no healthcheck"
 assert s["environment"]["CASCADE_DATA_DIR"] == "/data"
+# The scale profile: PostgreSQL, an S3 server, the bucket made, 2 workers, each with a healthcheck;
+# the default start (no profile) stays the one container.
+scale = {n: v for n, v in c["services"].items() if "scale" in v.get("profiles", [])}
+assert set(scale) == {"postgres", "s3", "s3-setup", "cascade-worker"}, sorted(scale)
+assert "profiles" not in s, "the one-container default must start without a profile"
+assert scale["cascade-worker"]["command"] == ["worker"] and scale["cascade-worker"]["deploy"]["replicas"] == 2
+for n in ("postgres", "s3", "cascade-worker"):
+    assert scale[n].get("healthcheck", {}).get("test"), f"{n}: no healthcheck"
+env = dict(l.split("=", 1) for l in open("docker/scale.env").read().splitlines() if l and not l.startswith("#"))
+for k in ("CASCADE_DATABASE_URL", "CASCADE_STORAGE_URL", "AWS_ENDPOINT_URL", "CASCADE_NO_WORKERS"):
+    assert env.get(k), f"docker/scale.env: {k}"
+    assert "${" + k + ":-" in str(s["environment"].get(k, "")), f"the cascade service does not pass {k} through"
 PY
-); then ok "docker-compose.yml parses and publishes 8000, a named /data volume, restart, healthcheck"; else bad "compose: $out"; fi
+); then ok "docker-compose.yml parses and publishes 8000, a named /data volume, restart, healthcheck; its scale profile is complete"; else bad "compose: $out"; fi
 
 # --- the root (cached) ------------------------------------------------------------------------
 mounts=()

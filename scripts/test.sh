@@ -15,6 +15,9 @@ stage() {
 echo "== set-up"
 ./scripts/setup.sh --with-browser
 export PATH="$HOME/.cargo/bin:$PATH"
+# The tests' S3-compatible server (moto, pinned, in target/s3-venv); each test binary that needs
+# it starts its own and stops it when it exits.
+./tests/s3/run.sh --install
 
 stage "cargo fmt --check, clippy"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
@@ -22,12 +25,7 @@ cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 
 stage "cargo test"
-cargo build --locked --all-targets
-cargo test --locked -- --test-threads="${CASCADE_TEST_THREADS:-2}"
-
-stage "integration tests again in the scaled configuration: records in PostgreSQL"
-# Each test server gets a database of its own (tests/common: one per data dir) on the machine's
-# PostgreSQL; a failure prints "[configuration: scaled (PostgreSQL)]". The databases are dropped
+# The tests' PostgreSQL databases (unit tests, the scale tests, the scaled pass below) are dropped
 # at the end, whatever the outcome.
 pg="${TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 drop_test_databases() {
@@ -35,13 +33,23 @@ drop_test_databases() {
     while read -r db; do psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 }
 trap drop_test_databases EXIT
-# The files whose servers keep records: accounts, uploads, jobs and their recovery after a restart
-# on the same database, tus, webhooks, keys. The media pipelines' files (live, progressive, ingest,
-# images, ffmpeg_backend, hardening, reliability) pass in this configuration too
-# (`TEST_STORE=postgres cargo test --test '*'`, about 9 minutes) but stay out of this command
-# to keep it under 45 minutes on 2 cores.
-TEST_STORE=postgres cargo test --locked --test accounts --test api --test embed --test metrics --test openapi \
-  --test recovery --test security --test startup --test tus --test webhooks -- --test-threads="${CASCADE_TEST_THREADS:-2}"
+cargo build --locked --all-targets
+cargo test --locked -- --test-threads="${CASCADE_TEST_THREADS:-2}"
+
+stage "integration tests again in the scaled configuration: records in PostgreSQL, media in S3"
+# Each test server gets a database of its own (tests/common: one per data dir) on the machine's
+# PostgreSQL and a prefix of its own in a bucket of the tests' S3 server; a failure prints
+# "[configuration: scaled (PostgreSQL + S3)]". (The S3 servers keep everything in memory and end
+# with their test binaries.)
+# The files whose servers keep records (accounts, uploads, jobs and their recovery after a restart
+# on the same database, tus, webhooks, keys), and media served from the bucket while processing
+# and after (progressive, images, the multi-process scale tests). The other media pipelines' files
+# (live, ingest, ffmpeg_backend, hardening, reliability) pass in this configuration too
+# (`TEST_STORE=postgres TEST_STORAGE=s3 cargo test --test '*'`, about 10 minutes) but stay out of
+# this command to keep it under 45 minutes on 2 cores.
+TEST_STORE=postgres TEST_STORAGE=s3 cargo test --locked --test accounts --test api --test embed --test metrics --test openapi \
+  --test recovery --test security --test startup --test tus --test webhooks --test progressive --test images --test scale \
+  -- --test-threads="${CASCADE_TEST_THREADS:-2}"
 
 stage "third-party tus clients (tuspy, tus-js-client under Node)"
 ./tests/tus/run.sh
@@ -51,6 +59,9 @@ stage "the API description against a real server (schemathesis)"
 
 stage "browser tests"
 ./tests/browser/run.sh
+
+stage "browser test of a scaled site: 2 API nodes + 2 workers on PostgreSQL and S3"
+./tests/browser/scale.sh
 
 stage "Docker runtime proof (debootstrap + chroot; no Docker engine needed)"
 # With the debug build the tests ran: the runtime stage's question is whether its packages carry

@@ -61,6 +61,8 @@ pub struct App {
     pub callers: crate::http::session::CallerCache,
     /// Stream keys, streams on air and the live slots.
     pub live: Arc<crate::live::Live>,
+    /// Where media lives besides the data dir (`CASCADE_STORAGE_URL`).
+    pub storage: crate::storage::Storage,
 }
 
 /// Seconds since the Unix epoch.
@@ -124,6 +126,7 @@ impl App {
             outbox: Default::default(),
             callers: quick_cache::sync::Cache::new(10_000),
             live: Arc::new(crate::live::Live::new(config.max_live)),
+            storage: crate::storage::Storage::from_config(&config)?,
             config,
         })
     }

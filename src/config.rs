@@ -125,6 +125,21 @@ pub struct ServeArgs {
     /// the embedded database in the data dir
     #[arg(long, env = "CASCADE_DATABASE_URL", value_name = "URL", value_parser = database_url)]
     pub database_url: Option<String>,
+    /// With CASCADE_DATABASE_URL: hear other processes' changes at once (LISTEN/NOTIFY); `false`
+    /// for a connection pooler that cannot LISTEN (PgBouncer in transaction mode): workers then
+    /// find queued jobs by polling once a second, and watchers see other processes' progress late
+    #[arg(long, env = "CASCADE_DATABASE_LISTEN", value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub database_listen: bool,
+    /// S3-compatible object storage for sources and media (`s3://bucket/prefix`) instead of the
+    /// data dir alone; endpoint, region and credentials from the standard `AWS_*` variables
+    #[arg(long, env = "CASCADE_STORAGE_URL", value_name = "URL", value_parser = storage_url)]
+    pub storage_url: Option<String>,
+    /// With CASCADE_STORAGE_URL: answer a segment or image GET (after its token check) with a
+    /// redirect to a presigned URL of the object, instead of streaming it through Cascade
+    #[arg(long, env = "CASCADE_STORAGE_REDIRECT", value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub storage_redirect: bool,
     /// Absolute URL the service is reached at (`https://video.example.com`); playback URLs are built
     /// from it, else they are relative. Never taken from a request's Host header
     #[arg(long, env = "CASCADE_PUBLIC_URL", value_name = "URL", value_parser = public_url)]
@@ -325,6 +340,14 @@ fn database_url(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// An object store URL, `s3://bucket` or `s3://bucket/prefix` (an empty one means none).
+fn storage_url(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    crate::storage::parse_url(s).map(|_| s.to_string())
+}
+
 /// An empty secret means none (so a compose file can pass `CASCADE_SECRET=` through).
 fn secret(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.len() < 16 {
@@ -376,6 +399,12 @@ pub struct Config {
     pub upload_low_latency: bool,
     /// `CASCADE_DATABASE_URL`: PostgreSQL for the records, instead of sled in the data dir.
     pub database_url: Option<String>,
+    /// `CASCADE_DATABASE_LISTEN`: LISTEN/NOTIFY between processes on a shared database.
+    pub database_listen: bool,
+    /// `CASCADE_STORAGE_URL`: media in S3-compatible storage, besides the data dir.
+    pub storage_url: Option<String>,
+    /// `CASCADE_STORAGE_REDIRECT`: segments and images answered with presigned redirects.
+    pub storage_redirect: bool,
     /// `CASCADE_SEGMENT_CACHE_MB`: memory for segments of finished videos (0: off).
     pub segment_cache_bytes: usize,
     /// `CASCADE_KEEP_WORK`: keep the FFmpeg back end's scratch dir, for debugging.
@@ -458,6 +487,9 @@ impl From<ServeArgs> for Config {
             upload_low_latency: a.upload_low_latency,
             segment_cache_bytes: (a.segment_cache_mb as usize) << 20,
             database_url: a.database_url.filter(|u| !u.is_empty()),
+            database_listen: a.database_listen,
+            storage_url: a.storage_url.filter(|u| !u.is_empty()),
+            storage_redirect: a.storage_redirect,
             keep_work: a.job.keep_work,
             public_url: a.public_url.filter(|u| !u.is_empty()),
             header_timeout: Duration::from_secs(a.header_timeout),

@@ -12,6 +12,7 @@ mod metrics;
 mod model;
 mod packaging;
 mod probe;
+mod storage;
 mod store;
 mod transcode;
 mod upload;
@@ -57,6 +58,10 @@ enum Command {
     /// Manage personal API tokens (also while the server runs)
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Check the database and object store the settings name, for real (a probe object is
+    /// written, read and deleted; the bucket's CORS rule is tried when players are redirected to
+    /// it); exits 1 if anything fails. Takes the settings of serve
+    Check(Box<config::ServeArgs>),
     /// Move records between stores (the server must be stopped)
     #[command(subcommand)]
     Migrate(MigrateCmd),
@@ -204,6 +209,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve((*args).into(), Role::Serve),
         Command::Worker(args) => serve((*args).into(), Role::Worker),
+        Command::Check(args) => check_cmd((*args).into()),
         Command::Transcode(args) => transcode_cmd(args),
         Command::Probe(args) => probe_cmd(args),
         Command::User(cmd) => user_cmd(cmd),
@@ -214,6 +220,41 @@ fn main() {
         eprintln!("cascade: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The origin pages of the site are served from: `CASCADE_PUBLIC_URL`, else localhost.
+fn site_origin(config: &config::Config) -> String {
+    config.public_url.clone().unwrap_or_else(|| format!("http://localhost:{}", config.bind.port()))
+}
+
+/// `cascade check`: one line per finding (`ok` or `FAIL`, what, details), exit 1 on a failure.
+fn check_cmd(config: config::Config) -> anyhow::Result<()> {
+    let mut findings = Vec::new();
+    // The embedded database is not opened: a running server holds its lock.
+    findings.push(match config.database_url.as_deref() {
+        None => storage::Check { name: "database", ok: true, detail: "embedded (sled in the data dir; not opened here)".into() },
+        Some(url) => match store::Store::open_configured(&config.data_dir, Some(url)) {
+            Ok(_) => storage::Check { name: "database", ok: true, detail: "PostgreSQL (CASCADE_DATABASE_URL) opened and migrated".into() },
+            Err(e) => storage::Check { name: "database", ok: false, detail: format!("PostgreSQL (CASCADE_DATABASE_URL): {e}") },
+        },
+    });
+    let origin = site_origin(&config);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let checks = rt.block_on(async {
+        let storage = storage::Storage::from_config(&config)?;
+        // Every request is bounded by the client's timeouts and retries; this bounds them all.
+        tokio::time::timeout(Duration::from_secs(120), storage::check(&storage, &origin))
+            .await
+            .map_err(|_| anyhow!("the object store did not answer within 120 s"))
+    })?;
+    findings.extend(checks);
+    for f in &findings {
+        println!("{:<4} {:<8} {}", if f.ok { "ok" } else { "FAIL" }, f.name, f.detail);
+    }
+    if findings.iter().any(|f| !f.ok) {
+        bail!("the set-up is not ready (see FAIL above)");
+    }
+    Ok(())
 }
 
 fn migrate_cmd(a: SledToPostgresArgs) -> anyhow::Result<()> {
@@ -268,6 +309,7 @@ fn run_transcode(
         limits,
         keep_work,
         utc_timing_url: "/api/time".into(),
+        publish: None,
     };
     let media = jobs::runner::probe(&spec).map_err(|e| anyhow!("{}: {e}", e.code()))?;
     let t0 = Instant::now();
@@ -363,7 +405,23 @@ async fn shutdown_signal() {
 
 async fn open_app(config: &config::Config, ladder: &ladder::Ladder) -> anyhow::Result<Arc<app::App>> {
     let (c, l) = (config.clone(), ladder.clone());
-    Ok(Arc::new(tokio::task::spawn_blocking(move || app::App::open(c, l)).await??))
+    let app = Arc::new(tokio::task::spawn_blocking(move || app::App::open(c, l)).await??);
+    // Object storage that cannot be written, read or cleaned is found now, not at the first
+    // upload (`cascade check` says the same, and checks CORS too).
+    if app.storage.is_remote() {
+        let origin = site_origin(config);
+        let checks = tokio::time::timeout(Duration::from_secs(120), storage::check(&app.storage, &origin))
+            .await
+            .map_err(|_| anyhow!("the object store did not answer within 120 s"))?;
+        for c in &checks {
+            if !c.ok && c.name == "cors" {
+                warn!(detail = %c.detail, "object storage: players redirected to the bucket will fail");
+            } else if !c.ok {
+                bail!("object storage ({}): {}; `cascade check` tries it again", c.name, c.detail);
+            }
+        }
+    }
+    Ok(app)
 }
 
 /// On shutdown: running transcodes get the grace period to finish; then they are cancelled
@@ -427,6 +485,9 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     let interrupted = app.store.run(|s| s.recover_live()).await?;
     for id in &interrupted {
         let _ = std::fs::remove_dir_all(app.media_dir(id));
+        if let Err(e) = app.storage.remove_media(id).await {
+            warn!(video_id = %id, error = %e, "cannot remove an interrupted broadcast's output from object storage");
+        }
     }
     if !interrupted.is_empty() {
         warn!(count = interrupted.len(), ids = ?interrupted, "broadcasts a previous process left on air were marked failed");

@@ -94,14 +94,15 @@ async fn upload_transcode_and_play_720p_with_audio() {
     assert_eq!(r.status().as_u16(), 416);
 
     // Segments of a ready video are served from memory once read: the same bytes as the file,
-    // whole or in ranges, even after the file is gone from the disk; a HEAD gives the length.
-    let seg_file = server.data_dir.join("media").join(&id).join("hls/720p/seg00001.ts");
-    let on_disk = std::fs::read(&seg_file).unwrap();
+    // whole or in ranges, even after the file is gone from the disk (or the bucket); a HEAD
+    // gives the length.
+    let seg_rel = "hls/720p/seg00001.ts";
+    let on_disk = server.media_files(&id).await.into_iter().find(|(rel, _)| rel == seg_rel).expect("segment 1 is stored").1;
     let seg1 = sibling(&hls, "720p/seg00001.ts");
     for _ in 0..2 {
         assert_eq!(server.client.get(&seg1).send().await.unwrap().bytes().await.unwrap(), on_disk);
     }
-    std::fs::remove_file(&seg_file).unwrap();
+    server.remove_media_file(&id, seg_rel).await;
     assert_eq!(server.client.get(&seg1).send().await.unwrap().bytes().await.unwrap(), on_disk);
     let r = server.client.get(&seg1).header("range", "bytes=10-").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 206);
@@ -111,7 +112,7 @@ async fn upload_transcode_and_play_720p_with_audio() {
     let r = server.client.head(&seg1).header("range", "bytes=10-").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 206);
     assert_eq!(r.headers()["content-length"].to_str().unwrap(), (on_disk.len() - 10).to_string());
-    std::fs::write(&seg_file, &on_disk).unwrap();
+    server.put_media_file(&id, seg_rel, &on_disk).await;
 
     // Listed, then deleted with every file.
     let list: Value = server.client.get(server.url("/api/videos")).send().await.unwrap().json().await.unwrap();
@@ -120,6 +121,8 @@ async fn upload_transcode_and_play_720p_with_audio() {
     assert_eq!(r.status().as_u16(), 204);
     assert!(!server.data_dir.join("media").join(&id).exists());
     assert!(!server.data_dir.join("uploads").join(&id).exists());
+    assert!(server.media_files(&id).await.is_empty(), "media of a deleted video is still stored");
+    assert!(!server.kept_files().await.iter().any(|(name, _)| name.contains(id.as_str())), "files of a deleted video are kept");
     let r = server.client.get(server.url(&format!("/api/videos/{id}"))).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     let body: Value = r.json().await.unwrap();

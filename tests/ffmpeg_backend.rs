@@ -38,17 +38,20 @@ async fn forced_ffmpeg_is_progressive_encrypted_and_plays() {
     assert_eq!(mpd.mpdtype.as_deref(), Some("static"));
     assert_eq!(mpd.periods[0].adaptations.len(), 2);
 
-    // Encrypted on disk like the GStreamer output, and nothing of ffmpeg's own files is left.
-    let media = server.data_dir.join("media").join(&id);
-    let segs: Vec<_> = files_under(&media.join("hls")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "ts")).collect();
+    // Encrypted as stored (on disk, or in the bucket) like the GStreamer output, and nothing of
+    // ffmpeg's own files is left.
+    let stored = server.media_files(&id).await;
+    let segs: Vec<&(String, Vec<u8>)> = stored.iter().filter(|(n, _)| n.starts_with("hls/") && n.ends_with(".ts")).collect();
     assert!(!segs.is_empty());
-    for s in &segs {
-        let data = std::fs::read(s).unwrap();
-        assert!(data.len() >= 3 * TS_PACKET, "{} has only {} bytes", s.display(), data.len());
-        assert!(!is_clear_ts(&data), "{} is clear TS", s.display());
+    for (name, data) in &segs {
+        assert!(data.len() >= 3 * TS_PACKET, "{name} has only {} bytes", data.len());
+        assert!(!is_clear_ts(data), "{name} is clear TS");
     }
-    assert!(!media.join(".ffmpeg").exists());
-    assert!(files_under(&media).iter().all(|f| !f.to_string_lossy().ends_with(".tmp")));
+    assert!(
+        stored.iter().all(|(n, _)| !n.starts_with(".ffmpeg") && !n.ends_with(".tmp")),
+        "{:?}",
+        stored.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
     assert!(!server.data_dir.join("uploads").join(&id).join("scratch").join("hls.key").exists());
 
     ffmpeg_decode(&hls).await.unwrap_or_else(|e| panic!("HLS: {e}"));

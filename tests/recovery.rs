@@ -20,8 +20,7 @@ async fn killed_during_transcode_resumes_after_restart() {
     let waiting = server.upload_ok(&short, "waiting").await;
     // Kill it hard once the first job is well under way (segments on disk, manifests published).
     server.wait_for(&running, Duration::from_secs(300), |v| v["playable"] == true && v["status"] == "processing").await;
-    let before = files_under(&data.join("media").join(&running)).len();
-    assert!(before > 0);
+    assert!(!server.media_files(&running).await.is_empty());
     server.kill9().await;
     drop(server);
 
@@ -46,22 +45,20 @@ async fn killed_during_transcode_resumes_after_restart() {
     ffmpeg_decode(&hls).await.unwrap();
     let d = ffprobe_duration(&hls).await;
     assert!((d - 40.0).abs() <= 0.5, "{d}");
-    // Partial output of the first run is gone: every file on disk is listed by a playlist or MPD.
-    let media = data.join("media").join(&running);
-    for f in files_under(&media) {
-        let name = f.file_name().unwrap().to_string_lossy().to_string();
-        assert!(!name.ends_with(".part") && !name.ends_with(".tmp") && !name.starts_with(".goutputstream"), "leftover {}", f.display());
+    // Partial output of the first run is gone: every file stored (on disk, or in the bucket) is
+    // listed by a playlist or MPD.
+    let stored = server.media_files(&running).await;
+    for (name, _) in &stored {
+        let file = name.rsplit('/').next().unwrap();
+        assert!(!file.ends_with(".part") && !file.ends_with(".tmp") && !file.starts_with(".goutputstream"), "leftover {name}");
     }
     for rung in ["720p", "480p", "360p"] {
         let (pl, _) = media_playlist(&server, &sibling(&hls, &format!("{rung}/index.m3u8"))).await;
         let listed: std::collections::BTreeSet<String> = pl.segments.iter().map(|s| s.uri.clone()).collect();
-        let on_disk: std::collections::BTreeSet<String> = std::fs::read_dir(media.join("hls").join(rung))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .filter(|n| n.ends_with(".ts"))
-            .collect();
-        assert_eq!(listed, on_disk, "{rung}");
+        let dir = format!("hls/{rung}/");
+        let kept: std::collections::BTreeSet<String> =
+            stored.iter().filter_map(|(n, _)| n.strip_prefix(&dir)).filter(|n| n.ends_with(".ts")).map(str::to_string).collect();
+        assert_eq!(listed, kept, "{rung}");
     }
     // Nothing is left processing or queued.
     let list: serde_json::Value = server.client.get(server.url("/api/videos")).send().await.unwrap().json().await.unwrap();

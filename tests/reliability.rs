@@ -317,7 +317,8 @@ async fn delete_while_processing_cancels_and_removes_everything() {
     let (media, upload) = (server.data_dir.join("media").join(&id), server.data_dir.join("uploads").join(&id));
     // Bounded, in case the worker is not the last to touch them: the directories go, and nothing
     // of the deleted video is left on disk.
-    let gone = wait_until(Duration::from_secs(30), async || !media.exists() && !upload.exists()).await;
+    let gone =
+        wait_until(Duration::from_secs(30), async || !media.exists() && !upload.exists() && server.media_files(&id).await.is_empty()).await;
     assert!(gone, "left behind: media {:?}, upload {:?}", files_under(&media), files_under(&upload));
     // A deleted job never finishes: the doomed run reported neither packaging nor readiness.
     let log = server.log();

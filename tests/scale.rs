@@ -90,12 +90,15 @@ async fn a_job_whose_process_is_killed_is_finished_by_another() {
         let rendition = var.uri.split('/').next().unwrap();
         let listed: BTreeSet<String> =
             pl.segments.iter().map(|s| s.uri.rsplit('/').next().unwrap().split('?').next().unwrap().to_string()).collect();
-        let on_disk: BTreeSet<String> = std::fs::read_dir(dir.path().join("media").join(&id).join("hls").join(rendition))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        let dir = format!("hls/{rendition}/");
+        let stored: BTreeSet<String> = nodes[survivor]
+            .media_files(&id)
+            .await
+            .into_iter()
+            .filter_map(|(n, _)| n.strip_prefix(&dir).map(str::to_string))
             .filter(|n| n.ends_with(".ts"))
             .collect();
-        assert_eq!(listed, on_disk, "{rendition}: segments listed vs on disk");
+        assert_eq!(listed, stored, "{rendition}: segments listed vs stored");
         for seg in &pl.segments {
             let u = sibling(&sibling(&hls, &var.uri), &seg.uri);
             let (status, _) = nodes[survivor].get_text(&u).await;
@@ -156,7 +159,12 @@ async fn a_worker_process_runs_what_a_serve_node_without_workers_queued() {
     // The watcher is connected (its first event came) before a worker exists.
     tokio::time::timeout(Duration::from_secs(30), first_rx).await.expect("the first event within 30 s").unwrap();
     let log = dir.path().with_extension("worker.log");
-    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cascade"));
+    // The serve node's media storage (in the S3 configuration the bucket is what they share).
+    if let Some(u) = storage_url(dir.path()) {
+        command.env("CASCADE_STORAGE_URL", u).envs(s3().env());
+    }
+    let mut worker = command
         .arg("worker")
         .current_dir(repo())
         .env("CASCADE_DATA_DIR", dir.path())

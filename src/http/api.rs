@@ -279,6 +279,7 @@ pub async fn delete(app: Arc<App>, caller: Caller, origin: RequestOrigin, id: St
     crate::jobs::cancel(&app, &id);
     remove_dir_off_executor(app.upload_dir(&id)).await;
     remove_dir_off_executor(app.media_dir(&id)).await;
+    app.storage.remove_video(&id).await;
     info!(video_id = %id, "video deleted");
     let mut r = warp::reply::Response::new(Vec::new().into());
     *r.status_mut() = StatusCode::NO_CONTENT;

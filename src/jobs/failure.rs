@@ -69,6 +69,7 @@ mod tests {
             JobFailure::Transcode(TranscodeError::TimedOut(1)),
             JobFailure::Transcode(TranscodeError::Killed(String::new())),
             JobFailure::Transcode(TranscodeError::Packaging(String::new())),
+            JobFailure::Transcode(TranscodeError::Storage(String::new())),
             JobFailure::TooManyAttempts(3),
             JobFailure::UploadIncomplete,
             JobFailure::KeyMissing,

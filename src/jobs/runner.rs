@@ -69,6 +69,8 @@ pub struct JobSpec {
     pub keep_work: bool,
     /// URL of Cascade's clock for dynamic MPDs.
     pub utc_timing_url: String,
+    /// Object storage: the output is put in the bucket as it is finished.
+    pub publish: Option<crate::storage::Publisher>,
 }
 
 /// What a job reports while it runs.
@@ -134,6 +136,10 @@ pub fn transcode_with_fallback(spec: &JobSpec, media: &MediaInfo, progress: &mut
         if let Err(e) = reset_dir(&spec.out_dir) {
             return Outcome { backend: backend.name(), result: Err(TranscodeError::Packaging(e.to_string())), earlier_failures };
         }
+        // What the back end before this one published goes too.
+        if let Some(p) = spec.publish.as_ref().filter(|_| i > 0) {
+            p.reset();
+        }
         let result = execute(spec, media, backend.as_ref(), progress, cancel);
         match result {
             Err(e) if i < last && !matches!(e, TranscodeError::Cancelled) => {
@@ -191,6 +197,7 @@ pub fn execute(
         utc_timing_url: spec.utc_timing_url.clone(),
         live_start: spec.live.as_ref().map(|l| l.first_media),
         ll: req.low_latency().cloned(),
+        publish: spec.publish.clone(),
     };
     // A back end that writes no parts lists none (nor what an earlier one listed).
     if let (None, Some(ll)) = (req.low_latency(), spec.ll.as_ref()) {
@@ -223,7 +230,12 @@ pub fn execute(
                 }
             }
             TranscodeEvent::VideoCodec { rung, codecs } => packager.set_video_codec(&rung, &codecs),
-            TranscodeEvent::Image(name) => progress(JobProgress::Image(name)),
+            TranscodeEvent::Image(name) => {
+                if let Some(p) = &spec.publish {
+                    p.file(&Path::new(crate::packaging::images::DIR).join(&name));
+                }
+                progress(JobProgress::Image(name))
+            }
             TranscodeEvent::RungDropped { rung } => {
                 packager.drop_rendition(&rung).map_err(|e| e.to_string())?;
                 progress(JobProgress::RungDropped { rung, renditions: packager.summaries() });

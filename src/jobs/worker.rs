@@ -26,6 +26,9 @@ const STREAM_PROBE_BYTES: u64 = 4 << 20;
 /// upload's idle timeout).
 const STREAM_PROBE_WAIT: Duration = Duration::from_secs(120);
 
+/// How long a worker waits before it re-queues a job the object store failed at the start.
+const STORAGE_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
 /// A transcode that reads an upload while it arrives, and the slot it holds.
 pub struct Streamed {
     pub growing: Arc<Growing>,
@@ -55,6 +58,7 @@ async fn worker_loop(app: Arc<App>, n: usize) {
             Ok(Some((job, rec))) => {
                 let waited = (chrono::Utc::now() - job.enqueued_at).to_std().unwrap_or_default();
                 app.metrics.queue_wait.observe(waited.as_secs_f64());
+                info!(video_id = %job.video_id, waited_ms = waited.as_millis() as u64, "claimed a job");
                 app.notify(&rec);
                 if let Err(e) = run_job(&app, &job, rec, None).await {
                     error!(video_id = %job.video_id, error = %e, "job bookkeeping failed");
@@ -110,6 +114,10 @@ pub fn spawn_heartbeat(app: Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
 /// `/api/videos/{id}/events`), a job queued elsewhere wakes an idle worker here instead of its
 /// next one-second poll. `None` on sled.
 pub fn spawn_follower(app: Arc<App>) -> Result<Option<tokio::task::JoinHandle<()>>, AppError> {
+    if !app.config.database_listen {
+        info!("CASCADE_DATABASE_LISTEN is off: workers poll the queue once a second");
+        return Ok(None);
+    }
     let Some(mut changes) = app.store.blocking().listen_changes()? else { return Ok(None) };
     Ok(Some(tokio::spawn(async move {
         use crate::store::Change;
@@ -173,6 +181,8 @@ enum Stop {
     FallBackToFile(String),
     /// The streamed upload broke off: its handler removes everything.
     UploadAborted,
+    /// The object store could not be reached: the job goes back to the queue (an attempt).
+    Retry(String),
 }
 
 impl<E: Into<JobFailure>> From<E> for Stop {
@@ -219,6 +229,9 @@ async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Ar
     // A previous run (crash, restart) may have left partial output: start from scratch (and
     // nothing of it stays in the segment cache).
     app.segments.forget(id);
+    if let Err(e) = app.storage.remove_media(id).await {
+        return Ok(Err(Stop::Retry(e.to_string())));
+    }
     let growing = match growing {
         // Enough of the file for the demuxer to see every stream's header; an upload that is
         // complete by then is transcoded from its file like any other.
@@ -230,6 +243,12 @@ async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Ar
         None => None,
     };
     let input = if growing.is_some() { app.partial_source_path(id) } else { app.source_path(id) };
+    // Object storage: a worker that did not receive the upload fetches its source.
+    if growing.is_none() && app.storage.is_remote() && !tokio::fs::try_exists(&input).await.unwrap_or(false) {
+        if let Err(e) = app.storage.fetch_source(id, &input).await {
+            return Ok(Err(Stop::Retry(e.to_string())));
+        }
+    }
     if growing.is_none() && !tokio::fs::try_exists(&input).await.unwrap_or(false) {
         // A streamed upload cut off by a shutdown or crash: its record exists, its file never completed.
         remove_dir_off_executor(app.upload_dir(id)).await;
@@ -253,6 +272,7 @@ async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Ar
         limits: Limits::from_config(&app.config),
         keep_work: app.config.keep_work,
         utc_timing_url: "/api/time".into(),
+        publish: app.storage.publisher(id, &app.media_dir(id)),
     };
     Ok(Ok(spec))
 }
@@ -280,7 +300,8 @@ async fn transcode(app: &Arc<App>, id: &str, spec: JobSpec, media: MediaInfo) ->
     let cancel = Arc::new(AtomicBool::new(false));
     app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.insert(id.to_string(), cancel.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<JobProgress>();
-    let progress_task = tokio::spawn(record_progress(app.clone(), id.to_string(), rx));
+    let publish = spec.publish.clone();
+    let progress_task = tokio::spawn(record_progress(app.clone(), id.to_string(), rx, publish.clone()));
     let outcome = tokio::task::spawn_blocking(move || {
         runner::transcode_with_fallback(
             &spec,
@@ -294,14 +315,42 @@ async fn transcode(app: &Arc<App>, id: &str, spec: JobSpec, media: MediaInfo) ->
     .await
     .map_err(|e| AppError::Internal(format!("transcode task panicked: {e}")));
     let _ = progress_task.await;
+    // Object storage: the job is done when the bucket has all of it; a run without output stops
+    // publishing before anything of it is removed. Until then this node serves the video from
+    // its disk (it is still a running job here): a player never meets a bucket behind its
+    // playlist.
+    let outcome = match (outcome, publish) {
+        (Ok(mut o), Some(p)) => {
+            match &o.result {
+                Ok(_) => {
+                    if let Err(e) = p.finish().await {
+                        o.result = Err(TranscodeError::Storage(e));
+                    }
+                }
+                Err(_) => p.stop().await,
+            }
+            Ok(o)
+        }
+        (outcome, _) => outcome,
+    };
     app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.remove(id);
     outcome
 }
 
-pub(crate) async fn record_progress(app: Arc<App>, id: String, mut rx: tokio::sync::mpsc::UnboundedReceiver<JobProgress>) {
+/// Records a job's progress as it comes. With object storage, a record says the video is playable
+/// (or has an image) only once the bucket has what that needs: any node may serve it then.
+pub(crate) async fn record_progress(
+    app: Arc<App>,
+    id: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<JobProgress>,
+    publish: Option<crate::storage::Publisher>,
+) {
     while let Some(p) = rx.recv().await {
         let id2 = id.clone();
         let playable = matches!(p, JobProgress::Playable { .. });
+        if let Some(publish) = publish.as_ref().filter(|_| matches!(p, JobProgress::Playable { .. } | JobProgress::Image(_))) {
+            publish.stored().await;
+        }
         let res = app
             .store
             .run(move |s| {
@@ -357,6 +406,7 @@ async fn record_outcome(
         info!("job stopped: the video was deleted");
         remove_dir_off_executor(app.media_dir(id)).await;
         remove_dir_off_executor(app.upload_dir(id)).await;
+        app.storage.remove_video(id).await;
         return Ok(());
     }
     let fallback_reason = Some(outcome.earlier_failures.join("; ")).filter(|s| !s.is_empty());
@@ -429,6 +479,10 @@ pub(crate) async fn record_ready(
         .await?;
     app.store.flush().await?;
     info!("job ready");
+    if app.storage.is_remote() {
+        // Served from the bucket from now on, by every node.
+        remove_dir_off_executor(app.media_dir(id)).await;
+    }
     if let Some(r) = rec {
         app.notify(&r);
         crate::webhooks::emit(app, "video.ready", &r).await;
@@ -452,6 +506,13 @@ async fn stop_job(
     match stop {
         Stop::Failed(f) => fail(app, id, f).await,
         Stop::UploadAborted => Ok(()),
+        Stop::Retry(why) => {
+            // Not the video's fault: it waits in the queue (no attempt counted) until the store
+            // answers; the pause keeps a dead store from spinning the workers.
+            warn!(error = %why, "object storage failed; the job goes back to the queue");
+            tokio::time::sleep(STORAGE_RETRY_PAUSE).await;
+            requeue_now(app, id).await
+        }
         Stop::FallBackToFile(why) => {
             // A streamed transcode could not finish on its own: once the upload is complete, the
             // job goes through the normal queue from the file on disk. Meanwhile the video waits
@@ -494,6 +555,7 @@ async fn wait_for_file(app: &App, id: &str) -> Result<(), AppError> {
         .await?;
     app.segments.forget(id);
     remove_dir_off_executor(app.media_dir(id)).await;
+    remove_published(app, id).await;
     if let Some(r) = rec {
         app.notify(&r);
     }
@@ -521,6 +583,7 @@ pub(crate) async fn fail(app: &App, id: &str, failure: JobFailure) -> Result<(),
     app.store.flush().await?;
     // Nothing half-made stays published for a failed video.
     remove_dir_off_executor(app.media_dir(id)).await;
+    remove_published(app, id).await;
     if let Some(r) = rec {
         app.notify(&r);
         crate::webhooks::emit(app, "video.failed", &r).await;
@@ -563,8 +626,18 @@ async fn requeue(app: &App, id: &str, forgive_attempt: bool) -> Result<(), AppEr
     app.store.flush().await?;
     app.segments.forget(id);
     remove_dir_off_executor(app.media_dir(id)).await;
+    remove_published(app, id).await;
     if let Some(r) = rec {
         app.notify(&r);
     }
     Ok(())
+}
+
+/// Removes what a job put in the object store (a failed or re-queued job keeps nothing
+/// published: another node would serve it). A failure is logged: the next run's start removes
+/// it again before it publishes.
+async fn remove_published(app: &App, id: &str) {
+    if let Err(e) = app.storage.remove_media(id).await {
+        warn!(video_id = %id, error = %e, "cannot remove a job's published output from object storage");
+    }
 }

@@ -219,6 +219,7 @@ pub async fn start(
         },
         keep_work: false,
         utc_timing_url: "/api/time".into(),
+        publish: app.storage.publisher(&video_id, &app.media_dir(&video_id)),
     };
     let failure = Arc::new(std::sync::Mutex::new(None));
     let span = tracing::info_span!("broadcast", stream_id = %stream.id, video_id = %video_id);
@@ -252,7 +253,8 @@ async fn run(
     }
     let (ptx, prx) = mpsc::unbounded_channel::<JobProgress>();
     let (stx, srx) = mpsc::unbounded_channel::<LiveNote>();
-    let progress = tokio::spawn(worker::record_progress(app.clone(), id.clone(), prx));
+    let publish = spec.publish.clone();
+    let progress = tokio::spawn(worker::record_progress(app.clone(), id.clone(), prx, publish.clone()));
     let speed = tokio::spawn(record_live(app.clone(), claim.stream.id.clone(), srx).in_current_span());
     let result = tokio::task::spawn_blocking(move || {
         runner::execute(
@@ -278,6 +280,16 @@ async fn run(
     limit.abort();
     let _ = progress.await;
     let _ = speed.await;
+    // Object storage: the video is ready when the bucket has all of it (a run without output
+    // stops publishing first). Until then this node serves it from its disk, as a running job.
+    let published = match (&publish, &result) {
+        (Some(p), Ok(Ok(_))) => p.finish().await,
+        (Some(p), _) => {
+            p.stop().await;
+            Ok(())
+        }
+        (None, _) => Ok(()),
+    };
     // Its low-latency playlists are final now (on disk when the job succeeded); the waiters are
     // answered.
     app.live.ll.close(&id);
@@ -291,12 +303,18 @@ async fn run(
     if !exists {
         info!("broadcast ended: its video was deleted");
         remove_dir_off_executor(app.media_dir(&id)).await;
+        app.storage.remove_video(&id).await;
     } else {
         let outcome = match (failed, result) {
             (Some(f), _) => Err(f),
             (None, Ok(Ok(out))) => Ok(out),
             (None, Ok(Err(e))) => Err(e.into()),
             (None, Err(e)) => Err(JobFailure::Transcode(crate::transcode::TranscodeError::Runtime(format!("the live task failed: {e}")))),
+        };
+        // Object storage: the video is ready when the bucket has all of it.
+        let outcome = match (outcome, published) {
+            (Ok(_), Err(e)) => Err(JobFailure::Transcode(crate::transcode::TranscodeError::Storage(e))),
+            (o, _) => o,
         };
         let done = match outcome {
             Ok(out) => {

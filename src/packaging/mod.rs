@@ -67,6 +67,8 @@ pub struct PackageSpec {
     /// A low-latency broadcast: the tracks' parts are listed there by the back end; the packager
     /// writes its master playlist and, at the end, its final playlists.
     pub ll: Option<std::sync::Arc<llhls::LlStream>>,
+    /// Object storage: each finished file and each manifest written is queued for the bucket.
+    pub publish: Option<crate::storage::Publisher>,
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +191,7 @@ impl Packager {
                 Track::Hls(rung) => self.hls.get(rung).is_none_or(|s| s.is_empty()),
                 Track::Dash(rep) => self.dash.get(rep).is_none_or(|t| t.segments.is_empty()),
             };
+        self.publish_file(path);
         if first {
             // The time-to-first-playable trace (#18): when each track's first segment arrives.
             tracing::info!(?track, duration_s, bytes, "first segment");
@@ -212,6 +215,11 @@ impl Packager {
             }
         }
         if !self.playable && self.all_tracks_started() {
+            // The init segments before the manifests that name them.
+            let reps = self.spec.renditions.iter().map(|r| r.name.as_str()).chain(self.spec.has_audio.then_some(AUDIO_REP));
+            for rep in reps {
+                self.publish_file(&self.spec.out_dir.join("dash").join(rep).join(DASH_INIT));
+            }
             self.write_master()?;
             self.write_mpd(false)?;
             self.write_ll_mpd()?;
@@ -220,6 +228,23 @@ impl Packager {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Writes a manifest (`rel`: its path in the media tree) atomically, and queues it for the
+    /// bucket after every file reported before it.
+    fn write_manifest(&self, rel: &Path, data: &[u8]) -> io::Result<()> {
+        write_atomic(&self.spec.out_dir.join(rel), data)?;
+        if let Some(p) = &self.spec.publish {
+            p.manifest(rel, data);
+        }
+        Ok(())
+    }
+
+    /// Queues a finished file under the media dir for the bucket.
+    fn publish_file(&self, path: &Path) {
+        if let (Some(p), Ok(rel)) = (&self.spec.publish, path.strip_prefix(&self.spec.out_dir)) {
+            p.file(rel);
+        }
     }
 
     fn all_tracks_started(&self) -> bool {
@@ -237,7 +262,7 @@ impl Packager {
     fn write_media_playlist(&self, rung: &str, finished: bool) -> io::Result<()> {
         let segs = self.hls.get(rung).map(Vec::as_slice).unwrap_or(&[]);
         let body = hls::media_playlist(segs, self.spec.segment_seconds, self.spec.key.as_ref(), finished);
-        write_atomic(&self.spec.out_dir.join("hls").join(rung).join(HLS_MEDIA), &body)
+        self.write_manifest(&Path::new("hls").join(rung).join(HLS_MEDIA), &body)
     }
 
     fn fps(&self) -> f64 {
@@ -300,9 +325,9 @@ impl Packager {
                 .iter()
                 .map(|v| hls::Variant { uri: format!("{}.m3u8", v.uri.split('/').next().unwrap_or_default()), ..v.clone() })
                 .collect();
-            write_atomic(&self.spec.out_dir.join(llhls::LL_MASTER), &llhls::master_playlist(&ll, self.spec.has_audio))?;
+            self.write_manifest(Path::new(llhls::LL_MASTER), &llhls::master_playlist(&ll, self.spec.has_audio))?;
         }
-        write_atomic(&self.spec.out_dir.join(HLS_MASTER), &hls::master_playlist(&variants))
+        self.write_manifest(Path::new(HLS_MASTER), &hls::master_playlist(&variants))
     }
 
     /// The end of a low-latency broadcast: its playlists become VOD playlists of whole segments,
@@ -314,15 +339,18 @@ impl Packager {
         let dir = self.spec.out_dir.join(llhls::LL_DIR);
         let reps = self.spec.renditions.iter().map(|r| r.name.as_str()).chain(self.spec.has_audio.then_some(AUDIO_REP));
         for rep in reps {
-            if let Some(text) = ll.render(rep, false) {
-                write_atomic(&dir.join(format!("{rep}.m3u8")), text.as_bytes())?;
-            }
             for entry in std::fs::read_dir(dir.join(rep))? {
                 let entry = entry?;
                 let name = entry.file_name();
                 if name.to_str().is_some_and(|n| n.matches('.').count() > 1) {
                     std::fs::remove_file(entry.path())?;
+                } else {
+                    // The whole segments the playlist below lists.
+                    self.publish_file(&entry.path());
                 }
+            }
+            if let Some(text) = ll.render(rep, false) {
+                self.write_manifest(&Path::new(llhls::LL_DIR).join(format!("{rep}.m3u8")), text.as_bytes())?;
             }
         }
         Ok(())
@@ -405,10 +433,10 @@ impl Packager {
             }
         };
         let body = self.mpd_body(&presentation, until);
-        write_atomic(&self.spec.out_dir.join(DASH_MPD), body.as_bytes())?;
+        self.write_manifest(Path::new(DASH_MPD), body.as_bytes())?;
         if finished && self.spec.ll.is_some() {
             // The low-latency MPD of an ended broadcast is its VOD MPD.
-            write_atomic(&self.spec.out_dir.join(LL_MPD), body.as_bytes())?;
+            self.write_manifest(Path::new(LL_MPD), body.as_bytes())?;
         }
         Ok(())
     }
@@ -426,7 +454,7 @@ impl Packager {
             target_latency_s: LL_DASH_TARGET_S,
             utc_timing_url: self.spec.utc_timing_url.clone(),
         };
-        write_atomic(&self.spec.out_dir.join(LL_MPD), self.mpd_body(&presentation, None).as_bytes())
+        self.write_manifest(Path::new(LL_MPD), self.mpd_body(&presentation, None).as_bytes())
     }
 
     /// Publishes the final VOD playlists, static MPD and master with measured bandwidths.

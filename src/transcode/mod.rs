@@ -193,6 +193,9 @@ pub enum TranscodeError {
     /// The consumer of events refused one (packaging failed: disk full, …).
     #[error("packaging failed: {0}")]
     Packaging(String),
+    /// The object store refused or did not answer (a scaled set-up).
+    #[error("object storage: {0}")]
+    Storage(String),
 }
 
 impl TranscodeError {
@@ -206,6 +209,7 @@ impl TranscodeError {
             TranscodeError::Cancelled => "cancelled",
             TranscodeError::Killed(_) => "transcoder_killed",
             TranscodeError::Packaging(_) => "packaging_failed",
+            TranscodeError::Storage(_) => "storage_unavailable",
         }
     }
 }
@@ -213,7 +217,7 @@ impl TranscodeError {
 impl TranscodeError {
     /// Whether running the same job again may succeed (the input is not to blame).
     pub fn is_transient(&self) -> bool {
-        matches!(self, TranscodeError::Killed(_) | TranscodeError::Stalled(_))
+        matches!(self, TranscodeError::Killed(_) | TranscodeError::Stalled(_) | TranscodeError::Storage(_))
     }
 }
 

@@ -313,6 +313,11 @@ impl Intake {
             file.finish().await?;
         }
         tokio::fs::rename(self.app.partial_source_path(&self.id), self.app.source_path(&self.id)).await?;
+        // Object storage: the source is in the bucket before the upload is acknowledged, so any
+        // worker can run its job and no node's disk is the only copy; and before a streamed
+        // transcode hears the upload is complete (one that gives up then re-queues the job for
+        // any worker, which fetches the source).
+        self.app.storage.put_source(&self.id, &self.app.source_path(&self.id)).await?;
         self.growing.finish();
         let app = &self.app;
         let id = self.id.clone();
@@ -370,6 +375,7 @@ impl Intake {
             let _ = self.app.store.flush().await;
             crate::jobs::cancel(&self.app, &self.id);
             remove_dir_off_executor(self.app.media_dir(&self.id)).await;
+            self.app.storage.remove_video(&self.id).await;
         }
         remove_dir_off_executor(self.app.upload_dir(&self.id)).await;
         warn!(video_id = %self.id, error = %why, "upload refused");

@@ -465,6 +465,7 @@ async fn terminate_now(app: &App, id: &str) -> Result<(), AppError> {
     }
     remove_dir_off_executor(app.upload_dir(id)).await;
     remove_dir_off_executor(app.media_dir(id)).await;
+    app.storage.remove_video(id).await;
     app.tus.forget(id);
     Ok(())
 }
@@ -521,6 +522,9 @@ pub async fn recover_and_sweep(app: Arc<App>, every: Duration) -> Result<tokio::
     let reset = app.store.run(|s| s.reset_tus_jobs()).await?;
     for id in &reset {
         remove_dir_off_executor(app.media_dir(id)).await;
+        if let Err(e) = app.storage.remove_media(id).await {
+            warn!(video_id = %id, error = %e, "cannot remove a job's published output from object storage");
+        }
     }
     if !reset.is_empty() {
         warn!(ids = ?reset, "resumable uploads that were being transcoded while they arrived wait for their last byte again");

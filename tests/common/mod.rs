@@ -40,10 +40,121 @@ pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 /// default) or `scaled` (PostgreSQL for the records: `TEST_STORE=postgres`). Every
 /// server and command a test starts uses it; failures name it.
 pub fn configuration() -> &'static str {
-    match std::env::var("TEST_STORE").as_deref() {
-        Ok("postgres") => "scaled (PostgreSQL)",
+    match (std::env::var("TEST_STORE").as_deref(), std::env::var("TEST_STORAGE").as_deref()) {
+        (Ok("postgres"), Ok("s3")) => "scaled (PostgreSQL + S3)",
+        (Ok("postgres"), _) => "scaled (PostgreSQL)",
+        (_, Ok("s3")) => "embedded records + S3 media",
         _ => "embedded (sled)",
     }
+}
+
+/// The tests' S3-compatible server (`tests/s3`: moto's standalone server, a process of its own
+/// with authentication on), started once per test binary and stopped when it exits (its stdin
+/// closes).
+pub struct S3 {
+    pub endpoint: String,
+    pub region: String,
+    pub key: String,
+    pub secret: String,
+}
+
+impl S3 {
+    /// The `AWS_*` variables that point Cascade at it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_REGION", self.region.clone()),
+            ("AWS_ACCESS_KEY_ID", self.key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+}
+
+pub fn s3() -> &'static S3 {
+    static SERVER: OnceLock<(S3, std::sync::Mutex<std::process::Child>)> = OnceLock::new();
+    &SERVER
+        .get_or_init(|| {
+            use std::io::BufRead;
+            let mut child = std::process::Command::new(repo().join("tests/s3/run.sh"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start tests/s3/run.sh");
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+                let _ = tx.send(line);
+            });
+            // The first start in a fresh clone installs moto into a virtualenv.
+            let line = rx.recv_timeout(Duration::from_secs(900)).expect("the S3 server did not start within 15 minutes");
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("the S3 server's first line {line:?}: {e}"));
+            let field = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {line}")).to_string();
+            let s3 = S3 { endpoint: field("endpoint"), region: field("region"), key: field("key"), secret: field("secret") };
+            (s3, std::sync::Mutex::new(child))
+        })
+        .0
+}
+
+/// A client of the tests' S3 server on `bucket`.
+pub fn bucket_client(bucket: &str) -> object_store::aws::AmazonS3 {
+    let s3 = s3();
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&s3.endpoint)
+        .with_region(&s3.region)
+        .with_access_key_id(&s3.key)
+        .with_secret_access_key(&s3.secret)
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .build()
+        .unwrap()
+}
+
+/// Every object under `prefix`: (key below the prefix, bytes), sorted.
+pub async fn objects_under(store: &object_store::aws::AmazonS3, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    use futures_util::TryStreamExt;
+    use object_store::ObjectStore;
+    let p = object_store::path::Path::from(prefix);
+    let metas: Vec<object_store::ObjectMeta> = store.list(Some(&p)).try_collect().await.unwrap();
+    let mut out = Vec::new();
+    for m in metas {
+        let data = store.get(&m.location).await.unwrap().bytes().await.unwrap().to_vec();
+        let rel = m.location.as_ref().strip_prefix(p.as_ref()).unwrap_or(m.location.as_ref()).trim_start_matches('/').to_string();
+        out.push((rel, data));
+    }
+    out.sort();
+    out
+}
+
+/// Data dirs whose servers share the database and bucket prefix of another dir (processes of
+/// one site without a shared filesystem).
+static SHARES: std::sync::Mutex<Vec<(PathBuf, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// From now on the server (and commands) on `data_dir` use the database and bucket prefix of
+/// `site` (in the configurations that have them).
+pub fn share_site(data_dir: &Path, site: &Path) {
+    SHARES.lock().unwrap().push((data_dir.to_path_buf(), site.to_path_buf()));
+}
+
+/// The dir whose hash names the database and bucket prefix of `data_dir`.
+fn site_of(data_dir: &Path) -> PathBuf {
+    SHARES.lock().unwrap().iter().find(|(d, _)| d == data_dir).map_or_else(|| data_dir.to_path_buf(), |(_, s)| s.clone())
+}
+
+/// In a configuration with S3 media (`TEST_STORAGE=s3`), the `CASCADE_STORAGE_URL` of the
+/// server on `data_dir`: a prefix of its own in the CORS-enabled bucket (the same again for a
+/// restart on the dir).
+pub fn storage_url(data_dir: &Path) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    if std::env::var("TEST_STORAGE").as_deref() != Ok("s3") {
+        return None;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    site_of(data_dir).hash(&mut h);
+    Some(format!("s3://cascade-test/t{:016x}", h.finish()))
 }
 
 /// Prints the configuration before any failure message of a test that started a server.
@@ -69,7 +180,7 @@ pub fn database_url(data_dir: &Path) -> Option<String> {
     }
     let server = std::env::var("TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    data_dir.hash(&mut h);
+    site_of(data_dir).hash(&mut h);
     Some(format!("{server}/cascade_test_{:016x}", h.finish()))
 }
 
@@ -169,6 +280,9 @@ impl Server {
         if let Some(url) = database_url(data_dir) {
             cmd.env("CASCADE_DATABASE_URL", url);
         }
+        if let Some(url) = storage_url(data_dir) {
+            cmd.env("CASCADE_STORAGE_URL", url).envs(s3().env());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -190,6 +304,10 @@ impl Server {
             }
             assert!(Instant::now() < deadline, "server did not become healthy; log: {}", server.log());
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The configuration is the one named (its start-up line says where media goes).
+        if storage_url(data_dir).is_some() {
+            assert!(server.log().contains("media in object storage"), "{}", server.log());
         }
         server
     }
@@ -225,6 +343,68 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Where this server keeps media besides its data dir: (bucket client, prefix) in the S3
+    /// configuration.
+    fn bucket(&self) -> Option<(object_store::aws::AmazonS3, String)> {
+        let url = storage_url(&self.data_dir)?;
+        let (bucket, prefix) = url.strip_prefix("s3://").unwrap().split_once('/').unwrap();
+        Some((bucket_client(bucket), prefix.to_string()))
+    }
+
+    /// The files of a video's media tree, (path in the tree, bytes), sorted: the published
+    /// objects in the S3 configuration, else the files in the data dir.
+    pub async fn media_files(&self, id: &str) -> Vec<(String, Vec<u8>)> {
+        match self.bucket() {
+            Some((store, prefix)) => objects_under(&store, &format!("{prefix}/media/{id}")).await,
+            None => {
+                let root = self.data_dir.join("media").join(id);
+                let mut out: Vec<(String, Vec<u8>)> = files_under(&root)
+                    .into_iter()
+                    .map(|f| (f.strip_prefix(&root).unwrap().to_string_lossy().into_owned(), std::fs::read(&f).unwrap()))
+                    .collect();
+                out.sort();
+                out
+            }
+        }
+    }
+
+    /// Every byte this server keeps outside its database: its data dir's files and, in the S3
+    /// configuration, its objects (sources and media), as (name, bytes).
+    pub async fn kept_files(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = ["media", "uploads"]
+            .iter()
+            .flat_map(|d| files_under(&self.data_dir.join(d)))
+            .map(|f| (f.display().to_string(), std::fs::read(&f).unwrap()))
+            .collect();
+        if let Some((store, prefix)) = self.bucket() {
+            out.extend(objects_under(&store, &prefix).await.into_iter().map(|(k, v)| (format!("s3:{prefix}/{k}"), v)));
+        }
+        out
+    }
+
+    /// Removes one file of a video's media tree where it is served from.
+    pub async fn remove_media_file(&self, id: &str, rel: &str) {
+        match self.bucket() {
+            Some((store, prefix)) => {
+                use object_store::ObjectStore;
+                store.delete(&object_store::path::Path::from(format!("{prefix}/media/{id}/{rel}"))).await.unwrap();
+            }
+            None => std::fs::remove_file(self.data_dir.join("media").join(id).join(rel)).unwrap(),
+        }
+    }
+
+    /// Writes one file of a video's media tree where it is served from.
+    pub async fn put_media_file(&self, id: &str, rel: &str, data: &[u8]) {
+        match self.bucket() {
+            Some((store, prefix)) => {
+                use object_store::ObjectStore;
+                let key = object_store::path::Path::from(format!("{prefix}/media/{id}/{rel}"));
+                store.put(&key, data.to_vec().into()).await.unwrap();
+            }
+            None => std::fs::write(self.data_dir.join("media").join(id).join(rel), data).unwrap(),
+        }
     }
 
     /// Uploads a file; returns (status, JSON body).

@@ -176,6 +176,12 @@ pub async fn serve(
             return respond(body, len, range, head_only, mime, is_manifest, finished);
         }
     }
+    // Object storage: a node serves from its disk only what it is producing (progressive
+    // playback, low-latency parts); everything else comes from the bucket.
+    if app.storage.is_remote() && !app.has_running_job(&video_id) {
+        let ask = Ask { range, head_only, mime, is_manifest, finished, cacheable };
+        return from_bucket(&app, &video_id, rel, ask).await;
+    }
     let root = app.media_dir(&video_id);
     let store = app.store.blocking();
     let app2 = app.clone();
@@ -185,6 +191,56 @@ pub async fn serve(
     let read = move || read_from_disk(&app2, &store, &root, rel, &video_id, range.as_deref(), head_only, may_cache);
     let (data, total, range_used) = tokio::task::spawn_blocking(read).await.map_err(|e| AppError::Internal(e.to_string()))??;
     respond(data, total, range_used, head_only, mime, is_manifest, finished)
+}
+
+/// What a media request asks for and what is known of its file.
+struct Ask {
+    range: Option<String>,
+    head_only: bool,
+    mime: &'static str,
+    is_manifest: bool,
+    finished: Option<bool>,
+    cacheable: bool,
+}
+
+/// A file of the video's media tree from the object store: a presigned redirect for segments
+/// and images when `CASCADE_STORAGE_REDIRECT` is on, else streamed through here (a whole
+/// segment of a ready video also into the segment cache).
+async fn from_bucket(app: &Arc<App>, video_id: &str, rel: PathBuf, ask: Ask) -> Result<warp::reply::Response, AppError> {
+    if app.storage.redirects() && !ask.is_manifest {
+        let url = app.storage.presigned_media_url(video_id, &rel).await?.ok_or_else(not_found)?;
+        let mut r = warp::reply::Response::new(Vec::new().into());
+        *r.status_mut() = StatusCode::FOUND;
+        let h = r.headers_mut();
+        h.insert(header::LOCATION, HeaderValue::from_str(&url).map_err(|e| AppError::Internal(e.to_string()))?);
+        // The URL expires: never reused from a cache.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        return Ok(r);
+    }
+    // As from disk: the status is read before the object, so an object read once the video is
+    // ready is final.
+    let whole = ask.cacheable && ask.range.is_none() && !ask.head_only;
+    let ready = if whole {
+        let id = video_id.to_string();
+        app.store.run(move |s| s.get(&id)).await?.is_some_and(|r| r.status == crate::model::Status::Ready)
+    } else {
+        false
+    };
+    let data = app.storage.get_media(video_id, &rel).await?.ok_or_else(not_found)?;
+    let len = data.len() as u64;
+    if ready && app.segments.admits(len) {
+        app.segments.insert(video_id, rel, data.clone());
+        if app.is_deleted(video_id) {
+            app.segments.forget(video_id);
+        }
+    }
+    let range = range_to_serve(ask.range.as_deref(), len)?;
+    let body = match range {
+        _ if ask.head_only => bytes::Bytes::new(),
+        Some((s, e)) => data.slice(s as usize..=e as usize),
+        None => data,
+    };
+    respond(body, len, range, ask.head_only, ask.mime, ask.is_manifest, ask.finished)
 }
 
 /// The AES key of a video (never cached by anyone).
