@@ -192,6 +192,25 @@ impl TxTree<'_> {
         }
     }
 
+    /// A read of a record the transaction will change: on PostgreSQL it locks the row (in a
+    /// `locking_transaction`, where plain reads take no part in conflicts). On sled, a read:
+    /// its transactions conflict on what they read.
+    pub(super) fn lock(&self, k: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, TxError> {
+        match self {
+            TxTree::Sled(t) => Ok(t.get(k).map_err(unabortable)?.map(|v| v.to_vec())),
+            TxTree::Postgres { tx, name } => tx.lock(name, k.as_ref()),
+        }
+    }
+
+    /// Like `lock`, but a record another transaction holds reads as absent at once (PostgreSQL's
+    /// `SKIP LOCKED`): claimers never wait for each other.
+    pub(super) fn lock_or_skip(&self, k: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, TxError> {
+        match self {
+            TxTree::Sled(t) => Ok(t.get(k).map_err(unabortable)?.map(|v| v.to_vec())),
+            TxTree::Postgres { tx, name } => tx.lock_or_skip(name, k.as_ref()),
+        }
+    }
+
     pub(super) fn insert(&self, k: impl AsRef<[u8]>, v: impl Into<Vec<u8>>) -> Result<(), TxError> {
         match self {
             TxTree::Sled(t) => {
@@ -214,6 +233,17 @@ impl TxTree<'_> {
 /// Runs `f` over `trees` (all of one store) as one transaction, again while it conflicts with
 /// another. `f` may run more than once: it must have no effect outside the trees.
 pub(super) fn transaction<R>(trees: &[&Tree], f: impl Fn(&[TxTree]) -> Result<R, TxError>) -> Result<R, StoreError> {
+    run_transaction(trees, false, f)
+}
+
+/// Like `transaction`, but on PostgreSQL `READ COMMITTED` with row locks: `f` must read every
+/// record it changes with `TxTree::lock` or `TxTree::lock_or_skip` (a plain read there is not
+/// protected). On sled the same as `transaction`.
+pub(super) fn locking_transaction<R>(trees: &[&Tree], f: impl Fn(&[TxTree]) -> Result<R, TxError>) -> Result<R, StoreError> {
+    run_transaction(trees, true, f)
+}
+
+fn run_transaction<R>(trees: &[&Tree], locking: bool, f: impl Fn(&[TxTree]) -> Result<R, TxError>) -> Result<R, StoreError> {
     match trees.first() {
         None => Err(StoreError::Task("a transaction over no tree".into())),
         Some(Tree::Sled(_)) => {
@@ -240,10 +270,15 @@ pub(super) fn transaction<R>(trees: &[&Tree], f: impl Fn(&[TxTree]) -> Result<R,
                     Tree::Sled(_) => Err(StoreError::Task("a transaction over two engines".into())),
                 })
                 .collect::<Result<_, _>>()?;
-            pg.transaction(|tx| {
+            let run = |tx: &PgTx| {
                 let txs: Vec<TxTree> = names.iter().map(|name| TxTree::Postgres { tx, name }).collect();
                 f(&txs)
-            })
+            };
+            if locking {
+                pg.locking_transaction(run)
+            } else {
+                pg.transaction(run)
+            }
         }
     }
 }

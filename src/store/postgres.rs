@@ -329,11 +329,22 @@ impl PgKv {
     /// Runs `f` in a `SERIALIZABLE` transaction, again (up to [`MAX_TRIES`] times) while it
     /// conflicts with another.
     pub(super) fn transaction<R>(&self, f: impl Fn(&PgTx) -> Result<R, TxError>) -> Result<R, StoreError> {
+        self.transaction_from("BEGIN ISOLATION LEVEL SERIALIZABLE", f)
+    }
+
+    /// Runs `f` in a `READ COMMITTED` transaction whose reads of records it will change take
+    /// row locks (`PgTx::lock`, `PgTx::lock_or_skip`): a claim of a job, which must not wait for
+    /// (or conflict with) another process claiming another job.
+    pub(super) fn locking_transaction<R>(&self, f: impl Fn(&PgTx) -> Result<R, TxError>) -> Result<R, StoreError> {
+        self.transaction_from("BEGIN ISOLATION LEVEL READ COMMITTED", f)
+    }
+
+    fn transaction_from<R>(&self, begin: &'static str, f: impl Fn(&PgTx) -> Result<R, TxError>) -> Result<R, StoreError> {
         for _ in 0..MAX_TRIES {
             let pool = self.pool.clone();
             let conn = self.block(async move { pool.acquire().await })?;
             let tx = PgTx { kv: self, conn: Some(Arc::new(Mutex::new(conn))) };
-            let outcome = match tx.exec("BEGIN ISOLATION LEVEL SERIALIZABLE") {
+            let outcome = match tx.exec(begin) {
                 Ok(()) => f(&tx),
                 Err(e) => Err(e),
             };
@@ -411,6 +422,31 @@ impl PgTx<'_> {
         let k = k.to_vec();
         self.run(|c| async move {
             sqlx::query_scalar("SELECT v FROM cascade_kv WHERE tree = $1 AND k = $2")
+                .bind(tree)
+                .bind(k)
+                .fetch_optional(&mut **c.lock().await)
+                .await
+        })
+    }
+
+    /// Reads a record and locks it until the transaction ends, waiting for another holder.
+    pub(super) fn lock(&self, tree: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
+        let k = k.to_vec();
+        self.run(|c| async move {
+            sqlx::query_scalar("SELECT v FROM cascade_kv WHERE tree = $1 AND k = $2 FOR UPDATE")
+                .bind(tree)
+                .bind(k)
+                .fetch_optional(&mut **c.lock().await)
+                .await
+        })
+    }
+
+    /// Reads a record and locks it until the transaction ends, or gives `None` at once if
+    /// another transaction holds it (`FOR UPDATE SKIP LOCKED`), as if it were absent.
+    pub(super) fn lock_or_skip(&self, tree: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
+        let k = k.to_vec();
+        self.run(|c| async move {
+            sqlx::query_scalar("SELECT v FROM cascade_kv WHERE tree = $1 AND k = $2 FOR UPDATE SKIP LOCKED")
                 .bind(tree)
                 .bind(k)
                 .fetch_optional(&mut **c.lock().await)

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::kv::{transaction, Engine, Tree, TxError};
+use super::kv::{locking_transaction, transaction, Engine, Tree, TxError};
 use super::StoreError;
 use crate::model::{JobRecord, JobState, KeyMaterial, Status, VideoRecord};
 
@@ -319,14 +319,17 @@ impl Store {
             let claimed =
                 JobRecord { state: JobState::Running, holder: Some(self.node.clone()), lease_until: Some(now + self.lease), ..job.clone() };
             let claimed_bytes = enc(&claimed)?;
-            let result = transaction(&[&self.jobs, &self.videos], |t| {
+            // On PostgreSQL: `FOR UPDATE SKIP LOCKED` on the job, so a job another process is
+            // claiming is passed over at once (no waiting, no serialization failure to retry),
+            // and the job's row and its video's stay locked until the claim commits.
+            let result = locking_transaction(&[&self.jobs, &self.videos], |t| {
                 let (jobs, videos) = (&t[0], &t[1]);
-                let Some(cur) = jobs.get(key.as_bytes())? else { return Ok(None) };
+                let Some(cur) = jobs.lock_or_skip(key.as_bytes())? else { return Ok(None) };
                 let cur: JobRecord = tx_dec(&cur)?;
                 if cur != job {
                     return Ok(None);
                 }
-                let Some(v) = videos.get(key.as_bytes())? else {
+                let Some(v) = videos.lock(key.as_bytes())? else {
                     jobs.remove(key.as_bytes())?;
                     return Ok(None);
                 };
@@ -503,6 +506,43 @@ mod tests {
             assert_eq!(claimed, ids, "{}: each job once", s.engine());
             assert!(s.jobs().unwrap().iter().all(|j| j.state == JobState::Running));
         }
+    }
+
+    /// On PostgreSQL a claim passes over a job whose row another transaction holds (another
+    /// process in the middle of claiming it) at once, and takes the next job (`SKIP LOCKED`); the
+    /// `SERIALIZABLE` claim before it waited for that transaction to end.
+    #[test]
+    fn a_claim_passes_over_a_job_another_claim_holds() {
+        use sqlx::Connection;
+        let engines = crate::store::testing::each_engine();
+        let url = engines[1].url().unwrap();
+        let s = Store::connect(&url).unwrap();
+        for id in ["first", "second"] {
+            s.create(&video(id), &KeyMaterial::generate()).unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut holder = rt.block_on(sqlx::PgConnection::connect(&url)).unwrap();
+        rt.block_on(async {
+            sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+            sqlx::query("SELECT v FROM cascade_kv WHERE tree = 'jobs' AND k = $1 FOR UPDATE")
+                .bind(b"first".to_vec())
+                .fetch_one(&mut holder)
+                .await
+                .unwrap();
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let _ = tx.send(s.claim_next().map(|c| c.map(|(job, _)| job.video_id)));
+            });
+            // Bounded: the holder is released below whatever the claim does, so the scope ends.
+            let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+            rt.block_on(async { sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap() });
+            let got = got.expect("the claim waited for the other transaction");
+            assert_eq!(got.unwrap().as_deref(), Some("second"));
+        });
+        // Released: the first job is claimable again.
+        assert_eq!(s.claim_next().unwrap().map(|(job, _)| job.video_id).as_deref(), Some("first"));
     }
 
     /// Two processes on one PostgreSQL database: a running job is not taken from a holder whose

@@ -58,7 +58,6 @@ def _authenticate_raw_query(self, iam_request_cls, resource="*"):
 authorization.ActionAuthenticatorMixin._authenticate_and_authorize_action = _authenticate_raw_query
 
 REGION = "us-east-1"
-SIGNING = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders", "X-Amz-Signature")
 
 
 class Presigned:
@@ -97,13 +96,15 @@ class Presigned:
             return self.deny(start_response, "InvalidAccessKeyId")
         if datetime.now(timezone.utc) > signed_at + timedelta(seconds=expires):
             return self.deny(start_response, "AccessDenied")
-        keep = [p for p in raw.split("&") if p and p.split("=", 1)[0] not in SIGNING]
+        # The request as signed: every parameter but the signature. The signature is computed
+        # from its parts, as moto checks header signatures (botocore's add_auth would sign with
+        # the current time instead of the request's X-Amz-Date).
+        signed = "&".join(p for p in raw.split("&") if p and p.split("=", 1)[0] != "X-Amz-Signature")
         path = urlsplit(environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ["PATH_INFO"]).path
-        url = f"http://{environ['HTTP_HOST']}{path}" + ("?" + "&".join(keep) if keep else "")
-        req = AWSRequest(method=environ["REQUEST_METHOD"], url=url, headers={"host": environ["HTTP_HOST"]})
+        req = AWSRequest(method=environ["REQUEST_METHOD"], url=f"http://{environ['HTTP_HOST']}{path}?{signed}", headers={"host": environ["HTTP_HOST"]})
         req.context["timestamp"] = amz_date
-        S3SigV4QueryAuth(Credentials(key_id, self.key["SecretAccessKey"]), service, region, expires=expires).add_auth(req)
-        expected = parse_qs(urlsplit(req.url).query)["X-Amz-Signature"][0]
+        auth = S3SigV4QueryAuth(Credentials(key_id, self.key["SecretAccessKey"]), service, region, expires=expires)
+        expected = auth.signature(auth.string_to_sign(req, auth.canonical_request(req)), req)
         if not hmac.compare_digest(expected, q["X-Amz-Signature"][0]):
             return self.deny(start_response, "SignatureDoesNotMatch")
         environ[PRESIGNED_OK] = True
