@@ -10,36 +10,11 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// The holder of a video's job, read from the database (`None`: no job, or not running).
-async fn holder(url: &str, id: &str) -> Option<String> {
-    use sqlx::Connection;
-    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-    let v: Option<Vec<u8>> = sqlx::query_scalar("SELECT v FROM cascade_kv WHERE tree = 'jobs' AND k = $1")
-        .bind(id.as_bytes())
-        .fetch_optional(&mut c)
-        .await
-        .unwrap();
-    let job: Value = serde_json::from_slice(&v?).unwrap();
-    job["holder"].as_str().map(String::from)
-}
-
 /// A server's id as a job holder, from its start-up line.
 fn node_of(server: &Server) -> String {
     let log = server.log();
     let rest = log.split(" node=").nth(1).unwrap_or_else(|| panic!("no node id in the log:\n{log}"));
     rest.split_whitespace().next().unwrap().to_string()
-}
-
-/// Waits until `f` gives `Some`, at most `timeout`.
-async fn wait_some<T, F: std::future::Future<Output = Option<T>>>(timeout: Duration, what: &str, mut f: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,34 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
 
 const LEASE: u64 = 4;
-
-/// The holder of a video's job, read from the database (`None`: no job, or not running).
-async fn holder(url: &str, id: &str) -> Option<String> {
-    use sqlx::Connection;
-    let mut c = sqlx::PgConnection::connect(url).await.ok()?;
-    let v: Option<Vec<u8>> = sqlx::query_scalar("SELECT v FROM cascade_kv WHERE tree = 'jobs' AND k = $1")
-        .bind(id.as_bytes())
-        .fetch_optional(&mut c)
-        .await
-        .ok()?;
-    let job: Value = serde_json::from_slice(&v?).unwrap();
-    job["holder"].as_str().map(String::from)
-}
-
-/// Waits until `f` gives `Some`, at most `timeout`.
-async fn wait_some<T, F: std::future::Future<Output = Option<T>>>(timeout: Duration, what: &str, mut f: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A `cascade worker` process on `data_dir` (the site's database and bucket), and its log.
 struct Worker {

@@ -418,40 +418,25 @@ impl PgTx<'_> {
         }
     }
 
-    pub(super) fn get(&self, tree: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
+    /// One record's value by `sql` (a `SELECT v … WHERE tree = $1 AND k = $2`, maybe locking).
+    fn read(&self, sql: &'static str, tree: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
         let k = k.to_vec();
-        self.run(|c| async move {
-            sqlx::query_scalar("SELECT v FROM cascade_kv WHERE tree = $1 AND k = $2")
-                .bind(tree)
-                .bind(k)
-                .fetch_optional(&mut **c.lock().await)
-                .await
-        })
+        self.run(|c| async move { sqlx::query_scalar(sql).bind(tree).bind(k).fetch_optional(&mut **c.lock().await).await })
+    }
+
+    pub(super) fn get(&self, tree: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
+        self.read("SELECT v FROM cascade_kv WHERE tree = $1 AND k = $2", tree, k)
     }
 
     /// Reads a record and locks it until the transaction ends, waiting for another holder.
     pub(super) fn lock(&self, tree: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
-        let k = k.to_vec();
-        self.run(|c| async move {
-            sqlx::query_scalar("SELECT v FROM cascade_kv WHERE tree = $1 AND k = $2 FOR UPDATE")
-                .bind(tree)
-                .bind(k)
-                .fetch_optional(&mut **c.lock().await)
-                .await
-        })
+        self.read("SELECT v FROM cascade_kv WHERE tree = $1 AND k = $2 FOR UPDATE", tree, k)
     }
 
     /// Reads a record and locks it until the transaction ends, or gives `None` at once if
     /// another transaction holds it (`FOR UPDATE SKIP LOCKED`), as if it were absent.
     pub(super) fn lock_or_skip(&self, tree: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
-        let k = k.to_vec();
-        self.run(|c| async move {
-            sqlx::query_scalar("SELECT v FROM cascade_kv WHERE tree = $1 AND k = $2 FOR UPDATE SKIP LOCKED")
-                .bind(tree)
-                .bind(k)
-                .fetch_optional(&mut **c.lock().await)
-                .await
-        })
+        self.read("SELECT v FROM cascade_kv WHERE tree = $1 AND k = $2 FOR UPDATE SKIP LOCKED", tree, k)
     }
 
     pub(super) fn insert(&self, tree: &'static str, k: &[u8], v: &[u8]) -> Result<(), TxError> {

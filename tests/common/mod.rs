@@ -184,6 +184,32 @@ pub fn database_url(data_dir: &Path) -> Option<String> {
     Some(format!("{server}/cascade_test_{:016x}", h.finish()))
 }
 
+/// The holder of a video's job, read from the database (`None`: no job, not running, or the
+/// database does not answer now).
+pub async fn holder(url: &str, id: &str) -> Option<String> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.ok()?;
+    let v: Option<Vec<u8>> = sqlx::query_scalar("SELECT v FROM cascade_kv WHERE tree = 'jobs' AND k = $1")
+        .bind(id.as_bytes())
+        .fetch_optional(&mut c)
+        .await
+        .ok()?;
+    let job: Value = serde_json::from_slice(&v?).unwrap();
+    job["holder"].as_str().map(String::from)
+}
+
+/// Waits until `f` gives `Some`, at most `timeout`.
+pub async fn wait_some<T, F: std::future::Future<Output = Option<T>>>(timeout: Duration, what: &str, mut f: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs `cascade ARGS` on a data dir; returns stdout, panicking with stderr on failure.
 pub fn cascade_cli(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
