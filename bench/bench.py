@@ -6,7 +6,7 @@ the same run) and writes it as Markdown and JSON under bench/results/. Not a tes
 asserts a time. Run through bench/run.sh, which installs the tools and builds the release binary.
 
 Environment: BENCH_RUNS (3), BENCH_SECONDS (60, source length), BENCH_UPLOAD_MB (2048),
-BENCH_SKIP (comma list of: ladder,ttfp,noisy,pair,stream,upload,serve,metrics,live,lowlatency,uploadparts,scaled), BENCH_LIVE_SECONDS (75,
+BENCH_SKIP (comma list of: ladder,ttfp,noisy,pair,stream,upload,serve,metrics,live,lowlatency,uploadparts,scaled,storage), BENCH_LIVE_SECONDS (75,
 length of each live broadcast), BENCH_LL_SECONDS (120, playback per low-latency player).
 """
 import collections
@@ -1268,6 +1268,155 @@ def bench_scaled(src, work):
         statistics.median(x[1] for x in reads["postgres"]), statistics.median(x[1] for x in reads["sled"]), "ms", base)
 
 
+def s3_server():
+    """The tests' S3-compatible server (tests/s3: moto's standalone server, a process of its own):
+    (process, the AWS_* settings that point Cascade at it). It stops when its stdin closes."""
+    p = subprocess.Popen([os.path.join(ROOT, "tests", "s3", "run.sh")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    j = json.loads(p.stdout.readline())
+    return p, {"AWS_ENDPOINT_URL": j["endpoint"], "AWS_REGION": j["region"], "AWS_ACCESS_KEY_ID": j["key"],
+               "AWS_SECRET_ACCESS_KEY": j["secret"], "AWS_ALLOW_HTTP": "true"}
+
+
+class Worker:
+    """A `cascade worker` process with its own data dir; its log (info) says when it claims a job."""
+
+    def __init__(self, work, **env):
+        self.data = tempfile.mkdtemp(dir=work)
+        self.log_path = os.path.join(work, f"worker-{os.path.basename(self.data)}.log")
+        self.log = open(self.log_path, "w")
+        e = dict(os.environ, CASCADE_DATA_DIR=self.data, CASCADE_MIN_FREE_BYTES="0", CASCADE_LOG="info", CASCADE_WORKERS="1")
+        e.update(env)
+        self.p = subprocess.Popen([BIN, "worker"], cwd=ROOT, env=e, stdout=self.log, stderr=self.log)
+
+    def wait_started(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while "Cascade worker started" not in open(self.log_path).read():
+            if time.monotonic() > deadline or self.p.poll() is not None:
+                raise RuntimeError(f"worker did not start: {open(self.log_path).read()}")
+            time.sleep(0.05)
+        return self
+
+    def waited_ms(self, video_id):
+        """How long the job waited in the queue before this worker claimed it (its log line)."""
+        for line in open(self.log_path):
+            if "claimed a job" in line and video_id in line:
+                return float(re.search(r"waited_ms=(\d+)", line).group(1))
+        return None
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait(timeout=60)
+
+
+def wait_ready(server, vid, timeout=1200):
+    deadline = time.monotonic() + timeout
+    while (rec := server.get(f"/api/videos/{vid}"))["status"] not in ("ready", "failed"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{vid} not final after {timeout} s")
+        time.sleep(0.02)
+    if rec["status"] != "ready":
+        raise RuntimeError(f"upload failed: {rec}")
+    return rec
+
+
+def bench_storage(src, work):
+    """Media in S3-compatible storage (#23), through the tests' S3 server (moto, a Python server:
+    its own speed is in every figure here): the same upload and transcode in the scaled
+    configuration (PostgreSQL + S3) and the embedded one, alternating; segment GETs through a
+    second API node from the bucket, with its segment cache on and off, against the data dir;
+    job pickup (queued → claimed by an idle worker process) with LISTEN/NOTIFY and with polling;
+    and a queue of 8 short videos run by 1 and by 2 worker processes."""
+    log("== scaled configuration: PostgreSQL + S3 against sled + the data dir")
+    s3p, aws = s3_server()
+    db = f"cascade_bench_s3_{os.getpid()}"
+    scaled = dict(CASCADE_DATABASE_URL=f"{POSTGRES}/{db}", CASCADE_STORAGE_URL=f"s3://cascade-test/bench{os.getpid()}", **aws)
+    started = []
+    try:
+        a = Server(work, **scaled)
+        embedded = Server(work)
+        started += [a, embedded]
+        got = {"scaled": [], "embedded": []}
+        ids = {}
+        for run in range(RUNS):
+            for name, server in (("scaled", a), ("embedded", embedded)):
+                v = server.upload(src)
+                t_end = time.monotonic()
+                wait_ready(server, v["id"])
+                got[name].append(time.monotonic() - t_end)
+                ids[name] = v["id"]
+                log(f"  run {run} {name}: ready {got[name][-1]:.1f} s after the upload")
+        row("scale-out", "upload end → ready, PostgreSQL + S3 (moto)", statistics.median(got["scaled"]), statistics.median(got["embedded"]), "s",
+            "the same on sled + the data dir (embedded)", target=("ratio_max", 1.10))
+        a.stop()
+        started.remove(a)
+
+        # Segment GETs through node B (no workers, nothing on its disk): from the bucket.
+        b = Server(work, CASCADE_NO_WORKERS="true", **scaled)
+        b_off = Server(work, CASCADE_NO_WORKERS="true", CASCADE_SEGMENT_CACHE_MB="0", **scaled)
+        started += [b, b_off]
+
+        def segment(server, vid):
+            hls = server.get(f"/api/videos/{vid}")["playback"]["hls"]
+            return hls.rsplit("/", 1)[0] + "/720p/seg00002.ts"
+        local = wrk(segment(embedded, ids["embedded"]))
+        on = wrk(segment(b, ids["scaled"]))
+        off = wrk(segment(b_off, ids["scaled"]))
+        base = "the same segment from the data dir (embedded, cache on)"
+        row("scale-out", "segment GETs/s through node B from S3, segment cache on", on[0], local[0], "req/s", base, "higher")
+        row("scale-out", "segment GETs/s through node B from S3, segment cache off", off[0], local[0], "req/s", base, "higher")
+        b_off.stop()
+        started.remove(b_off)
+
+        # Pickup: one short video at a time, so the worker is idle when each is queued.
+        short = os.path.join(work, "pickup.mp4")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-f", "lavfi", "-i", "sine",
+                        "-t", "2", "-c:v", "libx264", "-g", "50", "-c:a", "aac", short], check=True, timeout=120)
+        waits = {}
+        for mode, listen in (("notify", "true"), ("polling", "false")):
+            w = Worker(work, CASCADE_DATABASE_LISTEN=listen, **scaled).wait_started()
+            try:
+                waits[mode] = []
+                # One more than counted: the first may come before the worker's LISTEN is set up.
+                for i in range(10 * RUNS + 1):
+                    vid = b.upload(short)["id"]
+                    wait_ready(b, vid)
+                    if i > 0:
+                        waits[mode].append(w.waited_ms(vid))
+            finally:
+                w.stop()
+            log(f"  pickup with {mode}: {sorted(waits[mode])}")
+        for p in (50, 95):
+            row("scale-out", f"job pickup p{p} (queued → claimed by an idle worker), LISTEN/NOTIFY", percentile(waits["notify"], p),
+                percentile(waits["polling"], p), "ms", "the same with CASCADE_DATABASE_LISTEN=false (1 s polling)")
+
+        # A queue of 8 short videos, uploaded at once, with 1 and with 2 worker processes.
+        clip = os.path.join(work, "queue8.mp4")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i", "sine",
+                        "-t", "10", "-c:v", "libx264", "-g", "60", "-c:a", "aac", clip], check=True, timeout=300)
+        took = {1: [], 2: []}
+        for run in range(RUNS):
+            for n in (1, 2):
+                workers = [Worker(work, **scaled).wait_started() for _ in range(n)]
+                try:
+                    t0 = time.monotonic()
+                    vids = [b.upload(clip)["id"] for _ in range(8)]
+                    for vid in vids:
+                        wait_ready(b, vid)
+                    took[n].append(time.monotonic() - t0)
+                finally:
+                    for w in workers:
+                        w.stop()
+                log(f"  run {run}: 8 videos with {n} worker process(es): {took[n][-1]:.1f} s")
+        row("scale-out", "8 × 10 s 720p videos through the queue, 2 worker processes (2 cores)", statistics.median(took[2]),
+            statistics.median(took[1]), "s", "the same with 1 worker process")
+    finally:
+        for server in started:
+            server.stop()
+        s3p.stdin.close()
+        s3p.wait(timeout=60)
+        subprocess.run(["psql", f"{POSTGRES}/postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], timeout=60)
+
+
 def percentile(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -1356,6 +1505,8 @@ def main():
             bench_upload_parts(src, work)
         if "scaled" not in SKIP:
             bench_scaled(src, work)
+        if "storage" not in SKIP:
+            bench_storage(src, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -181,7 +181,8 @@ enum Stop {
     FallBackToFile(String),
     /// The streamed upload broke off: its handler removes everything.
     UploadAborted,
-    /// The object store could not be reached: the job goes back to the queue (an attempt).
+    /// The object store could not be reached: the job goes back to the queue (no attempt
+    /// counted) after a pause.
     Retry(String),
 }
 
@@ -200,9 +201,9 @@ pub async fn run_job(app: &Arc<App>, job: &JobRecord, rec: VideoRecord, streamed
         Some(s) => (Some(s.growing), Some(s.slot)),
         None => (None, None),
     };
-    let mut spec = match prepare(app, id, &rec, growing).await? {
+    let mut spec = match prepare(app, id, &rec, growing.clone()).await? {
         Ok(spec) => spec,
-        Err(stop) => return stop_job(app, id, stop, None, &mut slot).await,
+        Err(stop) => return stop_job(app, id, stop, growing, &mut slot).await,
     };
     let media = match probe(app, id, &spec).await? {
         Ok(media) => media,
@@ -230,7 +231,9 @@ async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Ar
     // nothing of it stays in the segment cache).
     app.segments.forget(id);
     if let Err(e) = app.storage.remove_media(id).await {
-        return Ok(Err(Stop::Retry(e.to_string())));
+        // A streamed upload's job cannot go to the queue before its file is complete.
+        let why = e.to_string();
+        return Ok(Err(if growing.is_some() { Stop::FallBackToFile(why) } else { Stop::Retry(why) }));
     }
     let growing = match growing {
         // Enough of the file for the demuxer to see every stream's header; an upload that is

@@ -175,11 +175,15 @@ impl Storage {
     }
 
     /// Removes a deleted video's source and media from the bucket; failures are logged (the
-    /// record is gone already, and `cascade check` lists nothing to repair them with yet).
+    /// record is gone already; what stays is listed in the log line).
     pub async fn remove_video(&self, id: &str) {
         let Some(r) = &self.remote else { return };
-        let source = r.s3.delete(&r.source_key(id)).await;
-        if let Err(e) = source.map_err(storage_error).and(r.remove_prefix(&r.media_dir_key(id)).await) {
+        let source = match r.s3.delete(&r.source_key(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(storage_error(e)),
+        };
+        let media = r.remove_prefix(&r.media_dir_key(id)).await;
+        if let Err(e) = source.and(media) {
             warn!(video_id = id, error = %e, "cannot remove a deleted video's objects");
         }
     }
