@@ -173,7 +173,14 @@ impl Task {
             self.collect_one().await;
         }
         let (s3, key, file) = (self.s3.clone(), self.key(&rel), self.dir.join(&rel));
-        self.inflight.spawn(async move { super::put_file(&s3, &key, &file).await.map(|_| rel.clone()).map_err(|e| format!("{rel}: {e}")) });
+        self.inflight.spawn(async move {
+            // Removed since it was reported (a rung a live broadcast dropped, its files removed
+            // at the end): no manifest lists it any more, and there is nothing to put.
+            if matches!(tokio::fs::symlink_metadata(&file).await, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                return Ok(rel);
+            }
+            super::put_file(&s3, &key, &file).await.map(|_| rel.clone()).map_err(|e| format!("{rel}: {e}"))
+        });
     }
 
     async fn put_bytes(&mut self, rel: &str, data: Bytes) {
