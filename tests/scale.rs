@@ -93,7 +93,6 @@ async fn a_worker_process_runs_what_a_serve_node_without_workers_queued() {
     use futures_util::StreamExt;
     std::env::set_var("TEST_STORE", "postgres");
     let dir = tempfile::tempdir().unwrap();
-    let url = database_url(dir.path()).unwrap();
     let api = Server::start_in(dir.path(), &[("CASCADE_NO_WORKERS", "true"), ("CASCADE_STREAM_INGEST", "false")]).await;
     let src = clip_720p("worker12.mp4", 12.0).await;
     let id = api.upload_ok(&src, "for the worker").await;
@@ -134,23 +133,9 @@ async fn a_worker_process_runs_what_a_serve_node_without_workers_queued() {
     // The watcher is connected (its first event came) before a worker exists.
     tokio::time::timeout(Duration::from_secs(30), first_rx).await.expect("the first event within 30 s").unwrap();
     let log = dir.path().with_extension("worker.log");
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cascade"));
-    // The serve node's media storage (in the S3 configuration the bucket is what they share).
-    if let Some(u) = storage_url(dir.path()) {
-        command.env("CASCADE_STORAGE_URL", u).envs(s3().env());
-    }
-    let mut worker = command
-        .arg("worker")
-        .current_dir(repo())
-        .env("CASCADE_DATA_DIR", dir.path())
-        .env("CASCADE_DATABASE_URL", &url)
-        .env("CASCADE_MIN_FREE_BYTES", "0")
-        .env("CASCADE_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    // The serve node's database and media storage (in the S3 configuration the bucket is what
+    // they share).
+    let mut worker = spawn_worker(dir.path(), &log, &[]);
     let v = api.wait_final(&id, Duration::from_secs(300)).await;
     let worker_log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(v["status"], "ready", "{v}\n{worker_log}");

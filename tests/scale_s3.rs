@@ -22,22 +22,7 @@ struct Worker {
 impl Worker {
     fn start(data_dir: &Path) -> Worker {
         let log = data_dir.with_extension("worker.log");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
-            .arg("worker")
-            .current_dir(repo())
-            .env("CASCADE_DATA_DIR", data_dir)
-            .env("CASCADE_DATABASE_URL", database_url(data_dir).unwrap())
-            .env("CASCADE_STORAGE_URL", storage_url(data_dir).unwrap())
-            .envs(s3().env())
-            .env("CASCADE_JOB_LEASE", LEASE.to_string())
-            .env("CASCADE_WORKERS", "1")
-            .env("CASCADE_MIN_FREE_BYTES", "0")
-            .env("CASCADE_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let child = spawn_worker(data_dir, &log, &[("CASCADE_JOB_LEASE", &LEASE.to_string()), ("CASCADE_WORKERS", "1")]);
         Worker { child, log }
     }
 

@@ -210,6 +210,25 @@ pub async fn wait_some<T, F: std::future::Future<Output = Option<T>>>(timeout: D
     }
 }
 
+/// A `cascade worker` process on `data_dir` with the database and media storage of its site in
+/// this configuration and `env` on top; its log goes to `log`. Killed when dropped.
+pub fn spawn_worker(data_dir: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cascade"));
+    cmd.arg("worker").current_dir(repo()).env("CASCADE_DATA_DIR", data_dir).env("CASCADE_MIN_FREE_BYTES", "0").env("CASCADE_LOG", "info");
+    if let Some(url) = database_url(data_dir) {
+        cmd.env("CASCADE_DATABASE_URL", url);
+    }
+    if let Some(url) = storage_url(data_dir) {
+        cmd.env("CASCADE_STORAGE_URL", url).envs(s3().env());
+    }
+    cmd.envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cascade worker")
+}
+
 /// Runs `cascade ARGS` on a data dir; returns stdout, panicking with stderr on failure.
 pub fn cascade_cli(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
