@@ -46,7 +46,8 @@ enum Command {
     /// Run the service: HTTP API, player pages and transcode workers
     Serve(Box<config::ServeArgs>),
     /// Run transcode workers only (no HTTP, no live ingest), beside `cascade serve` processes
-    /// on the same database (CASCADE_DATABASE_URL) and data dir; takes the settings of serve
+    /// on the same database (CASCADE_DATABASE_URL) and the same data dir or bucket
+    /// (CASCADE_STORAGE_URL); takes the settings of serve
     Worker(Box<config::ServeArgs>),
     /// Transcode one file into DIR with the server's pipeline, without a server
     Transcode(TranscodeArgs),
