@@ -28,6 +28,8 @@ pub struct App {
     pub wake: Notify,
     /// Cancel flags of running jobs, by video id.
     pub running: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Publishers of running jobs whose output goes to object storage, by video id.
+    pub publishing: Mutex<HashMap<String, crate::storage::Publisher>>,
     /// Videos deleted by this process: their media is refused at once, before (and even if not)
     /// their files are gone. Ids are never reused; after a restart the orphan sweep has removed
     /// the files of records that no longer exist.
@@ -111,6 +113,7 @@ impl App {
             events: broadcast::channel(1024).0,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            publishing: Mutex::new(HashMap::new()),
             deleted: Mutex::new(Default::default()),
             lost_leases: Mutex::new(Default::default()),
             shutting_down: AtomicBool::new(false),
@@ -154,6 +157,13 @@ impl App {
     /// Whether a job of the video is running in this process.
     pub fn has_running_job(&self, id: &str) -> bool {
         self.running.lock().map_or(true, |r| r.contains_key(id))
+    }
+
+    /// Whether this process serves the video's media from its disk: a job of it runs here, and
+    /// (in object storage) the bucket has that run's manifests, not an earlier run's that list
+    /// more than it has made yet.
+    pub fn serves_from_disk(&self, id: &str) -> bool {
+        self.has_running_job(id) && self.publishing.lock().map_or(true, |p| p.get(id).is_none_or(|p| p.caught_up()))
     }
 
     /// Whether another process took over this process's job of the video; clears the mark.

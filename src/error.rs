@@ -95,6 +95,7 @@ impl AppError {
             AppError::Unavailable(_) => "unavailable",
             AppError::Unprocessable(_) => "unprocessable",
             AppError::Token(_) => "forbidden",
+            AppError::Store(crate::store::StoreError::Unavailable(_)) => "database_unavailable",
             AppError::Store(_) => "store_error",
             AppError::Internal(_) => "internal_error",
         }
@@ -121,7 +122,9 @@ impl AppError {
             AppError::InsufficientStorage { .. } | AppError::QuotaFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             AppError::Forbidden(_) | AppError::Token(_) => StatusCode::FORBIDDEN,
             AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            AppError::ShuttingDown | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::ShuttingDown | AppError::Unavailable(_) | AppError::Store(crate::store::StoreError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -7,6 +7,8 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -55,6 +57,50 @@ async fn every_listed_segment_is_served(server: &Server, hls: &str) -> usize {
         }
     }
     n
+}
+
+/// Polls a video's media playlists (and the last segment each lists) through `client` until
+/// `stop`, as players on them do. Every answer must be 200, and no playlist may list fewer
+/// segments than it did before (a player on it would lose its place). Returns what went wrong
+/// and the number of rounds.
+async fn watch_playlists(client: reqwest::Client, urls: Vec<String>, stop: Arc<AtomicBool>) -> (Vec<String>, usize) {
+    let (mut listed, mut problems, mut rounds) = (vec![0usize; urls.len()], Vec::new(), 0);
+    while !stop.load(Ordering::Acquire) {
+        for (i, url) in urls.iter().enumerate() {
+            let name = url.rsplit('/').take(2).collect::<Vec<_>>().join(" of ");
+            let answer = match client.get(url).send().await {
+                Ok(r) if r.status() == 200 => r.text().await.map_err(|e| e.to_string()),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            let text = match answer {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            let Ok(pl) = m3u8_rs::parse_media_playlist_res(text.as_bytes()) else {
+                problems.push(format!("{name}: not a media playlist: {text}"));
+                continue;
+            };
+            if pl.segments.len() < listed[i] {
+                problems.push(format!("{name} went from {} segments to {}", listed[i], pl.segments.len()));
+            }
+            listed[i] = listed[i].max(pl.segments.len());
+            if let Some(last) = pl.segments.last() {
+                match client.get(sibling(url, &last.uri)).send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) => problems.push(format!("{name}: its last segment {}: HTTP {}", last.uri, r.status())),
+                    Err(e) => problems.push(format!("{name}: its last segment {}: {e}", last.uri)),
+                }
+            }
+        }
+        rounds += 1;
+        // The poll interval of a player reloading its playlist, faster.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (problems, rounds)
 }
 
 /// Restarts the machine's PostgreSQL (the cluster the tests use) and waits until it answers.
@@ -106,6 +152,11 @@ async fn api_nodes_and_workers_share_only_the_database_and_the_bucket() {
     assert!(every_listed_segment_is_served(&b, &hls_b).await > 0);
     assert!(files_under(&dirs[1].path().join("media")).is_empty(), "node B keeps media files");
 
+    // Players on B go on through what follows: the kill, the take-over, the database restart.
+    let urls = master(&b, &hls_b).await.variants.iter().map(|var| sibling(&hls_b, &var.uri)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_playlists(b.client.clone(), urls, stop.clone()));
+
     // The worker holding the job is killed: the other takes it over once the lease ran out.
     workers[victim].child.start_kill().unwrap();
     let killed_at = Instant::now();
@@ -125,6 +176,13 @@ async fn api_nodes_and_workers_share_only_the_database_and_the_bucket() {
         let v = server.wait_final(vid, Duration::from_secs(400)).await;
         assert_eq!(v["status"], "ready", "{v}\n{}", workers[survivor].log());
     }
+    // Nothing went missing or back for the players on B: the earlier run's output stayed in
+    // the bucket until the new run's replaced it.
+    stop.store(true, Ordering::Release);
+    let (problems, rounds) = watcher.await.unwrap();
+    let b_log: String = b.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect::<Vec<_>>().join("\n");
+    assert!(problems.is_empty(), "seen through B across the take-over ({rounds} rounds): {problems:#?}\nB's warnings and errors:\n{b_log}");
+    assert!(rounds > 10, "{rounds} rounds");
     let v = b.get_video(&id).await;
     assert!(v["attempts"].as_u64().unwrap() >= 2, "{v}");
     assert!(workers[survivor].log().contains("took over a job whose holder's lease expired"), "{}", workers[survivor].log());

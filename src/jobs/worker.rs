@@ -227,14 +227,18 @@ async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Ar
     if rec.attempts > app.config.max_attempts {
         return Ok(Err(JobFailure::TooManyAttempts(rec.attempts - 1).into()));
     }
-    // A previous run (crash, restart) may have left partial output: start from scratch (and
-    // nothing of it stays in the segment cache).
+    // A previous run (crash, restart, a worker that died) may have left partial output: start
+    // from scratch (and nothing of it stays in the segment cache). In object storage it stays
+    // for the players on it until this run's output replaces it.
     app.segments.forget(id);
-    if let Err(e) = app.storage.remove_media(id).await {
-        // A streamed upload's job cannot go to the queue before its file is complete.
-        let why = e.to_string();
-        return Ok(Err(if growing.is_some() { Stop::FallBackToFile(why) } else { Stop::Retry(why) }));
-    }
+    let publish = match app.storage.publisher(id, &app.media_dir(id)).await {
+        Ok(p) => p,
+        Err(e) => {
+            // A streamed upload's job cannot go to the queue before its file is complete.
+            let why = e.to_string();
+            return Ok(Err(if growing.is_some() { Stop::FallBackToFile(why) } else { Stop::Retry(why) }));
+        }
+    };
     let growing = match growing {
         // Enough of the file for the demuxer to see every stream's header; an upload that is
         // complete by then is transcoded from its file like any other.
@@ -275,7 +279,7 @@ async fn prepare(app: &Arc<App>, id: &str, rec: &VideoRecord, growing: Option<Ar
         limits: Limits::from_config(&app.config),
         keep_work: app.config.keep_work,
         utc_timing_url: "/api/time".into(),
-        publish: app.storage.publisher(id, &app.media_dir(id)),
+        publish,
     };
     Ok(Ok(spec))
 }
@@ -304,6 +308,9 @@ async fn transcode(app: &Arc<App>, id: &str, spec: JobSpec, media: MediaInfo) ->
     app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.insert(id.to_string(), cancel.clone());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<JobProgress>();
     let publish = spec.publish.clone();
+    if let (Some(p), Ok(mut m)) = (&publish, app.publishing.lock()) {
+        m.insert(id.to_string(), p.clone());
+    }
     let progress_task = tokio::spawn(record_progress(app.clone(), id.to_string(), rx, publish.clone()));
     let outcome = tokio::task::spawn_blocking(move || {
         runner::transcode_with_fallback(
@@ -336,6 +343,9 @@ async fn transcode(app: &Arc<App>, id: &str, spec: JobSpec, media: MediaInfo) ->
         }
         (outcome, _) => outcome,
     };
+    if let Ok(mut m) = app.publishing.lock() {
+        m.remove(id);
+    }
     app.running.lock().map_err(|_| AppError::Internal("lock poisoned".into()))?.remove(id);
     outcome
 }

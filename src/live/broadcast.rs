@@ -219,7 +219,7 @@ pub async fn start(
         },
         keep_work: false,
         utc_timing_url: "/api/time".into(),
-        publish: app.storage.publisher(&video_id, &app.media_dir(&video_id)),
+        publish: app.storage.new_publisher(&video_id, &app.media_dir(&video_id)),
     };
     let failure = Arc::new(std::sync::Mutex::new(None));
     let span = tracing::info_span!("broadcast", stream_id = %stream.id, video_id = %video_id);

@@ -189,10 +189,21 @@ impl Storage {
     }
 
     /// A publisher of the files a job writes under `dir` (the video's media dir), or `None` on
-    /// local storage. Must be called inside the runtime.
-    pub fn publisher(&self, id: &str, dir: &Path) -> Option<Publisher> {
+    /// local storage. What an earlier run of the job left in the bucket stays for the players on
+    /// it until this run replaces it (see `publish`).
+    pub async fn publisher(&self, id: &str, dir: &Path) -> Result<Option<Publisher>, AppError> {
+        let Some(r) = self.remote.as_ref() else { return Ok(None) };
+        let root = r.media_dir_key(id);
+        let skip = root.as_ref().len() + 1;
+        let earlier =
+            r.s3.list(Some(&root)).map_ok(|m| m.location.as_ref()[skip..].to_string()).try_collect().await.map_err(storage_error)?;
+        Ok(Some(Publisher::start(r.s3.clone(), root, dir.to_path_buf(), earlier)))
+    }
+
+    /// `publisher` for a video that has nothing in the bucket yet (a new broadcast's).
+    pub fn new_publisher(&self, id: &str, dir: &Path) -> Option<Publisher> {
         let r = self.remote.as_ref()?;
-        Some(Publisher::start(r.s3.clone(), r.media_dir_key(id), dir.to_path_buf()))
+        Some(Publisher::start(r.s3.clone(), r.media_dir_key(id), dir.to_path_buf(), Default::default()))
     }
 }
 

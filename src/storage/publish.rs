@@ -2,9 +2,17 @@
 //! playback correct from any node: a manifest is put only after every file reported before it
 //! (the segments it lists) is stored. Segments go up a few at a time; of several versions of a
 //! manifest waiting, only the last is put. The packager, on a blocking thread, only queues.
+//!
+//! A run that finds an earlier run's output in the bucket (a job taken over from a worker that
+//! died, or retried) leaves it in place for the players on it: its own segments replace the old
+//! ones of the same names as they come (the same source, ladder and key give the same segments),
+//! and its manifests are held back until it has reported every file the old run had published,
+//! so a manifest in the bucket never lists less than players have already seen. At the end,
+//! whatever of the old run this run did not replace is removed.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,6 +45,8 @@ enum Op {
 #[derive(Clone)]
 pub struct Publisher {
     tx: mpsc::UnboundedSender<Op>,
+    /// Whether manifests are held back (an earlier run's are in the bucket, with more listed).
+    holding: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -46,15 +56,42 @@ impl std::fmt::Debug for Publisher {
 }
 
 /// Whether a path of the media tree is a manifest (rewritten as a job goes; put last).
-fn is_manifest(rel: &str) -> bool {
+pub(super) fn is_manifest(rel: &str) -> bool {
     rel.ends_with(".m3u8") || rel.ends_with(".mpd")
 }
 
 impl Publisher {
-    pub(super) fn start(s3: Arc<AmazonS3>, root: Key, dir: PathBuf) -> Publisher {
+    /// `earlier`: what the bucket holds under `root` already (paths relative to it).
+    pub(super) fn start(s3: Arc<AmazonS3>, root: Key, dir: PathBuf, earlier: HashSet<String>) -> Publisher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Task { s3, root, dir, published: HashSet::new(), inflight: JoinSet::new(), failure: None }.run(rx));
-        Publisher { tx }
+        // Nothing to hold back for if no manifest of the earlier run was published: no player
+        // can be on it.
+        let unseen: HashSet<String> = if earlier.iter().any(|f| is_manifest(f)) {
+            earlier.iter().filter(|f| !is_manifest(f)).cloned().collect()
+        } else {
+            HashSet::new()
+        };
+        let holding = Arc::new(AtomicBool::new(!unseen.is_empty()));
+        let task = Task {
+            s3,
+            root,
+            dir,
+            published: HashSet::new(),
+            inflight: JoinSet::new(),
+            failure: None,
+            earlier,
+            unseen,
+            holding: holding.clone(),
+        };
+        tokio::spawn(task.run(rx));
+        Publisher { tx, holding }
+    }
+
+    /// Whether the bucket has this run's manifests (rather than an earlier run's, which list more
+    /// than this run has made so far): until then the node running the job serves the video
+    /// from the bucket too, not from its disk.
+    pub fn caught_up(&self) -> bool {
+        !self.holding.load(Ordering::Acquire)
     }
 
     /// A file under the media dir is complete (`rel`: its path there).
@@ -107,6 +144,12 @@ struct Task {
     inflight: JoinSet<Result<String, String>>,
     /// The first failure: nothing is put after it (a manifest could list what is missing).
     failure: Option<String>,
+    /// What an earlier run left in the bucket and this run has not replaced (yet).
+    earlier: HashSet<String>,
+    /// The earlier run's files (not manifests) this run has not reported yet: while there are
+    /// any, manifests are held back.
+    unseen: HashSet<String>,
+    holding: Arc<AtomicBool>,
 }
 
 impl Task {
@@ -124,12 +167,21 @@ impl Task {
             }
             let Some(op) = pending.pop_front() else { continue };
             match op {
-                Op::File(rel) => self.put_file(rel).await,
+                Op::File(rel) => {
+                    // A manifest queued after the earlier run's last file lists everything the
+                    // earlier run's manifest did (the packager reports a file before it writes a
+                    // playlist that lists it).
+                    if self.unseen.remove(&rel) && self.unseen.is_empty() {
+                        self.holding.store(false, Ordering::Release);
+                    }
+                    self.put_file(rel).await
+                }
                 Op::Manifest(rel, data) => {
                     // A later version replaces this one, unless someone waits for this one.
                     let newer =
                         pending.iter().take_while(|o| !matches!(o, Op::Barrier(_))).any(|o| matches!(o, Op::Manifest(r, _) if *r == rel));
-                    if !newer {
+                    // Held back: a later version (or the final sweep) is put instead.
+                    if !newer && self.unseen.is_empty() {
                         self.drain().await;
                         self.put_bytes(&rel, data).await;
                     }
@@ -138,6 +190,9 @@ impl Task {
                     self.drain().await;
                     self.published.clear();
                     self.failure = None;
+                    self.earlier.clear();
+                    self.unseen.clear();
+                    self.holding.store(false, Ordering::Release);
                     let prefix = self.root.clone();
                     if let Err(e) = super::remove_prefix(&self.s3, &prefix).await {
                         let e = e.to_string();
@@ -149,6 +204,7 @@ impl Task {
                     self.drain().await;
                     self.sweep().await;
                     self.drain().await;
+                    self.remove_earlier().await;
                     let _ = answer.send(self.failure.clone().map_or(Ok(()), Err));
                 }
                 Op::Barrier(answer) => {
@@ -187,14 +243,34 @@ impl Task {
         if self.failure.is_some() {
             return;
         }
-        if let Err(e) = self.s3.put(&self.key(rel), PutPayload::from(data)).await {
-            self.failure = Some(format!("{rel}: {e}"));
+        match self.s3.put(&self.key(rel), PutPayload::from(data)).await {
+            Ok(_) => {
+                self.earlier.remove(rel);
+            }
+            Err(e) => self.failure = Some(format!("{rel}: {e}")),
+        }
+    }
+
+    /// After the final manifests: what is left of an earlier run (files this run did not make,
+    /// which no manifest lists any more).
+    async fn remove_earlier(&mut self) {
+        if self.failure.is_some() {
+            return;
+        }
+        for rel in std::mem::take(&mut self.earlier) {
+            match self.s3.delete(&self.key(&rel)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    self.failure.get_or_insert(format!("{rel}: {e}"));
+                }
+            }
         }
     }
 
     async fn collect_one(&mut self) {
         match self.inflight.join_next().await {
             Some(Ok(Ok(rel))) => {
+                self.earlier.remove(&rel);
                 self.published.insert(rel);
             }
             Some(Ok(Err(e))) => {
@@ -247,7 +323,7 @@ impl Task {
 
 /// Every regular file under `dir` (relative, `/`-separated), skipping temporary (`*.tmp`) and
 /// hidden files.
-fn list_files(dir: &Path) -> Result<Vec<String>, String> {
+pub(super) fn list_files(dir: &Path) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {

@@ -28,6 +28,9 @@ pub enum StoreError {
     Encode(String),
     #[error("PostgreSQL: {0}")]
     Postgres(String),
+    /// The database cannot be reached now (a restart, a lost connection): worth trying again.
+    #[error("PostgreSQL is unavailable: {0}")]
+    Unavailable(String),
     #[error("{0}")]
     Refused(String),
     #[error("store task failed: {0}")]

@@ -66,7 +66,22 @@ impl Drop for PgKv {
 }
 
 fn pg_err(e: sqlx::Error) -> StoreError {
-    StoreError::Postgres(e.to_string())
+    if is_unavailable(&e) {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Postgres(e.to_string())
+    }
+}
+
+/// Whether an error says the database cannot be reached now rather than that a statement is
+/// wrong: a lost or refused connection, a pool without one, a server shutting down or starting
+/// (SQLSTATE classes 08 and 57P).
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
 }
 
 /// Whether PostgreSQL refused a statement because of a concurrent transaction (serialization
@@ -223,7 +238,7 @@ impl PgKv {
         });
         match rx.recv() {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(StoreError::Postgres(format!("no answer from PostgreSQL in {} s", STATEMENT_TIMEOUT.as_secs()))),
+            Ok(Err(_)) => Err(StoreError::Unavailable(format!("no answer in {} s", STATEMENT_TIMEOUT.as_secs()))),
             Err(_) => Err(StoreError::Task("the PostgreSQL runtime is gone".into())),
         }
     }

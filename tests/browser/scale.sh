@@ -2,7 +2,8 @@
 # Browser test of a scaled site: two API nodes (`serve --no-workers`) and two `cascade worker`
 # processes, each with a data dir of its own, on one fresh PostgreSQL database (the machine's) and
 # a bucket of the tests' S3 server (tests/s3). tests/browser/scale.mjs uploads through node A and
-# watches through node B with dash.js and hls.js in Chromium while a worker encodes. Every
+# watches through node B with dash.js and hls.js in Chromium while a worker encodes, through the
+# kill -9 of the worker holding the job and a restart of the database. Every
 # process, the S3 server and the database are removed on every exit path.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,9 +51,16 @@ for node in a b; do
   pids+=($!)
   url[$node]="http://127.0.0.1:$port"
 done
+workers=()
 for w in w1 w2; do
   CASCADE_DATA_DIR="$work/$w" CASCADE_WORKERS=1 "$bin" worker >"$work/$w.log" 2>&1 &
-  pids+=($!)
+  pid=$!
+  pids+=("$pid")
+  # Its id as a job holder, from its start-up line.
+  for _ in $(seq 1 150); do grep -q ' node=' "$work/$w.log" && break; sleep 0.2; done
+  node=$(grep -o ' node=[^ ]*' "$work/$w.log" | head -1 | cut -d= -f2)
+  [[ -n $node ]] || { tail -30 "$work/$w.log"; exit 1; }
+  workers+=("$pid=$node")
 done
 for node in a b; do
   for _ in $(seq 1 150); do curl -fs "${url[$node]}/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
@@ -61,7 +69,10 @@ done
 
 mkdir -p test-artifacts
 status=0
+# The test kills the worker that holds the job and restarts the machine's PostgreSQL cluster
+# (pg_ctlcluster, as tests/scale_s3.rs does) while the players play.
 CASCADE_A="${url[a]}" CASCADE_B="${url[b]}" CASCADE_TOKEN="$token" CASCADE_CLIP="$work/clip.mp4" \
+  CASCADE_DB="$pg/$db" CASCADE_WORKERS="${workers[*]}" PG_VERSION=$(ls /etc/postgresql | head -1) \
   timeout 900 node tests/browser/scale.mjs || status=$?
 if ((status)); then
   for log in a b w1 w2; do echo "--- $log log (tail) ---"; tail -20 "$work/$log.log"; done

@@ -154,7 +154,13 @@ pub async fn serve(
     // no job running, to learn whether the file may be cached (below).
     let finished = if is_manifest {
         let id = video_id.clone();
-        Some(app.store.run(move |s| s.get(&id)).await?.ok_or_else(not_found)?.status.is_final())
+        match app.store.run(move |s| s.get(&id)).await {
+            Ok(r) => Some(r.ok_or_else(not_found)?.status.is_final()),
+            // The database cannot be reached (a restart): the manifest is served all the same,
+            // as one that may change. Players go on; new ones need the database for the key.
+            Err(crate::store::StoreError::Unavailable(_)) => Some(false),
+            Err(e) => return Err(e.into()),
+        }
     } else {
         // A deleted video was refused above, before the low-latency paths.
         None
@@ -178,7 +184,7 @@ pub async fn serve(
     }
     // Object storage: a node serves from its disk only what it is producing (progressive
     // playback, low-latency parts); everything else comes from the bucket.
-    if app.storage.is_remote() && !app.has_running_job(&video_id) {
+    if app.storage.is_remote() && !app.serves_from_disk(&video_id) {
         let ask = Ask { range, head_only, mime, is_manifest, finished, cacheable };
         return from_bucket(&app, &video_id, rel, ask).await;
     }
@@ -222,7 +228,12 @@ async fn from_bucket(app: &Arc<App>, video_id: &str, rel: PathBuf, ask: Ask) -> 
     let whole = ask.cacheable && ask.range.is_none() && !ask.head_only;
     let ready = if whole {
         let id = video_id.to_string();
-        app.store.run(move |s| s.get(&id)).await?.is_some_and(|r| r.status == crate::model::Status::Ready)
+        // Without the database (a restart) the segment is served, only not cached.
+        match app.store.run(move |s| s.get(&id)).await {
+            Ok(r) => r.is_some_and(|r| r.status == crate::model::Status::Ready),
+            Err(crate::store::StoreError::Unavailable(_)) => false,
+            Err(e) => return Err(e.into()),
+        }
     } else {
         false
     };
@@ -272,7 +283,13 @@ fn read_from_disk(
 ) -> Result<FileRead, AppError> {
     // The status is read before the file is opened: a file opened once the video is ready
     // is final (a retried job rewrites its files only before that).
-    let ready = may_cache && store.get(video_id)?.is_some_and(|r| r.status == crate::model::Status::Ready);
+    let ready = may_cache
+        && match store.get(video_id) {
+            Ok(r) => r.is_some_and(|r| r.status == crate::model::Status::Ready),
+            // Without the database (a restart) the segment is served, only not cached.
+            Err(crate::store::StoreError::Unavailable(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
     let (mut f, len) = open_inside(root, &rel)?;
     let range = range_to_serve(range, len)?;
     use std::io::{Read, Seek, SeekFrom};
