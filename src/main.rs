@@ -63,7 +63,7 @@ enum Command {
     /// written, read and deleted; the bucket's CORS rule is tried when players are redirected to
     /// it); exits 1 if anything fails. Takes the settings of serve
     Check(Box<config::ServeArgs>),
-    /// Move records between stores (the server must be stopped)
+    /// Move records and media to a scaled set-up's stores (the server must be stopped)
     #[command(subcommand)]
     Migrate(MigrateCmd),
 }
@@ -72,6 +72,19 @@ enum Command {
 enum MigrateCmd {
     /// Copy the embedded database (DATA_DIR/db) into an empty PostgreSQL database
     SledToPostgres(SledToPostgresArgs),
+    /// Copy the data dir's sources and media into S3-compatible storage (endpoint and
+    /// credentials from the AWS_* variables); run it again to finish an interrupted copy
+    MediaToS3(MediaToS3Args),
+}
+
+#[derive(Debug, Args)]
+struct MediaToS3Args {
+    /// The server's data dir (default: CASCADE_DATA_DIR, else ./data)
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The bucket and prefix the servers will use (s3://bucket/prefix)
+    #[arg(long, env = "CASCADE_STORAGE_URL", value_name = "URL")]
+    storage_url: String,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +229,7 @@ fn main() {
         Command::User(cmd) => user_cmd(cmd),
         Command::Token(cmd) => token_cmd(cmd),
         Command::Migrate(MigrateCmd::SledToPostgres(a)) => migrate_cmd(a),
+        Command::Migrate(MigrateCmd::MediaToS3(a)) => media_to_s3_cmd(a),
     };
     if let Err(e) = result {
         eprintln!("cascade: {e:#}");
@@ -265,6 +279,23 @@ fn migrate_cmd(a: SledToPostgresArgs) -> anyhow::Result<()> {
         println!("{tree}: {n}");
     }
     eprintln!("copied; start the server with CASCADE_DATABASE_URL set (media stays in {})", data_dir.display());
+    Ok(())
+}
+
+/// `cascade migrate media-to-s3`: one line per kind of object copied, exit 1 on a failure.
+fn media_to_s3_cmd(a: MediaToS3Args) -> anyhow::Result<()> {
+    let data_dir = admin_data_dir(a.data_dir);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let copied = rt.block_on(async {
+        let storage = storage::Storage::open(Some(&a.storage_url), false).map_err(|e| anyhow!("{e}"))?;
+        storage.copy_data_dir(&data_dir).await.map_err(|e| anyhow!("{e}"))
+    })?;
+    println!("sources: {}", copied.sources);
+    println!("media files: {}", copied.files);
+    println!("bytes: {}", copied.bytes);
+    println!("already in the bucket: {}", copied.present);
+    println!("videos compared: {}", copied.videos);
+    eprintln!("copied; start the servers with CASCADE_STORAGE_URL={}: they serve media from the bucket", a.storage_url);
     Ok(())
 }
 

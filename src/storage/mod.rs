@@ -12,6 +12,7 @@
 //! variables, without the AWS SDK's build.
 
 mod check;
+mod copy;
 mod publish;
 
 use std::path::Path;
@@ -82,7 +83,12 @@ impl Storage {
     /// The storage the settings ask for. Endpoint, region and credentials come from the `AWS_*`
     /// environment variables; nothing is contacted here (`cascade check` does that).
     pub fn from_config(config: &crate::config::Config) -> Result<Storage, AppError> {
-        let Some(url) = config.storage_url.as_deref() else { return Ok(Storage::local()) };
+        Storage::open(config.storage_url.as_deref(), config.storage_redirect)
+    }
+
+    /// The storage of `url` (`s3://bucket/prefix`, else the data dir alone); see `from_config`.
+    pub fn open(url: Option<&str>, redirect: bool) -> Result<Storage, AppError> {
+        let Some(url) = url else { return Ok(Storage::local()) };
         let (bucket, prefix) = parse_url(url).map_err(AppError::BadRequest)?;
         let builder = AmazonS3Builder::from_env();
         let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
@@ -97,7 +103,7 @@ impl Storage {
             .build()
             .map_err(|e| AppError::BadRequest(format!("CASCADE_STORAGE_URL: {e}")))?;
         info!(bucket, prefix, "media in object storage");
-        Ok(Storage { remote: Some(Remote { s3: Arc::new(s3), endpoint, region, bucket, prefix, redirect: config.storage_redirect }) })
+        Ok(Storage { remote: Some(Remote { s3: Arc::new(s3), endpoint, region, bucket, prefix, redirect }) })
     }
 
     /// Whether media is in a bucket.
