@@ -501,6 +501,32 @@ async fn run_worker(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     Ok(())
 }
 
+/// Fails the broadcasts a stopped process left on air (see `Store::recover_live`) and removes
+/// their output.
+async fn recover_live(app: &Arc<app::App>, all_videos: bool) -> Result<(), error::AppError> {
+    let interrupted = app.store.run(move |s| s.recover_live(all_videos)).await?;
+    for id in &interrupted {
+        app::remove_dir_off_executor(app.media_dir(id)).await;
+        if let Err(e) = app.storage.remove_media(id).await {
+            warn!(video_id = %id, error = %e, "cannot remove an interrupted broadcast's output from object storage");
+        }
+        if let Ok(Some(r)) = app
+            .store
+            .run({
+                let id = id.clone();
+                move |s| s.get(&id)
+            })
+            .await
+        {
+            app.notify(&r);
+        }
+    }
+    if !interrupted.is_empty() {
+        warn!(count = interrupted.len(), ids = ?interrupted, "broadcasts a stopped process left on air were marked failed");
+    }
+    Ok(())
+}
+
 async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::Result<()> {
     let bind = config.bind;
     let grace = config.shutdown_grace;
@@ -514,16 +540,20 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     if !recovered.is_empty() {
         warn!(count = recovered.len(), ids = ?recovered, "re-queued jobs a previous process left running");
     }
-    let interrupted = app.store.run(|s| s.recover_live()).await?;
-    for id in &interrupted {
-        let _ = std::fs::remove_dir_all(app.media_dir(id));
-        if let Err(e) = app.storage.remove_media(id).await {
-            warn!(video_id = %id, error = %e, "cannot remove an interrupted broadcast's output from object storage");
-        }
-    }
-    if !interrupted.is_empty() {
-        warn!(count = interrupted.len(), ids = ?interrupted, "broadcasts a previous process left on air were marked failed");
-    }
+    recover_live(&app, true).await?;
+    // On a shared database a serve node also fails, every lease, the broadcasts of a process
+    // that died since (their publisher may then go live again through any node).
+    let live_recovery = app.store.blocking().shares_jobs().then(|| {
+        let (app, every) = (app.clone(), config.job_lease);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = recover_live(&app, false).await {
+                    warn!(error = %e, "cannot look for broadcasts a stopped process left on air");
+                }
+            }
+        })
+    });
     let streams = app.store.run(|s| s.lives(None)).await?;
     app.live.load(&streams);
     let rtmp = match config.rtmp_bind {
@@ -599,7 +629,7 @@ async fn run_server(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
     }
     app.live.kick_all();
     finish_running(&app, grace, workers).await;
-    for task in [heartbeat, follower].into_iter().flatten() {
+    for task in [heartbeat, follower, live_recovery].into_iter().flatten() {
         task.abort();
     }
     // Open connections (SSE streams) get a moment to close; then the server stops regardless.

@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::live::*;
 use common::*;
 use serde_json::Value;
 
@@ -171,4 +172,52 @@ fn roles_without_a_database_are_refused() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("set CASCADE_DATABASE_URL"), "{args:?}: {err}");
     }
+}
+
+/// The seconds of media a (live) media playlist lists now.
+async fn listed_seconds(server: &Server, url: &str) -> f64 {
+    let (_, text) = server.get_text(url).await;
+    m3u8_rs::parse_media_playlist_res(text.as_bytes()).map_or(0.0, |p| p.segments.iter().map(|s| s.duration as f64).sum())
+}
+
+/// Serve nodes on one database: a node that starts leaves the broadcasts on air in other nodes
+/// alone (it used to fail every broadcast on air, as if it were the only process), and fails the
+/// broadcast of a node that died once that node's lease on it has run out, so its stream can go
+/// live again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_node_leaves_the_others_broadcasts_on_air_and_fails_a_dead_nodes() {
+    std::env::set_var("TEST_STORE", "postgres");
+    let dir = tempfile::tempdir().unwrap();
+    const LEASE: u64 = 4;
+    let env = [("CASCADE_JOB_LEASE", "4")];
+    let mut a = Server::start_in(dir.path(), &env).await;
+    let stream = new_stream(&a, "on air in A").await;
+    let sid = stream["id"].as_str().unwrap().to_string();
+    let _publisher = publish(&publish_url(&stream), 300, H264, true);
+    let vid = wait_on_air(&a, &sid).await;
+
+    // B starts on the same database while A's broadcast is on air.
+    let b = Server::start_in(dir.path(), &env).await;
+    assert_eq!(get_stream(&b, &sid).await["status"], "live", "{}", b.log());
+    assert_eq!(b.get_video(&vid).await["status"], "processing", "{}", b.log());
+    // B looks for broadcasts left on air every lease: after two more leases of the broadcast (its
+    // playlist grew by that much), it is still on air.
+    let hls = b.get_video(&vid).await["playback"]["hls"].as_str().unwrap().to_string();
+    let rendition = sibling(&hls, &master(&b, &hls).await.variants[0].uri);
+    let at_start = listed_seconds(&b, &rendition).await;
+    let went_on = wait_until(T, async || listed_seconds(&b, &rendition).await >= at_start + 2.0 * LEASE as f64).await;
+    assert!(went_on, "the broadcast did not go on\n{}", a.log());
+    assert_eq!(b.get_video(&vid).await["status"], "processing", "{}", b.log());
+    assert_eq!(get_stream(&b, &sid).await["status"], "live");
+
+    // A dies: B fails its broadcast once A's lease on it has run out (then at its next look).
+    a.kill9().await;
+    let killed = Instant::now();
+    let failed = wait_until(Duration::from_secs(2 * LEASE + 10), async || b.get_video(&vid).await["status"] == "failed").await;
+    assert!(failed, "{}\n{}", b.get_video(&vid).await, b.log());
+    eprintln!("failed {:?} after the kill", killed.elapsed());
+    let v = b.get_video(&vid).await;
+    assert_eq!(v["error"]["code"], "broadcast_interrupted", "{v}");
+    assert_eq!(get_stream(&b, &sid).await["status"], "idle");
+    assert!(b.log().contains("broadcasts a stopped process left on air were marked failed"), "{}", b.log());
 }

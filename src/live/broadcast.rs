@@ -334,10 +334,11 @@ async fn run(
     remove_dir_off_executor(app.upload_dir(&id)).await;
     // Off air in the metrics before the stream reads idle.
     app.metrics.live_streams.dec();
-    let sid = claim.stream.id.clone();
+    let (sid, vid) = (claim.stream.id.clone(), id.clone());
     let stream = app
         .store
         .run(move |s| {
+            s.end_broadcast(&vid)?;
             let l = s.update_live(&sid, |l| {
                 l.status = LiveStatus::Idle;
                 l.encoder_speed = None;

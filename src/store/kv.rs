@@ -36,6 +36,7 @@ pub(super) const TREES: &[&str] = &[
     "webhook_deliveries",
     "webhook_due",
     "live",
+    "broadcasts",
 ];
 
 /// The engine a store runs on.

@@ -34,8 +34,9 @@ pub struct Store {
     pub(super) webhooks: Tree,
     pub(super) deliveries: Tree,
     pub(super) due: Tree,
-    /// Live streams by id (`live.rs`).
+    /// Live streams by id, and the leases of broadcasts on air by video id (`live.rs`).
     pub(super) live: Tree,
+    pub(super) broadcasts: Tree,
     /// Writes to users, sessions and tokens so far (`accounts.rs`).
     pub(super) accounts_generation: std::sync::atomic::AtomicU64,
     /// Held while a user is created, so that "the first admin" and "no user yet" are decided once.
@@ -114,6 +115,7 @@ impl Store {
             deliveries: db.tree("webhook_deliveries")?,
             due: db.tree("webhook_due")?,
             live: db.tree("live")?,
+            broadcasts: db.tree("broadcasts")?,
             accounts_lock: std::sync::Mutex::new(()),
             accounts_generation: Default::default(),
             node,
@@ -130,6 +132,11 @@ impl Store {
     /// This process's id as a job holder.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// When a lease taken or renewed now ends.
+    pub(super) fn lease_from_now(&self) -> chrono::DateTime<Utc> {
+        Utc::now() + self.lease
     }
 
     /// Whether other processes may share the jobs (PostgreSQL): then claims are leases that
@@ -387,6 +394,8 @@ impl Store {
                 lost.push(job.video_id);
             }
         }
+        // Broadcasts on air here (they have no job) are in `mine` too.
+        self.renew_broadcasts(mine)?;
         Ok(lost)
     }
 

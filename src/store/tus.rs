@@ -57,10 +57,24 @@ impl Store {
 
     /// After a restart: a resumable upload whose transcode had started while it arrived goes back
     /// to `uploading` without a job (the transcode starts again from the file once the last byte
-    /// is in). Returns the ids whose job was dropped (their partial output is to be removed).
+    /// is in). Returns the ids whose job was dropped (their partial output is to be removed). On
+    /// a shared database, not those another process is transcoding (their lease stands).
     pub fn reset_tus_jobs(&self) -> Result<Vec<String>, StoreError> {
-        let mut reset = vec![];
+        let (mut reset, now) = (vec![], chrono::Utc::now());
         for u in self.tus_uploads()? {
+            // On a shared database, an upload another process is transcoding while it arrives
+            // (its job held under a lease that stands) is that process's.
+            if self.shares_jobs() {
+                let job: Option<crate::model::JobRecord> =
+                    self.jobs_tree().get(u.id.as_bytes())?.map(|b| super::records::dec(&b)).transpose()?;
+                if job.is_some_and(|j| {
+                    j.state == crate::model::JobState::Running
+                        && j.holder.as_deref() != Some(self.node())
+                        && j.lease_until.is_some_and(|t| t > now)
+                }) {
+                    continue;
+                }
+            }
             let had_job = self.jobs_tree().remove(u.id.as_bytes())?.is_some();
             self.update(&u.id, |v| {
                 v.status = Status::Uploading;
@@ -118,5 +132,25 @@ mod tests {
             assert!(!s.advance_tus(&u).unwrap(), "a deleted upload does not come back");
             assert!(s.get("a").unwrap().is_none());
         }
+    }
+
+    /// On a shared database a process that starts leaves alone an upload another process is
+    /// transcoding while it arrives, and resets one whose process stopped renewing its lease.
+    #[test]
+    fn a_starting_process_resets_only_the_streamed_uploads_of_processes_that_are_gone() {
+        let engines = crate::store::testing::each_engine();
+        let url = engines[1].url().unwrap();
+        let here = Store::connect(&url).unwrap().with_lease(std::time::Duration::from_secs(3600));
+        let dead = Store::connect(&url).unwrap().with_lease(std::time::Duration::ZERO);
+        let starting = Store::connect(&url).unwrap();
+        for (s, id) in [(&here, "h"), (&dead, "d")] {
+            let v = VideoRecord { status: Status::Processing, ..VideoRecord::new(id, None, None, 0) };
+            s.create_tus(&upload(id), &VideoRecord { status: Status::Uploading, ..v.clone() }, &KeyMaterial::generate()).unwrap();
+            s.create_with(&v, &KeyMaterial::generate(), JobState::Running).unwrap();
+        }
+        assert_eq!(starting.reset_tus_jobs().unwrap(), vec!["d".to_string()]);
+        assert_eq!(starting.get("h").unwrap().unwrap().status, Status::Processing);
+        assert_eq!(starting.jobs().unwrap().len(), 1);
+        assert_eq!(starting.get("d").unwrap().unwrap().status, Status::Uploading);
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod live;
 pub mod ll;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
