@@ -221,3 +221,54 @@ async fn api_nodes_and_workers_share_only_the_database_and_the_bucket() {
     workers[survivor].child.start_kill().unwrap();
     workers[survivor].child.wait().await.unwrap();
 }
+
+/// A resumable upload's bytes so far are on the API node that received them: a chunk sent to
+/// another node is answered `409` saying so (tus clients then ask for the offset again and
+/// retry, which a load balancer routing uploads by URL sends to the right node), nothing of it
+/// is kept, and the upload goes on through its node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumable_upload_sent_to_another_node_is_sent_back() {
+    std::env::set_var("TEST_STORE", "postgres");
+    std::env::set_var("TEST_STORAGE", "s3");
+    let site = tempfile::tempdir().unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for d in &dirs {
+        share_site(d.path(), site.path());
+    }
+    let env = [("CASCADE_STREAM_INGEST", "false")];
+    let a = Server::start_in(dirs[0].path(), &env).await;
+    let b = Server::start_in(dirs[1].path(), &env).await;
+    let src = clip("scale_s3_tus.mp4", "testsrc2=size=320x240:rate=25", Some("sine"), 3.0, &[]).await;
+    let data = std::fs::read(&src).unwrap();
+    let half = data.len() / 2;
+    let r = a.client.post(a.url("/api/uploads")).header("Tus-Resumable", "1.0.0").header("Upload-Length", data.len()).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.headers()["cascade-video-id"].to_str().unwrap().to_string();
+    let path = format!("/api/uploads/{id}");
+    let patch = |server: &Server, offset: usize, bytes: &[u8]| {
+        server
+            .client
+            .patch(server.url(&path))
+            .header("Tus-Resumable", "1.0.0")
+            .header("Content-Type", "application/offset+octet-stream")
+            .header("Upload-Offset", offset)
+            .body(bytes.to_vec())
+            .send()
+    };
+    let offset = |server: &Server| server.client.head(server.url(&path)).header("Tus-Resumable", "1.0.0").send();
+    let upload_offset = |r: &reqwest::Response| r.headers()["upload-offset"].to_str().unwrap().parse::<usize>().unwrap();
+
+    let r = patch(&a, 0, &data[..half]).await.unwrap();
+    assert_eq!((r.status().as_u16(), upload_offset(&r)), (204, half));
+    let r = patch(&b, half, &data[half..]).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "conflict", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("on the Cascade node that received them"), "{body}");
+    let r = offset(&b).await.unwrap();
+    assert_eq!((r.status().as_u16(), upload_offset(&r)), (200, half), "nothing of the refused chunk is kept");
+    let r = patch(&a, half, &data[half..]).await.unwrap();
+    assert_eq!((r.status().as_u16(), upload_offset(&r)), (204, data.len()));
+    let v = b.wait_final(&id, Duration::from_secs(300)).await;
+    assert_eq!(v["status"], "ready", "{v}\n{}", a.log());
+}

@@ -147,6 +147,16 @@ impl Intake {
             return Intake::create_with_id(app, id, meta).await;
         }
         let path = app.partial_source_path(&id);
+        // A scaled set-up: the bytes so far are in the data dir of the node that received them.
+        // The client is told so (tus clients ask for the offset again and retry, which a load
+        // balancer that routes uploads by their URL sends to that node).
+        let here = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+        if here < offset && app.store.blocking().shares_jobs() {
+            return Err(AppError::Conflict(format!(
+                "the first {offset} bytes of this upload are on the Cascade node that received them, not on this one: \
+                 send the upload's requests to that node (route /api/uploads/{{id}} by its URL)"
+            )));
+        }
         let file = UploadFile::reopen(&path, offset).await?;
         let head_len = (container::ID_BYTES as u64).min(offset) as usize;
         let head = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
