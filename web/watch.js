@@ -284,7 +284,11 @@
     // Low latency: hls.js plays PART-HOLD-BACK behind the last part and loads parts as they are
     // published (blocking playlist reload).
     const hls = new Hls(kind === 'llhls'
-      ? { enableWorker: true, lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, backBufferLength: 30 }
+      // No backBufferLength: hls.js 1.7's back-buffer flush at each new segment can, while a
+      // part of the segment being loaded is in the transmuxer, drop that segment's tracker entry
+      // (FragmentTracker.detectEvictedFragments), which then reads as "Found no media" and a GAP
+      // (seen once in CI, at 96 s of a broadcast). The browser evicts played media by itself.
+      ? { enableWorker: true, lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 }
       : v.live && v.status === 'processing'
       ? { enableWorker: true, liveSyncDuration: 3, liveMaxLatencyDuration: 6, maxLiveSyncPlaybackRate: 1.5 }
       : { startPosition: 0, enableWorker: true, liveDurationInfinity: false });

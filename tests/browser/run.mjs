@@ -689,16 +689,25 @@ await scenario('live low latency: hls.js and dash.js in low-latency mode play 60
   const ff = spawn('ffmpeg', ['-nostdin', '-v', 'error', '-re', '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i',
     'sine=frequency=440:sample_rate=48000', '-t', '200', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '60',
     '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', `${stream.rtmp_url}/${stream.key}`], { stdio: 'ignore' });
+  let failure = null;
   try {
     const rec = await livePlayable(stream.id, 'the low-latency broadcast to be playable');
     if (!rec.playback.hls_low_latency) throw new Error(`no low-latency URL on air: ${JSON.stringify(rec.playback)}`);
     // The watch page's own choice is hls.js's low-latency mode; dash.js's is ?player=lldash.
     for (const [query, want] of [['?player=lldash', 'lldash'], ['', 'llhls']]) await playsLowLatency(context, rec, query, want);
+  } catch (e) {
+    failure = e;
   } finally {
     ff.kill('SIGKILL');
   }
-  // The broadcast ends (a video) and frees the server's live slot for the next scenario.
-  await ready((await api(`/api/live/${stream.id}`)).video_id, 120000);
+  // The broadcast ends (a video) and frees the server's live slot for the next scenario, also
+  // when this one failed (a failure here must not fail the next one too).
+  try {
+    await ready((await api(`/api/live/${stream.id}`)).video_id, 120000);
+  } catch (e) {
+    if (!failure) throw e;
+  }
+  if (failure) throw failure;
 }, liveContext);
 
 // Going live from the browser (WHIP): the Go live page sends Chromium's fake camera and
