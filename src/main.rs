@@ -505,24 +505,18 @@ async fn run_worker(config: config::Config, ladder: ladder::Ladder) -> anyhow::R
 /// their output.
 async fn recover_live(app: &Arc<app::App>, all_videos: bool) -> Result<(), error::AppError> {
     let interrupted = app.store.run(move |s| s.recover_live(all_videos)).await?;
+    if !interrupted.is_empty() {
+        warn!(count = interrupted.len(), ids = ?interrupted, "broadcasts a stopped process left on air were marked failed");
+    }
     for id in &interrupted {
         app::remove_dir_off_executor(app.media_dir(id)).await;
         if let Err(e) = app.storage.remove_media(id).await {
             warn!(video_id = %id, error = %e, "cannot remove an interrupted broadcast's output from object storage");
         }
-        if let Ok(Some(r)) = app
-            .store
-            .run({
-                let id = id.clone();
-                move |s| s.get(&id)
-            })
-            .await
-        {
+        let id2 = id.clone();
+        if let Ok(Some(r)) = app.store.run(move |s| s.get(&id2)).await {
             app.notify(&r);
         }
-    }
-    if !interrupted.is_empty() {
-        warn!(count = interrupted.len(), ids = ?interrupted, "broadcasts a stopped process left on air were marked failed");
     }
     Ok(())
 }

@@ -219,5 +219,8 @@ async fn a_starting_node_leaves_the_others_broadcasts_on_air_and_fails_a_dead_no
     let v = b.get_video(&vid).await;
     assert_eq!(v["error"]["code"], "broadcast_interrupted", "{v}");
     assert_eq!(get_stream(&b, &sid).await["status"], "idle");
-    assert!(b.log().contains("broadcasts a stopped process left on air were marked failed"), "{}", b.log());
+    // B did it (its log line follows the record's change).
+    let said =
+        wait_until(Duration::from_secs(10), async || b.log().contains("broadcasts a stopped process left on air were marked failed")).await;
+    assert!(said, "{}", b.log());
 }
